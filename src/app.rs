@@ -1,0 +1,77 @@
+//! Builds the shared clients and the router once, then runs it: under Lambda, as a local
+//! HTTP server, or on function-URL event files.
+
+use axum::Router;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::gitlab::GitLabClient;
+use crate::http::{AppState, router};
+use crate::lifecycle::Lifecycle;
+use crate::secrets::{SecretProvider, SecretsManager, StaticSecrets, Unconfigured};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Chooses where secrets come from: Secrets Manager when `SECRET_ID` is set; in Lambda without
+/// it, a provider that fails every request with the reason; locally, environment variables.
+pub async fn secret_provider(config: &Config, in_lambda: bool) -> Arc<dyn SecretProvider> {
+    match (&config.secret_id, in_lambda) {
+        (Some(id), _) => {
+            let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(config.connect_timeout)
+                .operation_timeout(std::time::Duration::from_secs(10))
+                .build();
+            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
+            let client = aws_sdk_secretsmanager::Client::new(&sdk);
+            Arc::new(SecretsManager::new(client, id.clone(), config.secret_ttl))
+        }
+        (None, true) => Arc::new(Unconfigured(
+            "SECRET_ID is not set; point it at a Secrets Manager secret holding {\"gitlab_token\": ..., \"<source>_webhook_secret\": ...}".into(),
+        )),
+        (None, false) => Arc::new(StaticSecrets::from_env_vars(std::env::vars())),
+    }
+}
+
+/// The router with its state, from a configuration and a secret provider.
+pub fn build(config: Config, secrets: Arc<dyn SecretProvider>) -> Result<Router, BoxError> {
+    let http = GitLabClient::http_client(&config)?;
+    let gitlab = GitLabClient::new(&config, http, secrets.clone());
+    Ok(router(AppState::new(config, secrets, Lifecycle::new(gitlab))))
+}
+
+pub async fn run_lambda(app: Router) -> Result<(), BoxError> {
+    lambda_http::run(app).await
+}
+
+pub async fn serve(app: Router, listen: SocketAddr) -> Result<(), BoxError> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// Runs each function-URL event file through the router, as Lambda would, and prints the
+/// answers as JSON lines. Returns whether every answer was a success.
+pub async fn invoke(app: Router, files: &[PathBuf]) -> Result<bool, BoxError> {
+    let mut all_ok = true;
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let request = lambda_http::request::from_str(&text)
+            .map_err(|e| format!("{}: not a Lambda function URL / HTTP API v2 event: {e}", file.display()))?;
+        let response = app.clone().oneshot(request).await?;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
+        all_ok &= status.is_success();
+        println!("{}", json!({ "event": file.display().to_string(), "statusCode": status.as_u16(), "body": body }));
+    }
+    Ok(all_ok)
+}

@@ -1,0 +1,132 @@
+//! Configuration, read once from the environment into a typed struct.
+
+use std::time::Duration;
+
+/// The largest webhook body accepted (1 MiB); larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Base URL of the GitLab instance, without `/api/v4` (`GITLAB_URL`).
+    pub gitlab_url: String,
+    /// Secrets Manager secret holding `gitlab_token` and `<source>_webhook_secret` (`SECRET_ID`).
+    pub secret_id: Option<String>,
+    /// How long a fetched secret is trusted (`SECRET_CACHE_TTL_SECONDS`).
+    pub secret_ttl: Duration,
+    /// Ref sent to GitLab when neither the query nor the payload names a branch (`DEFAULT_REF`).
+    pub default_ref: String,
+    /// Plan everything, send nothing to GitLab (`DRY_RUN`).
+    pub dry_run: bool,
+    /// Time budget of one webhook when no Lambda deadline is known (`REQUEST_DEADLINE_SECONDS`).
+    pub local_deadline: Duration,
+    /// Kept free before Lambda's own deadline so an answer can still be sent (`DEADLINE_MARGIN_MS`).
+    pub deadline_margin: Duration,
+    /// TCP+TLS connect timeout towards GitLab (`GITLAB_CONNECT_TIMEOUT_MS`).
+    pub connect_timeout: Duration,
+    /// Timeout of one GitLab request (`GITLAB_REQUEST_TIMEOUT_MS`).
+    pub request_timeout: Duration,
+    /// Attempts per GitLab call, the first included (`GITLAB_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+    /// First backoff step; doubles per attempt, with jitter (`GITLAB_RETRY_BASE_MS`).
+    pub retry_base: Duration,
+    /// Upper bound of one backoff step (`GITLAB_RETRY_MAX_MS`).
+    pub retry_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            gitlab_url: "https://gitlab.com".into(),
+            secret_id: None,
+            secret_ttl: Duration::from_secs(300),
+            default_ref: "main".into(),
+            dry_run: false,
+            local_deadline: Duration::from_secs(25),
+            deadline_margin: Duration::from_millis(1000),
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            max_attempts: 5,
+            retry_base: Duration::from_millis(250),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let num = |k: &str| -> Result<Option<u64>, ConfigError> {
+            get(k)
+                .map(|v| v.parse::<u64>().map_err(|_| ConfigError(format!("{k} must be a whole number, got {v:?}"))))
+                .transpose()
+        };
+        let ms = |k: &str, dflt: Duration| -> Result<Duration, ConfigError> {
+            Ok(num(k)?.map(Duration::from_millis).unwrap_or(dflt))
+        };
+        let gitlab_url = get("GITLAB_URL").unwrap_or(d.gitlab_url).trim_end_matches('/').to_string();
+        let gitlab_url = gitlab_url.strip_suffix("/api/v4").unwrap_or(&gitlab_url).to_string();
+        if !(gitlab_url.starts_with("https://") || gitlab_url.starts_with("http://")) {
+            return Err(ConfigError(format!("GITLAB_URL must start with https:// (or http://), got {gitlab_url:?}")));
+        }
+        let dry_run = match get("DRY_RUN").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("0" | "false" | "no" | "off") => false,
+            Some("1" | "true" | "yes" | "on") => true,
+            Some(other) => return Err(ConfigError(format!("DRY_RUN must be 1/0 or true/false, got {other:?}"))),
+        };
+        let max_attempts = num("GITLAB_MAX_ATTEMPTS")?.unwrap_or(d.max_attempts as u64).clamp(1, 20) as u32;
+        Ok(Config {
+            gitlab_url,
+            secret_id: get("SECRET_ID"),
+            secret_ttl: num("SECRET_CACHE_TTL_SECONDS")?.map(Duration::from_secs).unwrap_or(d.secret_ttl),
+            default_ref: get("DEFAULT_REF").unwrap_or(d.default_ref),
+            dry_run,
+            local_deadline: num("REQUEST_DEADLINE_SECONDS")?.map(Duration::from_secs).unwrap_or(d.local_deadline),
+            deadline_margin: ms("DEADLINE_MARGIN_MS", d.deadline_margin)?,
+            connect_timeout: ms("GITLAB_CONNECT_TIMEOUT_MS", d.connect_timeout)?,
+            request_timeout: ms("GITLAB_REQUEST_TIMEOUT_MS", d.request_timeout)?,
+            max_attempts,
+            retry_base: ms("GITLAB_RETRY_BASE_MS", d.retry_base)?,
+            retry_max: ms("GITLAB_RETRY_MAX_MS", d.retry_max)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.gitlab_url, "https://gitlab.com");
+        assert_eq!(c.secret_ttl, Duration::from_secs(300));
+        let c = cfg(&[("GITLAB_URL", "https://git.example.com/api/v4/"), ("DRY_RUN", "1"), ("SECRET_CACHE_TTL_SECONDS", "60")]).unwrap();
+        assert_eq!(c.gitlab_url, "https://git.example.com");
+        assert!(c.dry_run);
+        assert_eq!(c.secret_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(cfg(&[("GITLAB_URL", "gitlab.com")]).unwrap_err().to_string().contains("GITLAB_URL"));
+        assert!(cfg(&[("GITLAB_MAX_ATTEMPTS", "x")]).unwrap_err().to_string().contains("GITLAB_MAX_ATTEMPTS"));
+        assert!(cfg(&[("DRY_RUN", "maybe")]).unwrap_err().to_string().contains("DRY_RUN"));
+    }
+}

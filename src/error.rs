@@ -1,0 +1,89 @@
+//! Every error the bridge can answer with, and the one place where each becomes an HTTP status.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::time::Duration;
+
+use crate::gitlab::GitLabError;
+use crate::secrets::SecretsError;
+
+/// An error that ends a webhook request. The `Display` text is what the caller reads in
+/// `{"error": "..."}`; it never contains a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed JSON, a missing or invalid field. The message names the field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong credentials, or no secret configured for the source (fail closed).
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("unknown source `{name}`; this bridge knows: {known}")]
+    UnknownSource { name: String, known: String },
+    #[error("no route for {method} {path}")]
+    NoRoute { method: String, path: String },
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error(transparent)]
+    GitLab(#[from] GitLabError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::UnknownSource { .. } | Error::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::GitLab(e) => match e {
+                // GitLab refused the data itself: a redelivery of the same body cannot succeed.
+                GitLabError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                GitLabError::RateLimited { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                GitLabError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+                GitLabError::Unavailable(_)
+                | GitLabError::Ambiguous(_)
+                | GitLabError::Unauthorized
+                | GitLabError::Forbidden(_)
+                | GitLabError::Redirect { .. }
+                | GitLabError::InvalidResponse(_) => StatusCode::BAD_GATEWAY,
+                GitLabError::Secrets(s) => secrets_status(s),
+            },
+            Error::Secrets(s) => secrets_status(s),
+        }
+    }
+
+    /// How long the caller should wait before redelivering, when we know.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::GitLab(GitLabError::RateLimited { retry_after }) => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+fn secrets_status(e: &SecretsError) -> StatusCode {
+    match e {
+        SecretsError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let retry_after = self.retry_after();
+        let mut resp = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if let Some(d) = retry_after {
+            if let Ok(v) = HeaderValue::from_str(&d.as_secs().max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

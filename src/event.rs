@@ -1,0 +1,293 @@
+//! The normalized deployment event every source produces, and its validation.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::Error;
+
+/// The four statuses GitLab's Deployments API accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Success,
+    Failed,
+    Canceled,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [Status::Running, Status::Success, Status::Failed, Status::Canceled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Success => "success",
+            Status::Failed => "failed",
+            Status::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_finished(self) -> bool {
+        self != Status::Running
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a source could read from one webhook. Fields a source does not know stay `None`
+/// and may be supplied by the query string (`environment`, `ref`) or defaults.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventDraft {
+    pub environment: Option<String>,
+    pub sha: Option<String>,
+    pub git_ref: Option<String>,
+    pub tag: Option<bool>,
+    pub status: Option<Status>,
+    pub external_url: Option<String>,
+    pub delivery_id: Option<String>,
+}
+
+/// The result of parsing one webhook.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceOutput {
+    Event(EventDraft),
+    /// Not a deployment state change (e.g. an Argo CD notification about something else).
+    Ignored(String),
+}
+
+/// Values from the query string; they win over what the payload says.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Overrides {
+    pub project: Option<String>,
+    pub environment: Option<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+/// One deployment state change, validated and ready for the lifecycle.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeploymentEvent {
+    pub source: &'static str,
+    pub project: String,
+    pub environment: String,
+    pub sha: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub tag: bool,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+impl DeploymentEvent {
+    /// Applies the query overrides and defaults to a draft and validates every field.
+    pub fn from_draft(
+        source: &'static str,
+        draft: EventDraft,
+        overrides: &Overrides,
+        default_ref: &str,
+    ) -> Result<DeploymentEvent, Error> {
+        let project = non_empty(overrides.project.clone()).ok_or_else(|| {
+            Error::BadRequest(
+                "query parameter `project` is required (numeric id or full path such as group/app)".into(),
+            )
+        })?;
+        validate_project(&project)?;
+
+        let environment = non_empty(overrides.environment.clone())
+            .or(non_empty(draft.environment))
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "`environment` is missing: the {source} payload names none; add `environment=<name>` to the webhook URL"
+                ))
+            })?;
+        validate_environment_name(&environment)?;
+
+        let sha = non_empty(draft.sha)
+            .ok_or_else(|| Error::BadRequest(format!("`sha` is missing from the {source} payload")))?;
+        let sha = normalize_sha(&sha).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "`sha` must be a full 40-character hexadecimal commit id, got {:?}",
+                truncate(&sha, 80)
+            ))
+        })?;
+
+        let status = draft.status.ok_or_else(|| {
+            Error::BadRequest(format!("`status` is missing from the {source} payload"))
+        })?;
+
+        let (git_ref, ref_is_tag) = match non_empty(overrides.git_ref.clone()) {
+            Some(r) => usable_ref(&r).unwrap_or((default_ref.to_string(), false)),
+            None => non_empty(draft.git_ref)
+                .and_then(|r| usable_ref(&r))
+                .unwrap_or((default_ref.to_string(), false)),
+        };
+        let tag = ref_is_tag || draft.tag.unwrap_or(false);
+
+        Ok(DeploymentEvent {
+            source,
+            project,
+            environment,
+            sha,
+            git_ref,
+            tag,
+            status,
+            external_url: non_empty(draft.external_url),
+            delivery_id: non_empty(draft.delivery_id),
+        })
+    }
+}
+
+/// A full 40-hex sha, lower-cased; anything else is `None`.
+pub fn normalize_sha(s: &str) -> Option<String> {
+    let s = s.trim();
+    (s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
+}
+
+/// A ref that can be sent to GitLab as `ref`, and whether it names a tag.
+/// `refs/heads/x` becomes `x`, `refs/tags/v1` becomes tag `v1`; `HEAD`, commit shas and other
+/// `refs/...` paths are not branch names and are refused (the caller falls back to the default ref).
+pub fn usable_ref(r: &str) -> Option<(String, bool)> {
+    let r = r.trim();
+    let (name, tag) = if let Some(b) = r.strip_prefix("refs/heads/") {
+        (b, false)
+    } else if let Some(t) = r.strip_prefix("refs/tags/") {
+        (t, true)
+    } else {
+        (r, false)
+    };
+    let looks_like_sha = name.len() >= 7 && name.len() <= 40 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    if name.is_empty() || name == "HEAD" || name.starts_with("refs/") || looks_like_sha {
+        return None;
+    }
+    Some((name.to_string(), tag))
+}
+
+fn validate_project(p: &str) -> Result<(), Error> {
+    let ok = p.bytes().all(|b| b.is_ascii_digit())
+        || (!p.starts_with('/')
+            && !p.ends_with('/')
+            && !p.contains("//")
+            && p.chars().all(|c| c.is_alphanumeric() || "/-_.+".contains(c)));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "`project` must be a numeric id or a full path such as group/subgroup/app, got {:?}",
+            truncate(p, 80)
+        )))
+    }
+}
+
+/// GitLab's own rule for environment names (`Gitlab::Regex.environment_name_regex`, max 255).
+pub fn validate_environment_name(name: &str) -> Result<(), Error> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_${}. -".contains(c);
+    let ok = name.chars().count() <= 255
+        && name.chars().all(|c| allowed(c) || c == '/')
+        && !name.starts_with('/')
+        && !name.ends_with('/');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "environment name {:?} is not valid in GitLab: it can contain only letters, digits, '-', '_', '/', '$', '{{', '}}', '.', and spaces, cannot start or end with '/', and is at most 255 characters",
+            truncate(name, 80)
+        )))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "c0ffee1234567890abcdef1234567890abcdef12";
+
+    fn draft() -> EventDraft {
+        EventDraft {
+            environment: Some("production".into()),
+            sha: Some(SHA.to_uppercase()),
+            git_ref: Some("refs/heads/main".into()),
+            status: Some(Status::Running),
+            ..Default::default()
+        }
+    }
+
+    fn overrides(project: &str) -> Overrides {
+        Overrides { project: Some(project.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn query_overrides_payload_and_sha_is_normalized() {
+        let o = Overrides {
+            project: Some("group/app".into()),
+            environment: Some("staging".into()),
+            git_ref: Some("release".into()),
+        };
+        let ev = DeploymentEvent::from_draft("generic", draft(), &o, "main").unwrap();
+        assert_eq!(ev.environment, "staging");
+        assert_eq!(ev.git_ref, "release");
+        assert_eq!(ev.sha, SHA);
+        assert!(!ev.tag);
+    }
+
+    #[test]
+    fn refs_are_cleaned_or_fall_back() {
+        assert_eq!(usable_ref("refs/heads/main"), Some(("main".into(), false)));
+        assert_eq!(usable_ref("refs/tags/v1.2"), Some(("v1.2".into(), true)));
+        assert_eq!(usable_ref("HEAD"), None);
+        assert_eq!(usable_ref(SHA), None);
+        assert_eq!(usable_ref("refs/pull/1/head"), None);
+        let mut d = draft();
+        d.git_ref = Some("HEAD".into());
+        let ev = DeploymentEvent::from_draft("generic", d, &overrides("1"), "trunk").unwrap();
+        assert_eq!(ev.git_ref, "trunk");
+    }
+
+    #[test]
+    fn missing_and_invalid_fields_name_the_field() {
+        let err = |d: EventDraft, o: &Overrides| DeploymentEvent::from_draft("generic", d, o, "main").unwrap_err().to_string();
+        assert!(err(draft(), &Overrides::default()).contains("`project`"));
+        let mut d = draft();
+        d.sha = Some("abc123".into());
+        assert!(err(d, &overrides("1")).contains("`sha`"));
+        let mut d = draft();
+        d.sha = None;
+        assert!(err(d, &overrides("1")).contains("`sha` is missing"));
+        let mut d = draft();
+        d.environment = None;
+        assert!(err(d, &overrides("1")).contains("`environment`"));
+        let mut d = draft();
+        d.environment = Some("bad|name".into());
+        assert!(err(d, &overrides("1")).contains("not valid"));
+        assert!(err(draft(), &overrides("/abs")).contains("`project`"));
+    }
+
+    #[test]
+    fn environment_names_follow_gitlab() {
+        for ok in ["production", "review/feature-1", "prod eu", "${X}.y"] {
+            assert!(validate_environment_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["/prod", "prod/", "prod:eu", "é"] {
+            assert!(validate_environment_name(bad).is_err(), "{bad}");
+        }
+        assert!(validate_environment_name(&"a".repeat(256)).is_err());
+    }
+}

@@ -1,0 +1,465 @@
+//! The GitLab REST client: Deployments API calls with the token from the [`SecretProvider`],
+//! retries with backoff and jitter bounded by the webhook's deadline, no redirects, and the
+//! dry-run mode that records calls instead of sending them.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::Config;
+use crate::event::Status;
+use crate::secrets::{SecretProvider, SecretsError};
+
+/// Characters left as they are in a project path; everything else (`/` included) is %-encoded.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GitLabError {
+    /// GitLab refused the data (unknown commit or ref, invalid environment, unknown project).
+    #[error("GitLab rejected the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("GitLab refused the token (401 Unauthorized) even after the secret was read again; put a valid token with the `api` scope in `gitlab_token`")]
+    Unauthorized,
+    #[error("GitLab answered 403 Forbidden ({0}); the token needs the `api` scope and at least the Developer role (and 'Allowed to deploy' on protected environments)")]
+    Forbidden(String),
+    #[error("GitLab is rate-limiting requests (429) and the wait does not fit in this request's deadline; retry later")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("GitLab is unavailable: {0}")]
+    Unavailable(String),
+    /// A create call failed after it may have reached GitLab; the lifecycle re-checks before retrying.
+    #[error("GitLab failed while creating a deployment: {0}")]
+    Ambiguous(String),
+    #[error("the deadline ran out waiting for GitLab: {0}")]
+    Deadline(String),
+    #[error("GitLab answered with a redirect to {location:?}; set GITLAB_URL (or the project) to the final address, redirects are not followed so the token cannot leak")]
+    Redirect { location: String },
+    #[error("GitLab sent a response the bridge cannot read: {0}")]
+    InvalidResponse(String),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+}
+
+/// A deployment as GitLab returns it (the fields the bridge uses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iid: Option<u64>,
+    pub status: String,
+    #[serde(default)]
+    pub sha: String,
+    #[serde(rename = "ref", default)]
+    pub git_ref: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<String>,
+}
+
+/// The body of `POST /projects/:id/deployments`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDeployment<'a> {
+    pub environment: &'a str,
+    pub sha: &'a str,
+    #[serde(rename = "ref")]
+    pub git_ref: &'a str,
+    pub tag: bool,
+    pub status: Status,
+}
+
+/// One GitLab call as made (or, in dry-run, as it would be made).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Call {
+    pub method: String,
+    /// Path and query below the GitLab base URL, e.g. `/api/v4/projects/1/deployments`.
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+/// What one webhook may spend on GitLab, and the calls it made.
+#[derive(Debug)]
+pub struct CallCtx {
+    deadline: Instant,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl CallCtx {
+    pub fn new(deadline: Instant) -> Self {
+        CallCtx { deadline, calls: Mutex::new(Vec::new()) }
+    }
+
+    /// Time left before the deadline, `None` once it has passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, call: Call) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(call);
+        }
+    }
+}
+
+struct Reply {
+    body: Value,
+    next_page: Option<u32>,
+}
+
+enum Failure {
+    Retry(String),
+    RateLimited(Option<Duration>),
+}
+
+pub struct GitLabClient {
+    http: reqwest::Client,
+    base: String,
+    secrets: Arc<dyn SecretProvider>,
+    dry_run: bool,
+    request_timeout: Duration,
+    max_attempts: u32,
+    retry_base: Duration,
+    retry_max: Duration,
+}
+
+impl GitLabClient {
+    /// `http` must be built with redirects disabled; [`GitLabClient::http_client`] does that.
+    pub fn new(config: &Config, http: reqwest::Client, secrets: Arc<dyn SecretProvider>) -> Self {
+        GitLabClient {
+            http,
+            base: config.gitlab_url.clone(),
+            secrets,
+            dry_run: config.dry_run,
+            request_timeout: config.request_timeout,
+            max_attempts: config.max_attempts.max(1),
+            retry_base: config.retry_base,
+            retry_max: config.retry_max,
+        }
+    }
+
+    /// The one HTTP client for GitLab: rustls, no redirects, connect timeout.
+    pub fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .user_agent(concat!("gitlab-deploy-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    fn url(&self, project: &str, rest: &str) -> Result<Url, GitLabError> {
+        let p = utf8_percent_encode(project, PATH_SEGMENT);
+        Url::parse(&format!("{}/api/v4/projects/{p}{rest}", self.base))
+            .map_err(|e| GitLabError::InvalidResponse(format!("cannot build a URL from GITLAB_URL: {e}")))
+    }
+
+    /// One page (newest first, 100 per page) of an environment's deployments, optionally of one status.
+    pub async fn list_deployments(
+        &self,
+        ctx: &CallCtx,
+        project: &str,
+        environment: &str,
+        status: Option<Status>,
+        page: u32,
+    ) -> Result<(Vec<Deployment>, Option<u32>), GitLabError> {
+        let mut url = self.url(project, "/deployments")?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("environment", environment);
+            if let Some(s) = status {
+                q.append_pair("status", s.as_str());
+            }
+            q.append_pair("order_by", "id").append_pair("sort", "desc").append_pair("per_page", "100");
+            q.append_pair("page", &page.to_string());
+        }
+        let reply = self.execute(ctx, Method::GET, url, None, true, || json!([])).await?;
+        Ok((decode(reply.body)?, reply.next_page))
+    }
+
+    pub async fn get_deployment(&self, ctx: &CallCtx, project: &str, id: u64) -> Result<Deployment, GitLabError> {
+        let url = self.url(project, &format!("/deployments/{id}"))?;
+        let reply = self
+            .execute(ctx, Method::GET, url, None, true, || json!({"id": id, "status": "", "sha": "", "ref": ""}))
+            .await?;
+        decode(reply.body)
+    }
+
+    pub async fn create_deployment(
+        &self,
+        ctx: &CallCtx,
+        project: &str,
+        d: &NewDeployment<'_>,
+    ) -> Result<Deployment, GitLabError> {
+        let url = self.url(project, "/deployments")?;
+        let body = serde_json::to_value(d).map_err(|e| GitLabError::InvalidResponse(e.to_string()))?;
+        let dry = || json!({"id": 0, "status": d.status, "sha": d.sha, "ref": d.git_ref, "environment": {"name": d.environment}});
+        let reply = self.execute(ctx, Method::POST, url, Some(body), false, dry).await?;
+        decode(reply.body)
+    }
+
+    pub async fn update_deployment(
+        &self,
+        ctx: &CallCtx,
+        project: &str,
+        id: u64,
+        status: Status,
+    ) -> Result<Deployment, GitLabError> {
+        let url = self.url(project, &format!("/deployments/{id}"))?;
+        let dry = || json!({"id": id, "status": status, "sha": "", "ref": ""});
+        let reply = self.execute(ctx, Method::PUT, url, Some(json!({ "status": status })), true, dry).await?;
+        decode(reply.body)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.retry_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let step = exp.min(self.retry_max);
+        // "Equal jitter": half fixed, half random, so retries from many callers spread out.
+        step / 2 + step.mul_f64(fastrand::f64() / 2.0)
+    }
+
+    async fn execute(
+        &self,
+        ctx: &CallCtx,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+        idempotent: bool,
+        dry_answer: impl FnOnce() -> Value,
+    ) -> Result<Reply, GitLabError> {
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        ctx.record(Call { method: method.to_string(), path, body: body.clone() });
+        if self.dry_run {
+            return Ok(Reply { body: dry_answer(), next_page: None });
+        }
+
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            let secrets = self.secrets.current().await?;
+            let token = secrets.gitlab_token()?;
+            let Some(remaining) = ctx.remaining() else {
+                return Err(GitLabError::Deadline(format!("no time left for {method} {}", url.path())));
+            };
+            let mut token_header = HeaderValue::from_str(token.expose_secret()).map_err(|_| {
+                SecretsError::Invalid {
+                    secret: secrets.origin().to_string(),
+                    reason: "gitlab_token contains characters that cannot be sent in an HTTP header".into(),
+                }
+            })?;
+            token_header.set_sensitive(true);
+            let mut rb = self
+                .http
+                .request(method.clone(), url.clone())
+                .header("PRIVATE-TOKEN", token_header)
+                .timeout(remaining.min(self.request_timeout));
+            if let Some(b) = &body {
+                rb = rb.json(b);
+            }
+
+            let failure = match rb.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let bytes = match resp.bytes().await {
+                        Ok(b) => b,
+                        Err(e) if idempotent => {
+                            tracing::debug!(error = %e, "reading GitLab's answer failed");
+                            Vec::new().into()
+                        }
+                        Err(e) => return Err(GitLabError::Ambiguous(format!("reading the answer failed: {}", e.without_url()))),
+                    };
+                    if status.is_success() {
+                        let body = serde_json::from_slice(&bytes).map_err(|e| {
+                            GitLabError::InvalidResponse(format!("{status} with a body that is not JSON ({e})"))
+                        })?;
+                        let next_page = header_str(&headers, "x-next-page").and_then(|v| v.parse().ok());
+                        return Ok(Reply { body, next_page });
+                    }
+                    let message = error_message(&bytes);
+                    match status {
+                        StatusCode::UNAUTHORIZED if !refreshed => {
+                            // The token may have been rotated: read the secret again, once.
+                            tracing::warn!("GitLab answered 401; reading the secret again");
+                            refreshed = true;
+                            attempt -= 1;
+                            self.secrets.invalidate(&secrets).await;
+                            continue;
+                        }
+                        StatusCode::UNAUTHORIZED => return Err(GitLabError::Unauthorized),
+                        StatusCode::FORBIDDEN => return Err(GitLabError::Forbidden(message)),
+                        StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited(retry_after(&headers)),
+                        StatusCode::CONFLICT => Failure::Retry(format!("409 {message}")),
+                        s if s.is_redirection() => {
+                            let location = header_str(&headers, "location").unwrap_or_default().to_string();
+                            return Err(GitLabError::Redirect { location });
+                        }
+                        s if s.is_server_error() && idempotent => Failure::Retry(format!("{} {message}", s.as_u16())),
+                        s if s.is_server_error() => {
+                            return Err(GitLabError::Ambiguous(format!("{} {message}", s.as_u16())));
+                        }
+                        s => return Err(GitLabError::Rejected { status: s.as_u16(), message }),
+                    }
+                }
+                Err(e) if e.is_connect() => Failure::Retry(format!("cannot connect: {}", e.without_url())),
+                Err(e) if e.is_timeout() && ctx.remaining().is_none() => {
+                    return Err(GitLabError::Deadline(format!("{method} {} timed out", url.path())));
+                }
+                Err(e) if idempotent => Failure::Retry(e.without_url().to_string()),
+                Err(e) => return Err(GitLabError::Ambiguous(e.without_url().to_string())),
+            };
+
+            let (wait, give_up) = match failure {
+                Failure::Retry(msg) => (self.backoff(attempt), GitLabError::Unavailable(msg)),
+                Failure::RateLimited(after) => {
+                    (after.unwrap_or_else(|| self.backoff(attempt)), GitLabError::RateLimited { retry_after: after })
+                }
+            };
+            match ctx.remaining() {
+                Some(rem) if attempt < self.max_attempts && wait < rem => {
+                    tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, error = %give_up, "retrying GitLab call");
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Err(give_up),
+            }
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(v: Value) -> Result<T, GitLabError> {
+    serde_json::from_value(v).map_err(|e| GitLabError::InvalidResponse(e.to_string()))
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// `Retry-After` (seconds or HTTP date), else `RateLimit-Reset` (Unix time).
+pub fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    if let Some(v) = header_str(h, "retry-after") {
+        if let Ok(secs) = v.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(at.duration_since(SystemTime::now()).unwrap_or_default());
+        }
+    }
+    let reset: u64 = header_str(h, "ratelimit-reset")?.parse().ok()?;
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(reset.saturating_sub(now)))
+}
+
+/// GitLab's error text from any of its body shapes: `{"message": "..."}`,
+/// `{"message": {"field": ["..."]}}`, `{"error": "..."}`, or plain text.
+pub fn error_message(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        return if text.is_empty() { "(empty body)".into() } else { text.chars().take(300).collect() };
+    };
+    let flatten = |m: &Value| -> String {
+        match m {
+            Value::String(s) => s.clone(),
+            Value::Object(map) => map
+                .iter()
+                .map(|(field, msgs)| {
+                    let msgs = match msgs {
+                        Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect::<Vec<_>>().join(", "),
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    format!("{field}: {msgs}")
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        }
+    };
+    if let Some(m) = v.get("message") {
+        return flatten(m);
+    }
+    if let Some(e) = v.get("error") {
+        let mut s = flatten(e);
+        if let Some(d) = v.get("error_description").and_then(Value::as_str) {
+            s = format!("{s}: {d}");
+        }
+        return s;
+    }
+    text.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_error_shapes_are_read() {
+        assert_eq!(error_message(br#"{"message":"404 Project Not Found"}"#), "404 Project Not Found");
+        assert_eq!(
+            error_message(br#"{"message":{"sha":["The commit does not exist"]}}"#),
+            "sha: The commit does not exist"
+        );
+        assert_eq!(error_message(br#"{"error":"status does not have a valid value"}"#), "status does not have a valid value");
+        assert_eq!(error_message(b"Retry later\n"), "Retry later");
+        assert_eq!(error_message(b""), "(empty body)");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        h.insert("retry-after", HeaderValue::from_str(&later).unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn project_paths_are_encoded() {
+        let c = GitLabClient::new(
+            &Config::default(),
+            reqwest::Client::new(),
+            Arc::new(crate::secrets::StaticSecrets::new(Default::default())),
+        );
+        assert_eq!(c.url("group/sub/app", "/deployments").unwrap().path(), "/api/v4/projects/group%2Fsub%2Fapp/deployments");
+        assert_eq!(c.url("42", "").unwrap().path(), "/api/v4/projects/42");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let c = GitLabClient::new(
+            &Config::default(),
+            reqwest::Client::new(),
+            Arc::new(crate::secrets::StaticSecrets::new(Default::default())),
+        );
+        for attempt in 1..10 {
+            let d = c.backoff(attempt);
+            assert!(d <= c.retry_max, "{d:?}");
+            assert!(d >= (c.retry_base * 2u32.pow(attempt - 1)).min(c.retry_max) / 2, "{attempt} {d:?}");
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Where the GitLab token and the per-source webhook secrets come from.
+//!
+//! One interface, [`SecretProvider`], with two implementations: [`SecretsManager`] (Lambda: a
+//! JSON secret read lazily, cached with a TTL, re-read when GitLab says the token is no longer
+//! valid) and [`StaticSecrets`] (local runs: environment variables). Values are
+//! [`SecretString`]s, whose `Debug` prints nothing of them.
+
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Key of the GitLab token in the secret.
+pub const GITLAB_TOKEN_KEY: &str = "gitlab_token";
+
+/// Key of a source's webhook secret: `<source>_webhook_secret`.
+pub fn webhook_secret_key(source: &str) -> String {
+    format!("{source}_webhook_secret")
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SecretsError {
+    /// The function is not set up to read secrets at all.
+    #[error("secrets are not configured: {0}")]
+    NotConfigured(String),
+    #[error("Secrets Manager has no secret {0:?} (check SECRET_ID and the function's region)")]
+    NotFound(String),
+    #[error("secret {secret:?} is unusable: {reason}")]
+    Invalid { secret: String, reason: String },
+    #[error("secret {secret:?} has no key {key:?}; add it to the secret's JSON object")]
+    MissingKey { secret: String, key: String },
+    /// Secrets Manager could not be reached or refused us; a redelivery may succeed.
+    #[error("Secrets Manager is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One consistent set of secret values, as read at one moment.
+#[derive(Debug)]
+pub struct SecretBundle {
+    origin: String,
+    generation: u64,
+    values: HashMap<String, SecretString>,
+}
+
+impl SecretBundle {
+    pub fn new(origin: impl Into<String>, generation: u64, values: HashMap<String, SecretString>) -> Self {
+        SecretBundle { origin: origin.into(), generation, values }
+    }
+
+    /// Parses a Secrets Manager secret string: a JSON object of string values.
+    pub fn from_json(origin: &str, generation: u64, text: &str) -> Result<Self, SecretsError> {
+        let invalid = |reason: String| SecretsError::Invalid { secret: origin.to_string(), reason };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|_| invalid("its value is not JSON; store a JSON object such as {\"gitlab_token\": \"...\", \"generic_webhook_secret\": \"...\"}".into()))?;
+        let obj = value.as_object().ok_or_else(|| invalid("its value is JSON but not an object".into()))?;
+        let mut values = HashMap::new();
+        for (k, v) in obj {
+            let s = v.as_str().ok_or_else(|| invalid(format!("the value of key {k:?} is not a string")))?;
+            values.insert(k.clone(), SecretString::from(s.to_string()));
+        }
+        Ok(SecretBundle::new(origin, generation, values))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&SecretString> {
+        self.values.get(key)
+    }
+
+    pub fn gitlab_token(&self) -> Result<&SecretString, SecretsError> {
+        self.get(GITLAB_TOKEN_KEY).ok_or_else(|| SecretsError::MissingKey {
+            secret: self.origin.clone(),
+            key: GITLAB_TOKEN_KEY.into(),
+        })
+    }
+
+    pub fn webhook_secret(&self, source: &str) -> Option<&SecretString> {
+        self.get(&webhook_secret_key(source))
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// Gives the current secrets; `invalidate` drops a bundle that GitLab refused.
+pub trait SecretProvider: Send + Sync {
+    fn current(&self) -> BoxFuture<'_, Result<Arc<SecretBundle>, SecretsError>>;
+    /// Forget `stale` so that the next `current()` reads the secret again (token rotation).
+    fn invalidate<'a>(&'a self, stale: &'a SecretBundle) -> BoxFuture<'a, ()>;
+}
+
+/// Fixed values: environment variables for local runs, or a map in tests.
+pub struct StaticSecrets(Arc<SecretBundle>);
+
+impl StaticSecrets {
+    pub fn new(values: HashMap<String, SecretString>) -> Self {
+        StaticSecrets(Arc::new(SecretBundle::new("environment", 0, values)))
+    }
+
+    /// `GITLAB_TOKEN` → `gitlab_token`, `<SOURCE>_WEBHOOK_SECRET` → `<source>_webhook_secret`;
+    /// every other variable is ignored.
+    pub fn from_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let values = vars
+            .into_iter()
+            .filter(|(k, v)| !v.is_empty() && (k == "GITLAB_TOKEN" || k.ends_with("_WEBHOOK_SECRET")))
+            .map(|(k, v)| (k.to_ascii_lowercase(), SecretString::from(v)))
+            .collect();
+        StaticSecrets::new(values)
+    }
+}
+
+impl SecretProvider for StaticSecrets {
+    fn current(&self) -> BoxFuture<'_, Result<Arc<SecretBundle>, SecretsError>> {
+        let b = self.0.clone();
+        Box::pin(async move { Ok(b) })
+    }
+    fn invalidate<'a>(&'a self, _stale: &'a SecretBundle) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Always fails with a configuration error: keeps a misconfigured Lambda answering 5xx
+/// (and logging why) instead of crash-looping.
+pub struct Unconfigured(pub String);
+
+impl SecretProvider for Unconfigured {
+    fn current(&self) -> BoxFuture<'_, Result<Arc<SecretBundle>, SecretsError>> {
+        let msg = self.0.clone();
+        Box::pin(async move { Err(SecretsError::NotConfigured(msg)) })
+    }
+    fn invalidate<'a>(&'a self, _stale: &'a SecretBundle) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+struct Cached {
+    bundle: Arc<SecretBundle>,
+    fetched: Instant,
+}
+
+/// AWS Secrets Manager, read on first use and cached for `ttl`.
+pub struct SecretsManager {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+    ttl: Duration,
+    cache: Mutex<Option<Cached>>,
+    generation: AtomicU64,
+}
+
+impl SecretsManager {
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>, ttl: Duration) -> Self {
+        SecretsManager {
+            client,
+            secret_id: secret_id.into(),
+            ttl,
+            cache: Mutex::new(None),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    async fn fetch(&self) -> Result<Arc<SecretBundle>, SecretsError> {
+        use aws_sdk_secretsmanager::error::SdkError;
+        let out = self.client.get_secret_value().secret_id(&self.secret_id).send().await.map_err(|e| {
+            match &e {
+                SdkError::ServiceError(se) if se.err().is_resource_not_found_exception() => {
+                    SecretsError::NotFound(self.secret_id.clone())
+                }
+                SdkError::ServiceError(se) => {
+                    let code = aws_sdk_secretsmanager::error::ProvideErrorMetadata::code(se.err()).unwrap_or("error");
+                    if code.contains("AccessDenied") || code.contains("Decryption") {
+                        SecretsError::Invalid {
+                            secret: self.secret_id.clone(),
+                            reason: format!("Secrets Manager answered {code}; the function's role needs secretsmanager:GetSecretValue (and kms:Decrypt for a customer key)"),
+                        }
+                    } else {
+                        SecretsError::Unavailable(format!("Secrets Manager answered {code}"))
+                    }
+                }
+                other => SecretsError::Unavailable(format!("{}", aws_sdk_secretsmanager::error::DisplayErrorContext(other))),
+            }
+        })?;
+        let text = out.secret_string().ok_or_else(|| SecretsError::Invalid {
+            secret: self.secret_id.clone(),
+            reason: "it has no SecretString (binary secrets are not supported)".into(),
+        })?;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let bundle = SecretBundle::from_json(&self.secret_id, generation, text)?;
+        tracing::info!(secret_id = %self.secret_id, generation, keys = bundle.values.len(), "read secret from Secrets Manager");
+        Ok(Arc::new(bundle))
+    }
+}
+
+impl SecretProvider for SecretsManager {
+    fn current(&self) -> BoxFuture<'_, Result<Arc<SecretBundle>, SecretsError>> {
+        Box::pin(async move {
+            // Holding the lock while fetching makes concurrent first requests share one read.
+            let mut cache = self.cache.lock().await;
+            if let Some(c) = cache.as_ref() {
+                if c.fetched.elapsed() < self.ttl {
+                    return Ok(c.bundle.clone());
+                }
+            }
+            let bundle = self.fetch().await?;
+            *cache = Some(Cached { bundle: bundle.clone(), fetched: Instant::now() });
+            Ok(bundle)
+        })
+    }
+
+    fn invalidate<'a>(&'a self, stale: &'a SecretBundle) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let mut cache = self.cache.lock().await;
+            if cache.as_ref().is_some_and(|c| c.bundle.generation == stale.generation) {
+                *cache = None;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn json_secret_parses_and_debug_hides_values() {
+        let b = SecretBundle::from_json("s", 1, r#"{"gitlab_token":"glpat-xyz","argocd_webhook_secret":"a"}"#).unwrap();
+        assert_eq!(b.gitlab_token().unwrap().expose_secret(), "glpat-xyz");
+        assert_eq!(b.webhook_secret("argocd").unwrap().expose_secret(), "a");
+        assert!(b.webhook_secret("generic").is_none());
+        assert!(!format!("{b:?}").contains("glpat-xyz"));
+    }
+
+    #[test]
+    fn bad_secrets_say_why() {
+        assert!(SecretBundle::from_json("s", 1, "glpat-plain").unwrap_err().to_string().contains("not JSON"));
+        assert!(SecretBundle::from_json("s", 1, "[1]").unwrap_err().to_string().contains("not an object"));
+        assert!(SecretBundle::from_json("s", 1, r#"{"gitlab_token":1}"#).unwrap_err().to_string().contains("gitlab_token"));
+        let b = SecretBundle::from_json("s", 1, "{}").unwrap();
+        assert!(b.gitlab_token().unwrap_err().to_string().contains("no key \"gitlab_token\""));
+    }
+
+    #[test]
+    fn env_vars_map_to_secret_keys() {
+        let s = StaticSecrets::from_env_vars([
+            ("GITLAB_TOKEN".to_string(), "t".to_string()),
+            ("ARGOCD_WEBHOOK_SECRET".to_string(), "a".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ]);
+        assert!(s.0.gitlab_token().is_ok());
+        assert!(s.0.webhook_secret("argocd").is_some());
+        assert!(s.0.get("path").is_none());
+    }
+}

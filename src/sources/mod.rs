@@ -1,0 +1,92 @@
+//! Deploy tools. Each tool is one module with a pure `verify` + `parse` over the raw request;
+//! the transport, secrets, lifecycle and answers are shared (see [`crate::http`]).
+//!
+//! Adding a tool: write `src/sources/<tool>.rs` exposing `pub static SOURCE: &dyn Source`,
+//! and add its module name to the `sources!` list below.
+
+use axum::http::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+use crate::event::SourceOutput;
+
+/// One deploy tool's webhook format.
+pub trait Source: Send + Sync {
+    /// Path segment in `/hooks/{name}`; the secret key is `<name>_webhook_secret`.
+    fn name(&self) -> &'static str;
+    /// Checks the tool's native authentication over the raw body. `Err` is always 401.
+    fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error>;
+    /// Reads the body into a draft event, or says why it is not a deployment state change.
+    fn parse(&self, headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error>;
+}
+
+macro_rules! sources {
+    ($($module:ident),* $(,)?) => {
+        $(pub mod $module;)*
+        /// Every registered source.
+        pub static ALL: &[&dyn Source] = &[$($module::SOURCE),*];
+    };
+}
+
+sources![
+    generic,
+    argocd,
+];
+
+pub fn find(name: &str) -> Option<&'static dyn Source> {
+    ALL.iter().copied().find(|s| s.name() == name)
+}
+
+pub fn names() -> String {
+    ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn secret_eq(given: &[u8], expected: &SecretString) -> bool {
+    given.ct_eq(expected.expose_secret().as_bytes()).into()
+}
+
+/// The credential in `Authorization: Bearer <x>` or `PRIVATE-TOKEN: <x>`.
+pub fn bearer_or_private_token(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(v[7..].trim());
+        }
+    }
+    headers.get("private-token").and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// Verifies a bearer/PRIVATE-TOKEN credential against the source's secret.
+pub fn verify_token(source: &str, headers: &HeaderMap, secret: &SecretString) -> Result<(), Error> {
+    let Some(given) = bearer_or_private_token(headers) else {
+        return Err(Error::Unauthorized(format!(
+            "missing credentials: send `Authorization: Bearer <{source} webhook secret>`"
+        )));
+    };
+    if secret_eq(given.as_bytes(), secret) {
+        Ok(())
+    } else {
+        Err(Error::Unauthorized(format!("the credential does not match the {source} webhook secret")))
+    }
+}
+
+/// Parses a JSON object body, with a 400 that says what is wrong.
+pub fn json_object(source: &str, body: &[u8]) -> Result<serde_json::Map<String, Value>, Error> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(Error::BadRequest(format!("the {source} body must be a JSON object"))),
+        Err(e) => Err(Error::BadRequest(format!("the {source} body is not valid JSON: {e}"))),
+    }
+}
+
+/// A string field (numbers are accepted and turned into text); `None` when absent, null or blank.
+pub fn str_field(obj: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
+    match obj.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
