@@ -1,0 +1,194 @@
+//! The Lambda path itself: the built binary, started the way Lambda starts it, against a
+//! Runtime API stand-in, moto's Secrets Manager and the GitLab stand-in.
+//!
+//! `BRIDGE_BINARY` (and optionally `BRIDGE_RUNNER`, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`)
+//! run another build of the function, such as the arm64 `bootstrap`, through the same tests.
+
+use crate::support::moto::{self, CountingProxy};
+use crate::support::runtime::RuntimeApi;
+use crate::support::*;
+use serde_json::{Value, json};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+const EVENT_SHA: &str = "c0ffee1234567890abcdef1234567890abcdef12";
+
+struct Function {
+    _child: tokio::process::Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Function {
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+async fn start_function(runtime: &RuntimeApi, extra: &[(&str, &str)]) -> Function {
+    let binary = std::env::var("BRIDGE_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gitlab-deploy-bridge").to_string());
+    let runner = std::env::var("BRIDGE_RUNNER").unwrap_or_default();
+    let mut argv: Vec<String> = runner.split_whitespace().map(str::to_string).collect();
+    argv.push(binary);
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "gitlab-deploy-bridge")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/25/[$LATEST]0123456789abcdef")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/gitlab-deploy-bridge")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_SESSION_TOKEN", "test")
+        .env("GITLAB_RETRY_BASE_MS", "20")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start the function binary");
+    let output = Arc::new(Mutex::new(String::new()));
+    for mut stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let out = output.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    Function { _child: child, output }
+}
+
+fn event_file(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Invokes an event and returns the function URL response's status and JSON body.
+async fn invoke(runtime: &RuntimeApi, event: &str) -> (u16, Value) {
+    let posted = runtime.invoke(event).await;
+    assert_eq!(posted.kind, "response", "the function reported an error: {}", posted.body);
+    let resp: Value = serde_json::from_str(&posted.body).expect("response is JSON");
+    let body: Value = serde_json::from_str(resp["body"].as_str().expect("body is a string")).expect("body is JSON");
+    (resp["statusCode"].as_u64().unwrap() as u16, body)
+}
+
+fn demo_secret(token: &str) -> String {
+    json!({"gitlab_token": token, "generic_webhook_secret": "demo-generic-secret", "argocd_webhook_secret": "demo-argocd-secret"}).to_string()
+}
+
+#[tokio::test]
+async fn the_binary_serves_function_url_events_under_the_runtime_api() {
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(EVENT_SHA);
+    let secret = moto::create_secret(&demo_secret(&token)).await;
+    let proxy = CountingProxy::start().await;
+    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
+    let function = start_function(
+        &runtime,
+        &[("SECRET_ID", &secret), ("GITLAB_URL", &gitlab.url), ("AWS_ENDPOINT_URL", &proxy.url)],
+    )
+    .await;
+
+    let series = [
+        ("argocd-running.json", "created", "running"),
+        ("argocd-running.json", "unchanged", "running"),
+        ("argocd-deployed.json", "updated", "success"),
+        ("generic-success.json", "unchanged", "success"),
+        ("facade-success.json", "created", "success"),
+    ];
+    for (file, action, status) in series {
+        let (code, body) = invoke(&runtime, &event_file(file)).await;
+        assert_eq!(code, 200, "{file}: {body}");
+        assert_eq!(body["action"], action, "{file}: {body}");
+        assert_eq!(body["deployment"]["status"], status, "{file}: {body}");
+    }
+    let deps = gitlab.deployments();
+    assert_eq!(deps.len(), 2);
+    assert_eq!((deps[0].environment.as_str(), deps[0].history.clone()), ("production", vec!["running".to_string(), "success".to_string()]));
+    assert_eq!((deps[1].environment.as_str(), deps[1].status.as_str()), ("staging", "success"));
+    assert_eq!(proxy.reads(), 1, "Secrets Manager read once across the series");
+
+    // A bad credential is answered by the function, not by a crash.
+    let mut forged: Value = serde_json::from_str(&event_file("generic-running.json")).unwrap();
+    forged["headers"]["authorization"] = json!("Bearer not-the-secret");
+    let (code, body) = invoke(&runtime, &forged.to_string()).await;
+    assert_eq!(code, 401, "{body}");
+
+    let out = function.output();
+    assert!(!out.contains(&token), "the GitLab token reached the function's output");
+    let lines: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let handled: Vec<&Value> = lines.iter().filter(|l| l["message"] == "webhook handled").collect();
+    assert_eq!(handled.len(), 5, "one JSON log line per webhook:\n{out}");
+    for l in &handled {
+        for field in ["source", "project", "environment", "sha", "status", "action", "deployment_id", "latency_ms", "outcome"] {
+            assert!(!l[field].is_null(), "{field} missing in {l}");
+        }
+    }
+    assert!(lines.iter().any(|l| l["message"] == "webhook refused" && l["http_status"] == 401), "{out}");
+}
+
+#[tokio::test]
+async fn a_misconfigured_function_answers_5xx_and_keeps_running() {
+    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
+    let function = start_function(&runtime, &[("GITLAB_URL", "http://127.0.0.1:9")]).await;
+    for _ in 0..2 {
+        let (code, body) = invoke(&runtime, &event_file("generic-running.json")).await;
+        assert_eq!(code, 500, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("SECRET_ID"), "{body}");
+    }
+    assert!(function.output().contains("SECRET_ID"));
+
+    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
+    let _f = start_function(&runtime, &[("GITLAB_URL", "not a url"), ("SECRET_ID", "x")]).await;
+    let (code, body) = invoke(&runtime, &event_file("generic-running.json")).await;
+    assert_eq!(code, 500, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("GITLAB_URL"), "{body}");
+
+    let secret = moto::create_secret(&json!({"generic_webhook_secret": "demo-generic-secret"}).to_string()).await;
+    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
+    let _f = start_function(
+        &runtime,
+        &[("SECRET_ID", &secret), ("GITLAB_URL", "http://127.0.0.1:9"), ("AWS_ENDPOINT_URL", &moto::endpoint())],
+    )
+    .await;
+    let (code, body) = invoke(&runtime, &event_file("generic-running.json")).await;
+    assert_eq!(code, 500, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("gitlab_token"), "{body}");
+}
+
+#[tokio::test]
+async fn the_invocation_deadline_bounds_gitlab_retries() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let secret = moto::create_secret(&demo_secret("t")).await;
+    let runtime = RuntimeApi::start(Duration::from_secs(3)).await;
+    let _f = start_function(
+        &runtime,
+        &[
+            ("SECRET_ID", &secret),
+            ("GITLAB_URL", &format!("http://127.0.0.1:{port}")),
+            ("AWS_ENDPOINT_URL", &moto::endpoint()),
+            ("GITLAB_MAX_ATTEMPTS", "20"),
+            ("DEADLINE_MARGIN_MS", "500"),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (code, body) = invoke(&runtime, &event_file("generic-running.json")).await;
+    assert!(code == 502 || code == 504, "{code} {body}");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after the invocation deadline: {:?}", started.elapsed());
+}

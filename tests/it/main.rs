@@ -1,0 +1,9 @@
+//! End-to-end tests: the real router over HTTP against a GitLab stand-in that enforces the
+//! documented contract, moto's Secrets Manager, and the built binary under a Runtime API stand-in.
+
+mod support;
+
+mod events;
+mod lambda;
+mod relay;
+mod secrets;

@@ -1,0 +1,103 @@
+//! Secrets Manager through the real AWS SDK against moto's server.
+
+use crate::support::moto::{self, CountingProxy};
+use crate::support::*;
+use gitlab_deploy_bridge::secrets::SecretsManager;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn secret_json(token: &str) -> String {
+    json!({"gitlab_token": token, "generic_webhook_secret": GENERIC_SECRET, "argocd_webhook_secret": ARGOCD_SECRET}).to_string()
+}
+
+async fn bridge_with_secret(gitlab: &GitLabStub, name: &str, ttl: Duration) -> (Bridge, CountingProxy) {
+    let proxy = CountingProxy::start().await;
+    let provider = SecretsManager::new(moto::client(&proxy.url), name, ttl);
+    let bridge = Bridge::start(config(&gitlab.url), Arc::new(provider)).await;
+    (bridge, proxy)
+}
+
+#[tokio::test]
+async fn secret_is_read_once_per_ttl_across_many_webhooks() {
+    let token = fastrand_token();
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    let name = moto::create_secret(&secret_json(&token)).await;
+    let (bridge, proxy) = bridge_with_secret(&gitlab, &name, Duration::from_secs(300)).await;
+    assert_eq!(proxy.reads(), 0, "nothing is read before the first webhook");
+    for (i, status) in ["running", "success", "success", "running", "failed"].iter().cycle().take(12).enumerate() {
+        let (s, r) = bridge.generic(&format!("env{}", i % 3), SHA_A, status).await;
+        assert_eq!(s, 200, "{r}");
+    }
+    assert_eq!(proxy.reads(), 1);
+}
+
+#[tokio::test]
+async fn secret_is_read_again_after_the_ttl() {
+    let token = fastrand_token();
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    let name = moto::create_secret(&secret_json(&token)).await;
+    let (bridge, proxy) = bridge_with_secret(&gitlab, &name, Duration::from_millis(500)).await;
+    bridge.generic("production", SHA_A, "running").await;
+    bridge.generic("production", SHA_A, "running").await;
+    assert_eq!(proxy.reads(), 1);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (s, _) = bridge.generic("production", SHA_A, "success").await;
+    assert_eq!(s, 200);
+    assert_eq!(proxy.reads(), 2);
+}
+
+#[tokio::test]
+async fn rotated_token_is_picked_up_after_one_401() {
+    let old = fastrand_token();
+    let new = fastrand_token();
+    let gitlab = GitLabStub::start(&old).await;
+    gitlab.add_commit(SHA_A);
+    let name = moto::create_secret(&secret_json(&old)).await;
+    let (bridge, proxy) = bridge_with_secret(&gitlab, &name, Duration::from_secs(300)).await;
+    let (s, _) = bridge.generic("production", SHA_A, "running").await;
+    assert_eq!(s, 200);
+    // Rotation: GitLab now only accepts the new token, and the secret holds it.
+    gitlab.set_token(&new);
+    moto::put_secret(&name, &secret_json(&new)).await;
+    let (s, r) = bridge.generic("production", SHA_A, "success").await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("updated")), "{r}");
+    assert_eq!(proxy.reads(), 2);
+    let tokens: Vec<_> = gitlab.requests().iter().filter_map(|r| r.private_token.clone()).collect();
+    assert_eq!(tokens.first(), Some(&old));
+    assert_eq!(tokens.last(), Some(&new));
+    let logs = logs();
+    assert!(!logs.contains(&old) && !logs.contains(&new), "a token reached the logs");
+}
+
+#[tokio::test]
+async fn unusable_secrets_give_clear_5xx_errors() {
+    let gitlab = GitLabStub::start("t").await;
+    gitlab.add_commit(SHA_A);
+    let no_token = moto::create_secret(&json!({"generic_webhook_secret": GENERIC_SECRET}).to_string()).await;
+    let not_json = moto::create_secret("glpat-just-a-string").await;
+    let cases = [
+        (no_token, "gitlab_token"),
+        (not_json, "not JSON"),
+        ("bridge/does-not-exist".to_string(), "no secret"),
+    ];
+    for (name, needle) in cases {
+        let (bridge, _) = bridge_with_secret(&gitlab, &name, Duration::from_secs(300)).await;
+        let (s, r) = bridge.generic("production", SHA_A, "running").await;
+        assert_eq!(s, 500, "{name}: {r}");
+        assert!(r["error"].as_str().unwrap().contains(needle), "{name}: {r}");
+    }
+    assert!(gitlab.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_webhook_secret_key_is_401() {
+    let gitlab = GitLabStub::start("t").await;
+    let name = moto::create_secret(&json!({"gitlab_token": "t"}).to_string()).await;
+    let (bridge, _) = bridge_with_secret(&gitlab, &name, Duration::from_secs(300)).await;
+    let (s, r) = bridge.generic("production", SHA_A, "running").await;
+    assert_eq!(s, 401, "{r}");
+    assert!(gitlab.requests().is_empty());
+}

@@ -1,0 +1,402 @@
+//! An in-process GitLab stand-in for the Deployments API that enforces the documented contract
+//! (`../shared/reference/gitlab-api.md`): token header, project ids and encoded paths, required
+//! fields and Grape's error shapes, the deployment state machine, list filters, ordering and
+//! pagination, the success de-duplication, and injectable faults (5xx, plain-text 429).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct StoredDeployment {
+    pub id: u64,
+    pub iid: u64,
+    pub project: String,
+    pub environment: String,
+    pub sha: String,
+    pub git_ref: String,
+    pub tag: bool,
+    pub status: String,
+    /// Every status this deployment went through, in order.
+    pub history: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub uri: String,
+    pub at: Instant,
+    pub private_token: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer with this status and JSON body.
+    Json(u16, Value),
+    /// GitLab's Rack::Attack throttle: plain text body and `Retry-After`.
+    RateLimited { retry_after_secs: u64 },
+    /// The request is carried out, but the answer is replaced by this status (a proxy timing out).
+    LostAnswer(u16),
+}
+
+#[derive(Default)]
+struct StubState {
+    tokens: HashSet<String>,
+    commits: HashSet<String>,
+    refs: HashSet<String>,
+    deployments: Vec<StoredDeployment>,
+    next_id: u64,
+    faults: VecDeque<(Option<String>, Fault)>,
+    requests: Vec<Recorded>,
+}
+
+#[derive(Clone)]
+pub struct GitLabStub {
+    pub url: String,
+    state: Arc<Mutex<StubState>>,
+}
+
+/// Projects the stand-in knows: numeric ids, and full paths.
+const PROJECTS: &[(&str, &str)] = &[("42", "42"), ("group/app", "42"), ("group/sub/app", "77"), ("77", "77")];
+
+impl GitLabStub {
+    /// Starts on a free loopback port; `token` is the only valid GitLab token.
+    pub async fn start(token: &str) -> GitLabStub {
+        let state = StubState {
+            tokens: HashSet::from([token.to_string()]),
+            refs: HashSet::from(["main".to_string(), "release".to_string(), "v1.0.0".to_string()]),
+            next_id: 1000,
+            ..Default::default()
+        };
+        let state = Arc::new(Mutex::new(state));
+        let app = Router::new()
+            .route("/api/v4/projects/{id}/deployments", get(list).post(create))
+            .route("/api/v4/projects/{id}/deployments/{did}", get(get_one).put(update))
+            .fallback(|uri: Uri| async move {
+                (StatusCode::NOT_FOUND, Json(json!({"error": format!("404 Not Found: {}", uri.path())})))
+            })
+            .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        GitLabStub { url, state }
+    }
+
+    pub fn add_commit(&self, sha: &str) {
+        self.state.lock().unwrap().commits.insert(sha.to_string());
+    }
+
+    pub fn set_token(&self, token: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.tokens.clear();
+        s.tokens.insert(token.to_string());
+    }
+
+    /// The next request gets this fault.
+    pub fn push_fault(&self, f: Fault) {
+        self.state.lock().unwrap().faults.push_back((None, f));
+    }
+
+    /// The next request with this method gets this fault.
+    pub fn push_fault_for(&self, method: &str, f: Fault) {
+        self.state.lock().unwrap().faults.push_back((Some(method.to_string()), f));
+    }
+
+    pub fn deployments(&self) -> Vec<StoredDeployment> {
+        self.state.lock().unwrap().deployments.clone()
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Seeds a deployment as if another client had made it.
+    pub fn seed(&self, project: &str, environment: &str, sha: &str, status: &str) -> u64 {
+        let mut s = self.state.lock().unwrap();
+        s.next_id += 1;
+        let id = s.next_id;
+        let iid = s.deployments.iter().filter(|d| d.project == project).count() as u64 + 1;
+        s.deployments.push(StoredDeployment {
+            id,
+            iid,
+            project: project.into(),
+            environment: environment.into(),
+            sha: sha.into(),
+            git_ref: "main".into(),
+            tag: false,
+            status: status.into(),
+            history: vec![status.into()],
+        });
+        id
+    }
+}
+
+type Shared = Arc<Mutex<StubState>>;
+
+fn err(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// Records every request, applies injected faults, and checks the token.
+async fn gate(State(st): State<Shared>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let token = req
+        .headers()
+        .get("private-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            req.headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string)
+        });
+    let (fault, authorized) = {
+        let mut s = st.lock().unwrap();
+        s.requests.push(Recorded {
+            method: req.method().to_string(),
+            uri: req.uri().to_string(),
+            at: Instant::now(),
+            private_token: token.clone(),
+        });
+        let method = req.method().to_string();
+        let fault = s.faults.iter().position(|(m, _)| m.as_ref().is_none_or(|m| *m == method));
+        let fault = fault.and_then(|i| s.faults.remove(i)).map(|(_, f)| f);
+        (fault, token.as_ref().is_some_and(|t| s.tokens.contains(t)))
+    };
+    match fault {
+        Some(Fault::Json(code, body)) => return err(StatusCode::from_u16(code).unwrap(), body),
+        Some(Fault::RateLimited { retry_after_secs }) => {
+            let mut r = (StatusCode::TOO_MANY_REQUESTS, "Retry later\n").into_response();
+            r.headers_mut().insert("retry-after", HeaderValue::from_str(&retry_after_secs.to_string()).unwrap());
+            r.headers_mut().insert("ratelimit-name", HeaderValue::from_static("throttle_authenticated_api"));
+            return r;
+        }
+        Some(Fault::LostAnswer(code)) if authorized => {
+            let _ = next.run(req).await;
+            return err(StatusCode::from_u16(code).unwrap(), json!({"message": "upstream timed out"}));
+        }
+        _ => {}
+    }
+    if !authorized {
+        return err(StatusCode::UNAUTHORIZED, json!({"message": "401 Unauthorized"}));
+    }
+    next.run(req).await
+}
+
+fn project_id(id: &str) -> Result<&'static str, Response> {
+    PROJECTS
+        .iter()
+        .find(|(k, _)| *k == id)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| err(StatusCode::NOT_FOUND, json!({"message": "404 Project Not Found"})))
+}
+
+fn entity(d: &StoredDeployment) -> Value {
+    json!({
+        "id": d.id, "iid": d.iid, "ref": d.git_ref, "sha": d.sha, "status": d.status,
+        "created_at": "2026-11-25T00:00:00Z", "updated_at": "2026-11-25T00:00:00Z",
+        "user": {"id": 1, "username": "project_42_bot"},
+        "environment": {"id": 1, "name": d.environment, "slug": d.environment.to_lowercase(), "external_url": null},
+        "deployable": null
+    })
+}
+
+const STATUSES: &[&str] = &["created", "running", "success", "failed", "canceled", "skipped", "blocked"];
+const API_STATUSES: &[&str] = &["running", "success", "failed", "canceled"];
+
+async fn list(State(st): State<Shared>, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let project = match project_id(&id) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let order_by = q.get("order_by").map(String::as_str).unwrap_or("id");
+    if !["id", "iid", "created_at", "updated_at", "finished_at"].contains(&order_by) {
+        return err(StatusCode::BAD_REQUEST, json!({"error": "order_by does not have a valid value"}));
+    }
+    if order_by == "finished_at" || order_by == "updated_at" {
+        return err(StatusCode::BAD_REQUEST, json!({"message": "400 Bad request - the stand-in only sorts by id"}));
+    }
+    let sort = q.get("sort").map(String::as_str).unwrap_or("asc");
+    if !["asc", "desc"].contains(&sort) {
+        return err(StatusCode::BAD_REQUEST, json!({"error": "sort does not have a valid value"}));
+    }
+    if let Some(s) = q.get("status") {
+        if !STATUSES.contains(&s.as_str()) {
+            return err(StatusCode::BAD_REQUEST, json!({"error": "status does not have a valid value"}));
+        }
+    }
+    let per_page: usize = q.get("per_page").and_then(|v| v.parse().ok()).unwrap_or(20).clamp(1, 100);
+    let page: usize = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let s = st.lock().unwrap();
+    let mut items: Vec<&StoredDeployment> = s
+        .deployments
+        .iter()
+        .filter(|d| d.project == project)
+        .filter(|d| q.get("environment").is_none_or(|e| &d.environment == e))
+        .filter(|d| q.get("status").is_none_or(|st| &d.status == st))
+        .collect();
+    items.sort_by_key(|d| d.id);
+    if sort == "desc" {
+        items.reverse();
+    }
+    let total = items.len();
+    let body: Vec<Value> = items.iter().skip((page - 1) * per_page).take(per_page).map(|d| entity(d)).collect();
+    let mut r = Json(Value::Array(body)).into_response();
+    let h = r.headers_mut();
+    h.insert("x-page", HeaderValue::from(page as u64));
+    h.insert("x-per-page", HeaderValue::from(per_page as u64));
+    h.insert("x-total", HeaderValue::from(total as u64));
+    let next = if page * per_page < total { (page + 1).to_string() } else { String::new() };
+    h.insert("x-next-page", HeaderValue::from_str(&next).unwrap());
+    r
+}
+
+async fn get_one(State(st): State<Shared>, Path((id, did)): Path<(String, u64)>) -> Response {
+    let project = match project_id(&id) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let s = st.lock().unwrap();
+    match s.deployments.iter().find(|d| d.id == did && d.project == project) {
+        Some(d) => Json(entity(d)).into_response(),
+        None => err(StatusCode::NOT_FOUND, json!({"message": "404 Not found"})),
+    }
+}
+
+/// JSON or form body, as Grape accepts both.
+fn params(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, Response> {
+    let form = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+        return Ok(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(err(StatusCode::BAD_REQUEST, json!({"error": "The provided content-type '' is not supported."}))),
+    }
+}
+
+fn env_name_valid(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "_${}. -".contains(c);
+    name.len() <= 255 && !name.starts_with('/') && !name.ends_with('/') && name.chars().all(|c| ok(c) || c == '/')
+}
+
+async fn create(State(st): State<Shared>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let project = match project_id(&id) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let p = match params(&headers, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    // Grape parameter validation: every attribute is required.
+    let mut problems = Vec::new();
+    for k in ["environment", "sha", "ref", "tag", "status"] {
+        match p.get(k) {
+            None | Some(Value::Null) => problems.push(format!("{k} is missing")),
+            Some(Value::String(s)) if s.is_empty() => problems.push(format!("{k} is empty")),
+            _ => {}
+        }
+    }
+    if !problems.is_empty() {
+        return err(StatusCode::BAD_REQUEST, json!({"error": problems.join(", ")}));
+    }
+    let tag = match &p["tag"] {
+        Value::Bool(b) => *b,
+        Value::String(s) if s == "true" || s == "false" => s == "true",
+        _ => return err(StatusCode::BAD_REQUEST, json!({"error": "tag is invalid"})),
+    };
+    let status = p["status"].as_str().unwrap_or_default().to_string();
+    if !API_STATUSES.contains(&status.as_str()) {
+        return err(StatusCode::BAD_REQUEST, json!({"error": "status does not have a valid value"}));
+    }
+    let (environment, sha, git_ref) = (
+        p["environment"].as_str().unwrap_or_default().to_string(),
+        p["sha"].as_str().unwrap_or_default().to_string(),
+        p["ref"].as_str().unwrap_or_default().to_string(),
+    );
+    let mut s = st.lock().unwrap();
+    if !s.refs.contains(&git_ref) && !s.commits.contains(&git_ref) {
+        return err(StatusCode::BAD_REQUEST, json!({"message": {"ref": ["The branch or tag does not exist"]}}));
+    }
+    if !env_name_valid(&environment) {
+        return err(
+            StatusCode::BAD_REQUEST,
+            json!({"message": {"name": ["can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', and spaces, but it cannot start or end with '/'"]}}),
+        );
+    }
+    if !s.commits.contains(&sha) {
+        return err(StatusCode::BAD_REQUEST, json!({"message": {"sha": ["The commit does not exist"]}}));
+    }
+    // Deployments::CreateService: a success equal to the environment's last success is returned as is.
+    if status == "success" {
+        let last = s
+            .deployments
+            .iter()
+            .filter(|d| d.project == project && d.environment == environment && d.status == "success")
+            .max_by_key(|d| d.id);
+        if let Some(d) = last.filter(|d| d.sha == sha && d.git_ref == git_ref && d.tag == tag) {
+            return (StatusCode::CREATED, Json(entity(d))).into_response();
+        }
+    }
+    s.next_id += 1;
+    let iid = s.deployments.iter().filter(|d| d.project == project).count() as u64 + 1;
+    let d = StoredDeployment {
+        id: s.next_id,
+        iid,
+        project: project.to_string(),
+        environment,
+        sha,
+        git_ref,
+        tag,
+        status: status.clone(),
+        history: vec![status],
+    };
+    let body = entity(&d);
+    s.deployments.push(d);
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+async fn update(State(st): State<Shared>, Path((id, did)): Path<(String, u64)>, headers: HeaderMap, body: Bytes) -> Response {
+    let project = match project_id(&id) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let p = match params(&headers, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(status) = p.get("status").and_then(Value::as_str).map(str::to_string) else {
+        return err(StatusCode::BAD_REQUEST, json!({"error": "status is missing"}));
+    };
+    if !API_STATUSES.contains(&status.as_str()) {
+        return err(StatusCode::BAD_REQUEST, json!({"error": "status does not have a valid value"}));
+    }
+    let mut s = st.lock().unwrap();
+    let Some(d) = s.deployments.iter_mut().find(|d| d.id == did && d.project == project) else {
+        return err(StatusCode::NOT_FOUND, json!({"message": "404 Not found"}));
+    };
+    // app/models/deployment.rb state machine.
+    let (event, allowed) = match status.as_str() {
+        "running" => ("run", d.status == "created" || d.status == "blocked"),
+        "success" => ("succeed", d.status != "success"),
+        "failed" => ("drop", d.status != "failed"),
+        _ => ("cancel", d.status != "canceled"),
+    };
+    if !allowed {
+        return err(StatusCode::BAD_REQUEST, json!({"message": {"status": [format!("cannot transition via \"{event}\"")]}}));
+    }
+    d.status = status.clone();
+    d.history.push(status);
+    Json(entity(d)).into_response()
+}

@@ -1,0 +1,129 @@
+//! Test harness: the bridge's real router on a loopback port, a GitLab stand-in, moto's
+//! Secrets Manager, a Lambda Runtime API stand-in, and a capture of every log line.
+
+pub mod gitlab;
+pub mod moto;
+pub mod runtime;
+
+use gitlab_deploy_bridge::app;
+use gitlab_deploy_bridge::config::Config;
+use gitlab_deploy_bridge::secrets::{SecretProvider, StaticSecrets};
+use secrecy::SecretString;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+pub use gitlab::{Fault, GitLabStub};
+
+pub const SHA_A: &str = "a91957a858320c0e17f3a0eca7cfacbff50ea29a";
+pub const SHA_B: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
+pub const GENERIC_SECRET: &str = "test-generic-secret";
+pub const ARGOCD_SECRET: &str = "test-argocd-secret";
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs (once) a JSON log subscriber at DEBUG for the bridge that records every line.
+pub fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = Capture(buf.clone());
+        let filter = tracing_subscriber::EnvFilter::new("debug,hyper=info,h2=info");
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buf
+    });
+}
+
+/// Every log line captured so far (from all tests in this binary).
+pub fn logs() -> String {
+    LOGS.get().map(|b| String::from_utf8_lossy(&b.lock().unwrap()).into_owned()).unwrap_or_default()
+}
+
+/// A configuration pointing at `gitlab_url`, with short retry steps so tests run fast.
+pub fn config(gitlab_url: &str) -> Config {
+    Config {
+        gitlab_url: gitlab_url.to_string(),
+        retry_base: Duration::from_millis(20),
+        retry_max: Duration::from_millis(200),
+        local_deadline: Duration::from_secs(10),
+        ..Config::default()
+    }
+}
+
+pub fn static_secrets(token: &str) -> Arc<dyn SecretProvider> {
+    let mut m = HashMap::new();
+    m.insert("gitlab_token".to_string(), SecretString::from(token.to_string()));
+    m.insert("generic_webhook_secret".to_string(), SecretString::from(GENERIC_SECRET));
+    m.insert("argocd_webhook_secret".to_string(), SecretString::from(ARGOCD_SECRET));
+    Arc::new(StaticSecrets::new(m))
+}
+
+/// The bridge's real router served on a free loopback port.
+pub struct Bridge {
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl Bridge {
+    pub async fn start(config: Config, secrets: Arc<dyn SecretProvider>) -> Bridge {
+        capture_logs();
+        let router = app::build(config, secrets).expect("router builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Bridge { url, http: reqwest::Client::new() }
+    }
+
+    /// POSTs `body` to `path` with `Authorization: Bearer <token>` (when given); returns status and JSON.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let mut rb = self.http.post(format!("{}{path}", self.url)).header("content-type", "application/json").body(body);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer is not JSON: {status} {text:?}"));
+        (status, json)
+    }
+
+    /// A `generic` webhook for project 42.
+    pub async fn generic(&self, environment: &str, sha: &str, status: &str) -> (u16, Value) {
+        let body = serde_json::json!({"environment": environment, "sha": sha, "ref": "main", "tag": false, "status": status});
+        self.post("/hooks/generic?project=42", Some(GENERIC_SECRET), body.to_string()).await
+    }
+}
+
+/// A standard setup: a GitLab stand-in knowing SHA_A and SHA_B, and the bridge in front of it.
+pub async fn setup() -> (GitLabStub, Bridge) {
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    gitlab.add_commit(SHA_B);
+    let bridge = Bridge::start(config(&gitlab.url), static_secrets(&token)).await;
+    (gitlab, bridge)
+}
+
+/// A distinct random token per test, so leaks can be searched for in the shared log.
+pub fn fastrand_token() -> String {
+    (0..20).map(|_| fastrand::alphanumeric()).collect()
+}

@@ -1,0 +1,145 @@
+//! moto's Secrets Manager server: `MOTO_ENDPOINT` when the test script started one, otherwise
+//! started here once per test binary (from `.venv/bin/moto_server` or PATH) on a free port.
+//! A counting proxy in front of it tells how often the bridge really read the secret.
+
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+static ENDPOINT: OnceLock<String> = OnceLock::new();
+
+fn moto_binary() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("moto_server")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The moto endpoint, e.g. `http://127.0.0.1:5123`.
+pub fn endpoint() -> String {
+    ENDPOINT
+        .get_or_init(|| {
+            if let Ok(e) = std::env::var("MOTO_ENDPOINT") {
+                return e;
+            }
+            let port = free_port();
+            let bin = moto_binary();
+            // The child is started from a thread that lives as long as the test process, with
+            // PR_SET_PDEATHSIG so it dies with us.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                use std::os::unix::process::CommandExt;
+                let mut cmd = Command::new(&bin);
+                cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                let child = cmd.spawn();
+                let ok = child.is_ok();
+                tx.send(child.map(|_| ()).map_err(|e| format!("{}: {e}", bin.display()))).unwrap();
+                if ok {
+                    loop {
+                        std::thread::park();
+                    }
+                }
+            });
+            if let Err(e) = rx.recv().unwrap() {
+                panic!("cannot start moto_server ({e}); run `bash scripts/test` or `pip install 'moto[server]'`");
+            }
+            let url = format!("http://127.0.0.1:{port}");
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return url;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("moto_server did not start listening on {url}");
+        })
+        .clone()
+}
+
+/// An SDK client for moto, configured explicitly (no process environment involved).
+pub fn client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let conf = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(conf)
+}
+
+/// Creates a secret with a unique name and returns the name.
+pub async fn create_secret(value: &str) -> String {
+    let name = format!("bridge/test-{}", crate::support::fastrand_token());
+    client(&endpoint()).create_secret().name(&name).secret_string(value).send().await.expect("create secret in moto");
+    name
+}
+
+pub async fn put_secret(name: &str, value: &str) {
+    client(&endpoint()).put_secret_value().secret_id(name).secret_string(value).send().await.expect("put secret value");
+}
+
+/// A loopback proxy to moto that counts `GetSecretValue` calls.
+pub struct CountingProxy {
+    pub url: String,
+    pub reads: Arc<AtomicUsize>,
+}
+
+impl CountingProxy {
+    pub async fn start() -> CountingProxy {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let state = (reads.clone(), reqwest::Client::new(), endpoint());
+        let app = axum::Router::new().fallback(forward).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        CountingProxy { url, reads }
+    }
+
+    pub fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+async fn forward(
+    State((reads, http, upstream)): State<(Arc<AtomicUsize>, reqwest::Client, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    if target.ends_with("GetSecretValue") {
+        reads.fetch_add(1, Ordering::SeqCst);
+    }
+    let mut rb = http.post(format!("{upstream}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
+    for (k, v) in headers.iter() {
+        if k != "host" && k != "content-length" {
+            rb = rb.header(k.as_str(), v.as_bytes());
+        }
+    }
+    let resp = rb.body(body).send().await.unwrap();
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let ct = resp.headers().get("content-type").cloned();
+    let bytes = resp.bytes().await.unwrap();
+    let mut out = (status, bytes).into_response();
+    if let Some(ct) = ct {
+        out.headers_mut().insert("content-type", ct);
+    }
+    out
+}

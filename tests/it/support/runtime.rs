@@ -1,0 +1,100 @@
+//! A stand-in for the Lambda Runtime API (2018-06-01): hands out queued events on
+//! `/runtime/invocation/next` with the request id and deadline headers, and collects what the
+//! function posts to `/response`, `/error` and `/init/error`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Mutex, mpsc};
+
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub request_id: String,
+    /// `response`, `error` or `init_error`.
+    pub kind: String,
+    pub body: String,
+}
+
+struct St {
+    events: Mutex<mpsc::UnboundedReceiver<(String, String)>>,
+    posted: mpsc::UnboundedSender<Posted>,
+    deadline_ms: u64,
+}
+
+pub struct RuntimeApi {
+    /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
+    pub address: String,
+    events: mpsc::UnboundedSender<(String, String)>,
+    posted: Mutex<mpsc::UnboundedReceiver<Posted>>,
+    counter: std::sync::atomic::AtomicUsize,
+}
+
+impl RuntimeApi {
+    /// `deadline` is how long each invocation gets (Lambda-Runtime-Deadline-Ms = now + deadline).
+    pub async fn start(deadline: Duration) -> RuntimeApi {
+        let (etx, erx) = mpsc::unbounded_channel();
+        let (ptx, prx) = mpsc::unbounded_channel();
+        let st = Arc::new(St { events: Mutex::new(erx), posted: ptx, deadline_ms: deadline.as_millis() as u64 });
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(st);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        RuntimeApi { address, events: etx, posted: Mutex::new(prx), counter: Default::default() }
+    }
+
+    /// Queues one event and waits for what the function posts back.
+    pub async fn invoke(&self, event: &str) -> Posted {
+        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = format!("req-{n:04}");
+        self.events.send((id.clone(), event.to_string())).unwrap();
+        let posted = tokio::time::timeout(Duration::from_secs(60), self.posted.lock().await.recv())
+            .await
+            .expect("the function answered within 60 s")
+            .expect("runtime API still running");
+        assert_eq!(posted.request_id, id, "answer belongs to the invocation");
+        posted
+    }
+}
+
+async fn next(State(st): State<Arc<St>>) -> Response {
+    let Some((id, body)) = st.events.lock().await.recv().await else {
+        return (axum::http::StatusCode::GONE, "no more events").into_response();
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert("lambda-runtime-aws-request-id", HeaderValue::from_str(&id).unwrap());
+    h.insert("lambda-runtime-deadline-ms", HeaderValue::from(now + st.deadline_ms));
+    h.insert(
+        "lambda-runtime-invoked-function-arn",
+        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:gitlab-deploy-bridge"),
+    );
+    h.insert("lambda-runtime-trace-id", HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"));
+    r
+}
+
+async fn response(State(st): State<Arc<St>>, Path(id): Path<String>, body: Bytes) -> &'static str {
+    let _ = st.posted.send(Posted { request_id: id, kind: "response".into(), body: String::from_utf8_lossy(&body).into() });
+    "{\"status\":\"OK\"}"
+}
+
+async fn error(State(st): State<Arc<St>>, Path(id): Path<String>, body: Bytes) -> &'static str {
+    let _ = st.posted.send(Posted { request_id: id, kind: "error".into(), body: String::from_utf8_lossy(&body).into() });
+    "{\"status\":\"OK\"}"
+}
+
+async fn init_error(State(st): State<Arc<St>>, body: Bytes) -> &'static str {
+    let _ = st.posted.send(Posted { request_id: String::new(), kind: "init_error".into(), body: String::from_utf8_lossy(&body).into() });
+    "{\"status\":\"OK\"}"
+}
