@@ -154,7 +154,8 @@ impl AppState {
         );
         if self.0.config.dry_run {
             for call in ctx.calls() {
-                tracing::info!(method = %call.method, path = %call.path, body = ?call.body.as_ref().map(|b| b.to_string()), "dry run: would call GitLab");
+                let body = call.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+                tracing::info!(method = %call.method, path = %call.path, body = %body, "dry run: would call GitLab");
             }
         }
         response

@@ -1,7 +1,7 @@
 //! Stateless deployment lifecycle: decide, from what GitLab already holds, whether an event
 //! creates a deployment, moves an existing one to a finished status, or changes nothing.
 //!
-//! Rules (see `docs/lifecycle.md`):
+//! Rules (README, "Lifecycle"):
 //! - `running`: if (environment, sha) already has a running or finished deployment, nothing
 //!   changes; otherwise one is created `running`.
 //! - `success`/`failed`/`canceled`: the newest running deployment of (environment, sha) is

@@ -50,7 +50,9 @@ impl Source for ArgoCd {
     }
 
     fn parse(&self, _headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error> {
-        let obj = json_object("argocd", body)?;
+        let mut obj = json_object("argocd", body)?;
+        // Go templates print a missing map key as "<no value>": treat it as absent.
+        obj.retain(|_, v| v.as_str() != Some("<no value>"));
         let app = str_field(&obj, "app");
         let phase = str_field(&obj, "phase").unwrap_or_default();
         let health = str_field(&obj, "health").unwrap_or_default();
@@ -139,6 +141,13 @@ mod tests {
         let SourceOutput::Event(d) = parse(&body) else { panic!() };
         assert_eq!(d.sha.as_deref(), Some(other.as_str()));
         assert_eq!(d.environment.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn go_template_no_value_is_absent() {
+        let body = format!(r#"{{"app":"a","environment":"<no value>","phase":"Running","health":"<no value>","revision":"{SHA}"}}"#);
+        let SourceOutput::Event(d) = parse(&body) else { panic!() };
+        assert_eq!(d.environment.as_deref(), Some("a"));
     }
 
     #[test]

@@ -7,3 +7,4 @@ mod events;
 mod lambda;
 mod relay;
 mod secrets;
+mod template;
