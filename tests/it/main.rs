@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cli;
 mod events;
 mod lambda;
 mod relay;

@@ -1,0 +1,114 @@
+//! The binary outside Lambda: the README's first command (`invoke --dry-run events/*.json`) and
+//! `serve`, which must behave exactly like the router the other tests drive.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gitlab-deploy-bridge");
+
+fn event_files() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn readme_dry_run_command_answers_every_event_without_gitlab() {
+    let out = Command::new(BIN)
+        .args(["invoke", "--dry-run"])
+        .args(event_files())
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("SECRET_ID")
+        .env("GENERIC_WEBHOOK_SECRET", "demo-generic-secret")
+        .env("ARGOCD_WEBHOOK_SECRET", "demo-argocd-secret")
+        .env("GITLAB_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let answers: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(answers.len(), event_files().len());
+    for a in &answers {
+        assert_eq!(a["statusCode"], 200, "{a}");
+        assert_eq!(a["body"]["dry_run"], true, "{a}");
+        let calls = a["body"]["gitlab_calls"].as_array().unwrap();
+        assert!(calls.iter().any(|c| c["method"] == "POST"), "{a}");
+    }
+}
+
+#[test]
+fn invoke_without_the_secret_fails_closed_and_exits_non_zero() {
+    let files = event_files();
+    let out = Command::new(BIN)
+        .args(["invoke", "--dry-run", &files[0]])
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("SECRET_ID")
+        .env_remove("GENERIC_WEBHOOK_SECRET")
+        .env_remove("ARGOCD_WEBHOOK_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["statusCode"], 401);
+}
+
+#[tokio::test]
+async fn serve_runs_the_same_router() {
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("SECRET_ID")
+        .env("GITLAB_URL", &gitlab.url)
+        .env("GITLAB_TOKEN", &token)
+        .env("GENERIC_WEBHOOK_SECRET", GENERIC_SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "serve did not answer /healthz");
+    for (status, action) in [("running", "created"), ("success", "updated"), ("success", "unchanged")] {
+        let r: Value = http
+            .post(format!("{base}/hooks/generic?project=group/app"))
+            .bearer_auth(GENERIC_SECRET)
+            .json(&json!({"environment": "production", "sha": SHA_A, "ref": "main", "status": status}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["action"], action, "{r}");
+    }
+    let r = http.post(format!("{base}/hooks/argocd?project=42")).bearer_auth("x").body("{}").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "argocd has no secret configured: fail closed");
+    assert_eq!(gitlab.deployments().len(), 1);
+    child.kill().await.unwrap();
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    assert!(!stderr.contains(&token), "the token reached the log");
+    assert!(stderr.contains("webhook handled"), "{stderr}");
+}
