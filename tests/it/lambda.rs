@@ -159,16 +159,30 @@ async fn a_misconfigured_function_answers_5xx_and_keeps_running() {
     assert_eq!(code, 500, "{body}");
     assert!(body["error"].as_str().unwrap().contains("GITLAB_URL"), "{body}");
 
-    let secret = moto::create_secret(&json!({"generic_webhook_secret": "demo-generic-secret"}).to_string()).await;
-    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
-    let _f = start_function(
-        &runtime,
-        &[("SECRET_ID", &secret), ("GITLAB_URL", "http://127.0.0.1:9"), ("AWS_ENDPOINT_URL", &moto::endpoint())],
-    )
-    .await;
-    let (code, body) = invoke(&runtime, &event_file("generic-running.json")).await;
-    assert_eq!(code, 500, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("gitlab_token"), "{body}");
+    let no_token = moto::create_secret(&json!({"generic_webhook_secret": "demo-generic-secret"}).to_string()).await;
+    let not_json = moto::create_secret("glpat-not-a-json-object").await;
+    for (secret_id, needle) in [(no_token.as_str(), "gitlab_token"), (not_json.as_str(), "not JSON"), ("bridge/missing", "no secret")] {
+        let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
+        let f = start_function(
+            &runtime,
+            &[("SECRET_ID", secret_id), ("GITLAB_URL", "http://127.0.0.1:9"), ("AWS_ENDPOINT_URL", &moto::endpoint())],
+        )
+        .await;
+        for _ in 0..2 {
+            let (code, body) = invoke(&runtime, &event_file("generic-running.json")).await;
+            assert_eq!(code, 500, "{secret_id}: {body}");
+            assert!(body["error"].as_str().unwrap().contains(needle), "{secret_id}: {body}");
+        }
+        // One actionable JSON line per webhook, naming the cause.
+        let out = f.output();
+        let refused: Vec<Value> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["message"] == "webhook refused" && l["http_status"] == 500)
+            .collect();
+        assert_eq!(refused.len(), 2, "{out}");
+        assert!(refused[0]["error"].as_str().unwrap().contains(needle), "{out}");
+    }
 }
 
 #[tokio::test]
