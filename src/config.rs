@@ -31,6 +31,8 @@ pub struct Config {
     pub retry_base: Duration,
     /// Upper bound of one backoff step (`GITLAB_RETRY_MAX_MS`).
     pub retry_max: Duration,
+    /// Heroku Platform API, used only when the secret holds `heroku_api_token` (`HEROKU_API_URL`).
+    pub heroku_api_url: String,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             max_attempts: 5,
             retry_base: Duration::from_millis(250),
             retry_max: Duration::from_secs(5),
+            heroku_api_url: "https://api.heroku.com".into(),
         }
     }
 }
@@ -98,6 +101,7 @@ impl Config {
             max_attempts,
             retry_base: ms("GITLAB_RETRY_BASE_MS", d.retry_base)?,
             retry_max: ms("GITLAB_RETRY_MAX_MS", d.retry_max)?,
+            heroku_api_url: get("HEROKU_API_URL").unwrap_or(d.heroku_api_url).trim_end_matches('/').to_string(),
         })
     }
 }

@@ -166,6 +166,12 @@ impl GitLabClient {
         self.dry_run
     }
 
+    /// The shared HTTP client (also used for deploy tools' own APIs: it follows no redirects,
+    /// and the GitLab token is only ever added per request by this client).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     fn url(&self, project: &str, rest: &str) -> Result<Url, GitLabError> {
         let p = utf8_percent_encode(project, PATH_SEGMENT);
         Url::parse(&format!("{}/api/v4/projects/{p}{rest}", self.base))
@@ -201,6 +207,19 @@ impl GitLabClient {
             .execute(ctx, Method::GET, url, None, true, || json!({"id": id, "status": "", "sha": "", "ref": ""}))
             .await?;
         decode(reply.body)
+    }
+
+    /// The full sha of a revision (a short sha, a branch, a tag) in the project, `None` if
+    /// GitLab does not know it. In dry-run the answer is the revision padded with zeros.
+    pub async fn resolve_commit(&self, ctx: &CallCtx, project: &str, rev: &str) -> Result<Option<String>, GitLabError> {
+        let rev_enc = utf8_percent_encode(rev, PATH_SEGMENT);
+        let url = self.url(project, &format!("/repository/commits/{rev_enc}"))?;
+        let dry = || json!({"id": format!("{rev:0<40}")});
+        match self.execute(ctx, Method::GET, url, None, true, dry).await {
+            Ok(reply) => Ok(reply.body.get("id").and_then(Value::as_str).map(str::to_ascii_lowercase)),
+            Err(GitLabError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn create_deployment(

@@ -204,7 +204,19 @@ impl AppState {
         }
         log.project = overrides.project.clone();
 
-        let draft = match source.parse(&parts.headers, &body)? {
+        let mut output = source.parse(&parts.headers, &body)?;
+        if let SourceOutput::Event(draft) = output {
+            let lookup = sources::Lookup {
+                config: &self.0.config,
+                project: overrides.project.as_deref(),
+                secrets: &secrets,
+                gitlab: self.0.lifecycle.gitlab(),
+                http: self.0.lifecycle.gitlab().http(),
+                ctx,
+            };
+            output = source.enrich(&parts.headers, &body, draft, &lookup).await?;
+        }
+        let draft = match output {
             SourceOutput::Ignored(reason) => {
                 log.action = Some(Action::Ignored.as_str());
                 return Ok(json!({ "action": Action::Ignored, "reason": reason }));

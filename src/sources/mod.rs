@@ -9,8 +9,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
+use crate::config::Config;
 use crate::error::Error;
-use crate::event::SourceOutput;
+use crate::event::{EventDraft, SourceOutput};
+use crate::gitlab::{CallCtx, GitLabClient};
+use crate::secrets::{BoxFuture, SecretBundle};
 
 /// One deploy tool's webhook format.
 pub trait Source: Send + Sync {
@@ -20,6 +23,30 @@ pub trait Source: Send + Sync {
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error>;
     /// Reads the body into a draft event, or says why it is not a deployment state change.
     fn parse(&self, headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error>;
+    /// Completes a draft that the payload alone cannot (e.g. a Heroku release names no commit)
+    /// by asking an API. Most tools need nothing: the default returns the draft unchanged.
+    fn enrich<'a>(
+        &'a self,
+        _headers: &'a HeaderMap,
+        _body: &'a [u8],
+        draft: EventDraft,
+        _lookup: &'a Lookup<'a>,
+    ) -> BoxFuture<'a, Result<SourceOutput, Error>> {
+        Box::pin(async move { Ok(SourceOutput::Event(draft)) })
+    }
+}
+
+/// What [`Source::enrich`] may use.
+pub struct Lookup<'a> {
+    pub config: &'a Config,
+    /// The GitLab project named by the call, if any.
+    pub project: Option<&'a str>,
+    pub secrets: &'a SecretBundle,
+    /// Read-only GitLab lookups (e.g. a short sha to a full one).
+    pub gitlab: &'a GitLabClient,
+    /// The shared HTTP client for a tool's own API (no redirects; never carries the GitLab token).
+    pub http: &'a reqwest::Client,
+    pub ctx: &'a CallCtx,
 }
 
 macro_rules! sources {
