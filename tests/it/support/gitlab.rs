@@ -79,6 +79,7 @@ impl GitLabStub {
         let app = Router::new()
             .route("/api/v4/projects/{id}/deployments", get(list).post(create))
             .route("/api/v4/projects/{id}/deployments/{did}", get(get_one).put(update))
+            .route("/api/v4/projects/{id}/repository/commits/{rev}", get(commit))
             .fallback(|uri: Uri| async move {
                 (StatusCode::NOT_FOUND, Json(json!({"error": format!("404 Not Found: {}", uri.path())})))
             })
@@ -258,6 +259,19 @@ async fn list(State(st): State<Shared>, Path(id): Path<String>, Query(q): Query<
     let next = if page * per_page < total { (page + 1).to_string() } else { String::new() };
     h.insert("x-next-page", HeaderValue::from_str(&next).unwrap());
     r
+}
+
+/// `GET /projects/:id/repository/commits/:sha` resolves a full or short (7+) sha, or a ref.
+async fn commit(State(st): State<Shared>, Path((id, rev)): Path<(String, String)>) -> Response {
+    if let Err(r) = project_id(&id) {
+        return r;
+    }
+    let s = st.lock().unwrap();
+    let found = if rev.len() >= 7 { s.commits.iter().find(|c| c.starts_with(&rev.to_lowercase())) } else { None };
+    match found {
+        Some(c) => Json(json!({"id": c, "short_id": &c[..8], "title": "a commit"})).into_response(),
+        None => err(StatusCode::NOT_FOUND, json!({"message": "404 Commit Not Found"})),
+    }
 }
 
 async fn get_one(State(st): State<Shared>, Path((id, did)): Path<(String, u64)>) -> Response {

@@ -4,6 +4,7 @@
 pub mod gitlab;
 pub mod moto;
 pub mod runtime;
+pub mod sign;
 
 use gitlab_deploy_bridge::app;
 use gitlab_deploy_bridge::config::Config;
@@ -21,6 +22,10 @@ pub const SHA_A: &str = "a91957a858320c0e17f3a0eca7cfacbff50ea29a";
 pub const SHA_B: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
 pub const GENERIC_SECRET: &str = "test-generic-secret";
 pub const ARGOCD_SECRET: &str = "test-argocd-secret";
+pub const HEROKU_SECRET: &str = "test-heroku-secret";
+pub const FLUX_SECRET: &str = "test-flux-secret";
+pub const VERCEL_SECRET: &str = "test-vercel-secret";
+pub const NETLIFY_SECRET: &str = "test-netlify-secret";
 
 static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
 
@@ -70,7 +75,23 @@ pub fn config(gitlab_url: &str) -> Config {
 }
 
 pub fn static_secrets(token: &str) -> Arc<dyn SecretProvider> {
+    static_secrets_with(token, &[])
+}
+
+/// Every source's test secret, the GitLab token, and `extra` keys.
+pub fn static_secrets_with(token: &str, extra: &[(&str, &str)]) -> Arc<dyn SecretProvider> {
     let mut m = HashMap::new();
+    for (k, v) in [
+        ("heroku_webhook_secret", HEROKU_SECRET),
+        ("flux_webhook_secret", FLUX_SECRET),
+        ("vercel_webhook_secret", VERCEL_SECRET),
+        ("netlify_webhook_secret", NETLIFY_SECRET),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        m.insert(k.to_string(), SecretString::from(v.to_string()));
+    }
     m.insert("gitlab_token".to_string(), SecretString::from(token.to_string()));
     m.insert("generic_webhook_secret".to_string(), SecretString::from(GENERIC_SECRET));
     m.insert("argocd_webhook_secret".to_string(), SecretString::from(ARGOCD_SECRET));
@@ -106,6 +127,19 @@ impl Bridge {
         (status, json)
     }
 
+    /// POSTs `body` to `path` with the given headers; returns status and JSON.
+    pub async fn post_with(&self, path: &str, headers: &[(&str, String)], body: &str) -> (u16, Value) {
+        let mut rb = self.http.post(format!("{}{path}", self.url)).header("content-type", "application/json").body(body.to_string());
+        for (k, v) in headers {
+            rb = rb.header(*k, v);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer is not JSON: {status} {text:?}"));
+        (status, json)
+    }
+
     /// A `generic` webhook for project 42.
     pub async fn generic(&self, environment: &str, sha: &str, status: &str) -> (u16, Value) {
         let body = serde_json::json!({"environment": environment, "sha": sha, "ref": "main", "tag": false, "status": status});
@@ -126,4 +160,16 @@ pub async fn setup() -> (GitLabStub, Bridge) {
 /// A distinct random token per test, so leaks can be searched for in the shared log.
 pub fn fastrand_token() -> String {
     (0..20).map(|_| fastrand::alphanumeric()).collect()
+}
+
+/// The demo secrets of `events/demo.env` (what the README's first command loads).
+pub fn demo_env() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/demo.env")).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("KEY=value");
+            (k.to_string(), v.to_string())
+        })
+        .collect()
 }
