@@ -60,6 +60,7 @@ macro_rules! sources {
 sources![
     generic,
     argocd,
+    heroku,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Source> {

@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod events;
+mod heroku;
 mod lambda;
 mod relay;
 mod secrets;

@@ -1,0 +1,249 @@
+//! `heroku`: Heroku app webhooks for `api:build` and `api:release`, signed with
+//! `Heroku-Webhook-Hmac-SHA256` = base64(HMAC-SHA256(secret, raw body)).
+//!
+//! One `git push` (or GitHub/GitLab-integrated deploy) is one GitLab deployment in the
+//! environment named after the app: the build starting (`pending`) makes it `running`; a failed
+//! build makes it `failed`; the release finishing — release phase included — makes it
+//! `success` or `failed` (a release is `pending` while its release phase runs). Any delivery
+//! order gives the same single deployment, because the lifecycle is keyed by (environment, sha).
+//!
+//! Builds carry the commit (`data.source_blob.version`); releases do not. A release is tied to
+//! its commit in one of two modes:
+//! - with `heroku_api_token` in the secret: the release's slug commit from the Platform API
+//!   (`GET /apps/{app}/slugs/{slug}` → `commit`), which also covers rollbacks and config
+//!   changes (a config change re-releases the same commit and changes nothing in GitLab);
+//!   the app's `web_url` becomes the environment's external URL;
+//! - without it: the short sha in the description (`Deploy 3f1c2b9d`) resolved to the full
+//!   sha by GitLab; releases without one (rollbacks, config changes) are ignored.
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use sha2::Sha256;
+
+use super::{Lookup, Source, json_object, str_field};
+use crate::error::Error;
+use crate::event::{EventDraft, SourceOutput, Status};
+use crate::secrets::BoxFuture;
+
+pub static SOURCE: &dyn Source = &Heroku;
+
+pub struct Heroku;
+
+const SIGNATURE_HEADER: &str = "heroku-webhook-hmac-sha256";
+/// Key of the optional Heroku API token in the secret.
+pub const API_TOKEN_KEY: &str = "heroku_api_token";
+
+fn data(obj: &serde_json::Map<String, Value>) -> Result<&serde_json::Map<String, Value>, Error> {
+    obj.get("data")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::BadRequest("the heroku body has no `data` object".into()))
+}
+
+fn nested(v: &serde_json::Map<String, Value>, outer: &str, inner: &str) -> Option<String> {
+    v.get(outer).and_then(Value::as_object).and_then(|o| str_field(o, inner))
+}
+
+/// The short sha in a release description such as `Deploy 3f1c2b9d`.
+fn described_sha(description: &str) -> Option<&str> {
+    let rest = description.trim().strip_prefix("Deploy ")?;
+    let word = rest.split_whitespace().next()?;
+    (word.len() >= 7 && word.len() <= 40 && word.bytes().all(|b| b.is_ascii_hexdigit())).then_some(word)
+}
+
+impl Source for Heroku {
+    fn name(&self) -> &'static str {
+        "heroku"
+    }
+
+    fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
+        let given = headers
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::Unauthorized("missing Heroku-Webhook-Hmac-SHA256 header".into()))?;
+        let given = base64::engine::general_purpose::STANDARD
+            .decode(given.trim())
+            .map_err(|_| Error::Unauthorized("Heroku-Webhook-Hmac-SHA256 is not base64".into()))?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
+            .map_err(|_| Error::Unauthorized("the heroku webhook secret cannot be used as an HMAC key".into()))?;
+        mac.update(body);
+        mac.verify_slice(&given)
+            .map_err(|_| Error::Unauthorized("Heroku-Webhook-Hmac-SHA256 does not match the body and the heroku webhook secret".into()))
+    }
+
+    fn parse(&self, _headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error> {
+        let obj = json_object("heroku", body)?;
+        let resource = str_field(&obj, "resource").unwrap_or_default();
+        if str_field(&obj, "action").as_deref() == Some("destroy") {
+            return Ok(SourceOutput::Ignored(format!("a deleted {resource} is not a deployment")));
+        }
+        let delivery_id = obj
+            .get("webhook_metadata")
+            .and_then(Value::as_object)
+            .and_then(|m| nested(m, "delivery", "id"))
+            .or_else(|| str_field(&obj, "id"));
+        let status_text = |d: &serde_json::Map<String, Value>| str_field(d, "status").unwrap_or_default();
+        match resource.as_str() {
+            "build" => {
+                let d = data(&obj)?;
+                let status = match status_text(d).as_str() {
+                    "pending" => Status::Running,
+                    // Built, not yet released: still running until the release says how it went.
+                    "succeeded" => Status::Running,
+                    "failed" => Status::Failed,
+                    other => return Ok(SourceOutput::Ignored(format!("build status {other:?} is not a deployment state change"))),
+                };
+                let sha = nested(d, "source_blob", "version").ok_or_else(|| {
+                    Error::BadRequest("`data.source_blob.version` (the commit) is missing from the Heroku build".into())
+                })?;
+                Ok(SourceOutput::Event(EventDraft {
+                    environment: nested(d, "app", "name"),
+                    sha: Some(sha),
+                    status: Some(status),
+                    delivery_id,
+                    ..Default::default()
+                }))
+            }
+            "release" => {
+                let d = data(&obj)?;
+                let status = match status_text(d).as_str() {
+                    // The release phase is running.
+                    "pending" => Status::Running,
+                    "succeeded" => Status::Success,
+                    "failed" => Status::Failed,
+                    other => return Ok(SourceOutput::Ignored(format!("release status {other:?} is not a deployment state change"))),
+                };
+                Ok(SourceOutput::Event(EventDraft {
+                    environment: nested(d, "app", "name"),
+                    sha: None,
+                    status: Some(status),
+                    delivery_id,
+                    ..Default::default()
+                }))
+            }
+            other => Ok(SourceOutput::Ignored(format!("Heroku {other:?} events are not deployments; subscribe to api:build and api:release"))),
+        }
+    }
+
+    fn enrich<'a>(
+        &'a self,
+        _headers: &'a HeaderMap,
+        body: &'a [u8],
+        mut draft: EventDraft,
+        lookup: &'a Lookup<'a>,
+    ) -> BoxFuture<'a, Result<SourceOutput, Error>> {
+        Box::pin(async move {
+            if draft.sha.is_some() {
+                return Ok(SourceOutput::Event(draft));
+            }
+            let obj = json_object("heroku", body)?;
+            let d = data(&obj)?;
+            let app = nested(d, "app", "id").or_else(|| nested(d, "app", "name")).unwrap_or_default();
+            let description = str_field(d, "description").unwrap_or_default();
+
+            if let (Some(token), Some(slug)) = (lookup.secrets.get(API_TOKEN_KEY), nested(d, "slug", "id")) {
+                let slug_info = platform_api(lookup, token, &format!("/apps/{app}/slugs/{slug}")).await?;
+                match slug_info.get("commit").and_then(Value::as_str) {
+                    Some(commit) if !commit.is_empty() => draft.sha = Some(commit.to_string()),
+                    _ => {
+                        return Ok(SourceOutput::Ignored(format!(
+                            "release {description:?}: its slug has no commit (not built from git)"
+                        )));
+                    }
+                }
+                let app_info = platform_api(lookup, token, &format!("/apps/{app}")).await?;
+                draft.external_url = app_info.get("web_url").and_then(Value::as_str).map(str::to_string);
+                return Ok(SourceOutput::Event(draft));
+            }
+
+            let Some(short) = described_sha(&description) else {
+                return Ok(SourceOutput::Ignored(format!(
+                    "release {description:?} names no commit; add heroku_api_token to the secret to record rollbacks and releases without a \"Deploy <sha>\" description"
+                )));
+            };
+            let Some(project) = lookup.project else {
+                return Err(Error::BadRequest("query parameter `project` is required".into()));
+            };
+            match lookup.gitlab.resolve_commit(lookup.ctx, project, short).await? {
+                Some(full) => draft.sha = Some(full),
+                None => {
+                    return Err(Error::BadRequest(format!(
+                        "the Heroku release names commit {short}, which GitLab project {project} does not have"
+                    )));
+                }
+            }
+            Ok(SourceOutput::Event(draft))
+        })
+    }
+}
+
+/// One GET on the Heroku Platform API with the optional API token.
+async fn platform_api(lookup: &Lookup<'_>, token: &SecretString, path: &str) -> Result<Value, Error> {
+    let url = format!("{}{path}", lookup.config.heroku_api_url);
+    let remaining = lookup.ctx.remaining().ok_or_else(|| {
+        Error::GitLab(crate::gitlab::GitLabError::Deadline("no time left to ask the Heroku API".into()))
+    })?;
+    let unavailable = |m: String| Error::GitLab(crate::gitlab::GitLabError::Unavailable(format!("Heroku Platform API: {m}")));
+    let resp = lookup
+        .http
+        .get(&url)
+        .header("Accept", "application/vnd.heroku+json; version=3")
+        .bearer_auth(token.expose_secret())
+        .timeout(remaining.min(lookup.config.request_timeout))
+        .send()
+        .await
+        .map_err(|e| unavailable(e.without_url().to_string()))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(unavailable(format!("{path} answered {status}; check heroku_api_token")));
+    }
+    resp.json::<Value>().await.map_err(|e| unavailable(format!("{path}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_base64_hmac_sha256_of_the_body() {
+        let secret = SecretString::from("s3cret");
+        let body = br#"{"resource":"build"}"#;
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(body);
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let mut h = HeaderMap::new();
+        assert!(Heroku.verify(&h, body, &secret).unwrap_err().to_string().contains("missing"));
+        h.insert(SIGNATURE_HEADER, sig.parse().unwrap());
+        assert!(Heroku.verify(&h, body, &secret).is_ok());
+        assert!(Heroku.verify(&h, br#"{"resource":"release"}"#, &secret).is_err());
+        h.insert(SIGNATURE_HEADER, "not base64!".parse().unwrap());
+        assert!(Heroku.verify(&h, body, &secret).is_err());
+    }
+
+    #[test]
+    fn descriptions_name_short_shas() {
+        assert_eq!(described_sha("Deploy c0ffee12"), Some("c0ffee12"));
+        assert_eq!(described_sha("Deploy c0ffee12 by ops"), Some("c0ffee12"));
+        assert_eq!(described_sha("Rollback to v41"), None);
+        assert_eq!(described_sha("Set FOO config vars"), None);
+        assert_eq!(described_sha("Deploy abc"), None);
+    }
+
+    #[test]
+    fn builds_and_releases_map_to_statuses() {
+        let build = |status: &str| format!(r#"{{"resource":"build","action":"update","data":{{"status":"{status}","app":{{"name":"web"}},"source_blob":{{"version":"{}"}}}},"webhook_metadata":{{"delivery":{{"id":"d1"}}}}}}"#, "a".repeat(40));
+        let SourceOutput::Event(d) = Heroku.parse(&HeaderMap::new(), build("pending").as_bytes()).unwrap() else { panic!() };
+        assert_eq!((d.status, d.environment.as_deref(), d.delivery_id.as_deref()), (Some(Status::Running), Some("web"), Some("d1")));
+        let SourceOutput::Event(d) = Heroku.parse(&HeaderMap::new(), build("failed").as_bytes()).unwrap() else { panic!() };
+        assert_eq!(d.status, Some(Status::Failed));
+        let release = r#"{"resource":"release","action":"update","data":{"status":"succeeded","description":"Deploy c0ffee12","app":{"name":"web"}}}"#;
+        let SourceOutput::Event(d) = Heroku.parse(&HeaderMap::new(), release.as_bytes()).unwrap() else { panic!() };
+        assert_eq!((d.status, d.sha), (Some(Status::Success), None));
+        let dyno = r#"{"resource":"dyno","action":"create","data":{}}"#;
+        assert!(matches!(Heroku.parse(&HeaderMap::new(), dyno.as_bytes()).unwrap(), SourceOutput::Ignored(_)));
+        let no_commit = r#"{"resource":"build","data":{"status":"pending","app":{"name":"web"},"source_blob":{}}}"#;
+        assert!(Heroku.parse(&HeaderMap::new(), no_commit.as_bytes()).unwrap_err().to_string().contains("source_blob.version"));
+    }
+}
