@@ -61,6 +61,7 @@ sources![
     generic,
     argocd,
     heroku,
+    flux,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Source> {

@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod events;
+mod flux;
 mod heroku;
 mod lambda;
 mod relay;

@@ -1,0 +1,176 @@
+//! `flux`: Flux notification-controller events through a `generic-hmac` Provider, signed with
+//! `X-Signature: <hash>=<hex HMAC(token, raw body)>` (sha256 by default; sha224, sha384 and
+//! sha512 are accepted too).
+//!
+//! Reasons map to statuses: `Progressing` → running; `ReconciliationSucceeded`,
+//! `InstallSucceeded`, `UpgradeSucceeded` → success; `ReconciliationFailed`,
+//! `HealthCheckFailed`, `BuildFailed`, `ArtifactFailed`, `PruneFailed`, `InstallFailed`,
+//! `UpgradeFailed` → failed; anything else (`DependencyNotReady`, `ArtifactUpToDate`, tests,
+//! uninstalls, ...) is ignored. Flux repeats `ReconciliationSucceeded` on every interval; the
+//! lifecycle answers those `unchanged`.
+//!
+//! The commit comes from `metadata.revision` (`main@sha1:<sha>`, or the older `main/<sha>`), else
+//! from `metadata.originRevision` (the source commit of an OCI artifact). The environment is
+//! `metadata.environment` (set it with the Alert's `eventMetadata`), else the object's name.
+
+use axum::http::HeaderMap;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use sha2::{Sha224, Sha256, Sha384, Sha512};
+
+use super::{Source, json_object, str_field};
+use crate::error::Error;
+use crate::event::{EventDraft, SourceOutput, Status, normalize_sha};
+
+pub static SOURCE: &dyn Source = &Flux;
+
+pub struct Flux;
+
+fn verify_mac<M: Mac + hmac::digest::KeyInit>(key: &[u8], body: &[u8], expected: &[u8]) -> bool {
+    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(expected).is_ok()
+}
+
+/// `main@sha1:<sha>` or `main/<sha>` → (branch, sha); a bare sha → (None, sha).
+pub fn split_revision(rev: &str) -> (Option<String>, Option<String>) {
+    if let Some((branch, digest)) = rev.rsplit_once('@') {
+        let sha = digest.strip_prefix("sha1:").and_then(normalize_sha);
+        return (Some(branch.to_string()).filter(|b| !b.is_empty()), sha);
+    }
+    if let Some((branch, sha)) = rev.rsplit_once('/') {
+        if let Some(sha) = normalize_sha(sha) {
+            return (Some(branch.to_string()), Some(sha));
+        }
+    }
+    (None, normalize_sha(rev))
+}
+
+fn status_of(reason: &str) -> Option<Status> {
+    Some(match reason {
+        "Progressing" => Status::Running,
+        "ReconciliationSucceeded" | "InstallSucceeded" | "UpgradeSucceeded" => Status::Success,
+        "ReconciliationFailed" | "HealthCheckFailed" | "BuildFailed" | "ArtifactFailed" | "PruneFailed"
+        | "InstallFailed" | "UpgradeFailed" => Status::Failed,
+        _ => return None,
+    })
+}
+
+impl Source for Flux {
+    fn name(&self) -> &'static str {
+        "flux"
+    }
+
+    fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
+        let header = headers
+            .get("x-signature")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::Unauthorized("missing X-Signature header; use a Provider of type generic-hmac".into()))?;
+        let (alg, hex_mac) = header
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| Error::Unauthorized("X-Signature must look like sha256=<hex>".into()))?;
+        let mac = hex::decode(hex_mac).map_err(|_| Error::Unauthorized("X-Signature is not hexadecimal".into()))?;
+        let key = secret.expose_secret().as_bytes();
+        let ok = match alg {
+            "sha256" => verify_mac::<Hmac<Sha256>>(key, body, &mac),
+            "sha224" => verify_mac::<Hmac<Sha224>>(key, body, &mac),
+            "sha384" => verify_mac::<Hmac<Sha384>>(key, body, &mac),
+            "sha512" => verify_mac::<Hmac<Sha512>>(key, body, &mac),
+            other => return Err(Error::Unauthorized(format!("X-Signature uses {other:?}; expected sha256, sha224, sha384 or sha512"))),
+        };
+        if ok { Ok(()) } else { Err(Error::Unauthorized("X-Signature does not match the body and the flux webhook secret".into())) }
+    }
+
+    fn parse(&self, _headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error> {
+        let obj = json_object("flux", body)?;
+        let reason = str_field(&obj, "reason").ok_or_else(|| Error::BadRequest("`reason` is missing from the Flux event".into()))?;
+        let Some(status) = status_of(&reason) else {
+            return Ok(SourceOutput::Ignored(format!("Flux reason {reason:?} is not a deployment state change")));
+        };
+        let empty = serde_json::Map::new();
+        let object = obj.get("involvedObject").and_then(Value::as_object).unwrap_or(&empty);
+        let metadata = obj.get("metadata").and_then(Value::as_object).unwrap_or(&empty);
+        // Some controller versions prefix metadata keys with their API group.
+        let meta = |key: &str| {
+            str_field(metadata, key).or_else(|| {
+                metadata.iter().find(|(k, _)| k.ends_with(&format!("/{key}"))).and_then(|(_, v)| v.as_str().map(str::to_string))
+            })
+        };
+        let revision = meta("revision").unwrap_or_default();
+        let (branch, sha) = split_revision(&revision);
+        let (origin_branch, origin_sha) = split_revision(&meta("originRevision").unwrap_or_default());
+        let sha = sha.or(origin_sha).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "`metadata.revision` ({revision:?}) holds no commit sha (a HelmRelease chart version or an OCI digest); map it with `sha=` or use a Kustomization event"
+            ))
+        })?;
+        let kind = str_field(object, "kind").unwrap_or_default();
+        let name = str_field(object, "name");
+        let delivery_id = Some(format!(
+            "{kind}/{}/{}@{sha}:{reason}",
+            str_field(object, "namespace").unwrap_or_default(),
+            name.clone().unwrap_or_default()
+        ));
+        Ok(SourceOutput::Event(EventDraft {
+            environment: meta("environment").or(name),
+            sha: Some(sha),
+            git_ref: branch.or(origin_branch),
+            tag: None,
+            status: Some(status),
+            external_url: meta("external_url"),
+            delivery_id,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "c0ffee1234567890abcdef1234567890abcdef12";
+
+    #[test]
+    fn revisions_of_both_formats() {
+        assert_eq!(split_revision(&format!("main@sha1:{SHA}")), (Some("main".into()), Some(SHA.into())));
+        assert_eq!(split_revision(&format!("main/{SHA}")), (Some("main".into()), Some(SHA.into())));
+        assert_eq!(split_revision(&format!("refs/heads/main@sha1:{SHA}")), (Some("refs/heads/main".into()), Some(SHA.into())));
+        assert_eq!(split_revision("6.2.1@sha256:abcdef").1, None);
+        assert_eq!(split_revision("1.2.3"), (None, None));
+    }
+
+    #[test]
+    fn signatures_of_every_documented_hash() {
+        let secret = SecretString::from("tok");
+        let body = b"{}";
+        let mut h = HeaderMap::new();
+        assert!(Flux.verify(&h, body, &secret).is_err());
+        let mut m = Hmac::<Sha512>::new_from_slice(b"tok").unwrap();
+        m.update(body);
+        h.insert("x-signature", format!("sha512={}", hex::encode(m.finalize().into_bytes())).parse().unwrap());
+        assert!(Flux.verify(&h, body, &secret).is_ok());
+        assert!(Flux.verify(&h, b"{ }", &secret).is_err());
+        h.insert("x-signature", "md5=00".parse().unwrap());
+        assert!(Flux.verify(&h, body, &secret).is_err());
+    }
+
+    #[test]
+    fn reasons_and_metadata() {
+        let ev = |reason: &str, meta: &str| format!(r#"{{"involvedObject":{{"kind":"Kustomization","name":"apps","namespace":"flux-system"}},"reason":"{reason}","metadata":{meta}}}"#);
+        let m = format!(r#"{{"revision":"main@sha1:{SHA}"}}"#);
+        let SourceOutput::Event(d) = Flux.parse(&HeaderMap::new(), ev("Progressing", &m).as_bytes()).unwrap() else { panic!() };
+        assert_eq!((d.status, d.environment.as_deref(), d.git_ref.as_deref()), (Some(Status::Running), Some("apps"), Some("main")));
+        let m2 = format!(r#"{{"kustomize.toolkit.fluxcd.io/revision":"main@sha1:{SHA}","environment":"production"}}"#);
+        let SourceOutput::Event(d) = Flux.parse(&HeaderMap::new(), ev("HealthCheckFailed", &m2).as_bytes()).unwrap() else { panic!() };
+        assert_eq!((d.status, d.environment.as_deref(), d.sha.as_deref()), (Some(Status::Failed), Some("production"), Some(SHA)));
+        assert!(matches!(Flux.parse(&HeaderMap::new(), ev("DependencyNotReady", &m).as_bytes()).unwrap(), SourceOutput::Ignored(_)));
+        let err = Flux.parse(&HeaderMap::new(), ev("UpgradeSucceeded", r#"{"revision":"1.2.3"}"#).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("metadata.revision"));
+        let origin = format!(r#"{{"revision":"1.2.3","originRevision":"main@sha1:{SHA}"}}"#);
+        let SourceOutput::Event(d) = Flux.parse(&HeaderMap::new(), ev("UpgradeSucceeded", &origin).as_bytes()).unwrap() else { panic!() };
+        assert_eq!(d.sha.as_deref(), Some(SHA));
+    }
+}
