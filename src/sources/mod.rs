@@ -62,6 +62,7 @@ sources![
     argocd,
     heroku,
     flux,
+    vercel,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Source> {

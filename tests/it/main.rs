@@ -11,3 +11,4 @@ mod lambda;
 mod relay;
 mod secrets;
 mod template;
+mod vercel;
