@@ -63,6 +63,7 @@ sources![
     heroku,
     flux,
     vercel,
+    netlify,
 ];
 
 pub fn find(name: &str) -> Option<&'static dyn Source> {

@@ -8,6 +8,7 @@ mod events;
 mod flux;
 mod heroku;
 mod lambda;
+mod netlify;
 mod relay;
 mod secrets;
 mod template;

@@ -1,0 +1,152 @@
+//! `netlify`: Netlify outgoing deploy webhooks, signed with `X-Webhook-Signature`: a JWS (HS256)
+//! made with the webhook's JWS secret whose claims are `iss: "netlify"` and
+//! `sha256: <hex SHA-256 of the raw body>`. Both the signature and the body hash are checked.
+//!
+//! The event is `X-Netlify-Event` (`deploy_building` → running, `deploy_created` → success,
+//! `deploy_failed` → failed, others ignored), else the deploy's `state` (`building`, `ready`,
+//! `error`). The commit is `commit_ref`, which Netlify leaves null for deploys not built from
+//! git (CLI or drag-and-drop): those get a 400 naming it.
+//!
+//! Environments: `context: production` → `production`; `deploy-preview` → `preview/<branch>`;
+//! `branch-deploy` → `branch-deploy/<branch>`; any other context → its name.
+
+use axum::http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{Source, json_object, str_field};
+use crate::error::Error;
+use crate::event::{EventDraft, SourceOutput, Status};
+
+pub static SOURCE: &dyn Source = &Netlify;
+
+pub struct Netlify;
+
+#[derive(Deserialize)]
+struct Claims {
+    sha256: String,
+}
+
+impl Source for Netlify {
+    fn name(&self) -> &'static str {
+        "netlify"
+    }
+
+    fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
+        let token = headers
+            .get("x-webhook-signature")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::Unauthorized("missing X-Webhook-Signature header; set a JWS secret on the Netlify webhook".into()))?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_issuer(&["netlify"]);
+        let claims = jsonwebtoken::decode::<Claims>(token.trim(), &DecodingKey::from_secret(secret.expose_secret().as_bytes()), &validation)
+            .map_err(|e| Error::Unauthorized(format!("X-Webhook-Signature is not a valid netlify JWS for this secret ({e})")))?
+            .claims;
+        let actual = hex::encode(Sha256::digest(body));
+        if bool::from(actual.as_bytes().ct_eq(claims.sha256.to_ascii_lowercase().as_bytes())) {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized("the body's SHA-256 does not match the signed `sha256` claim".into()))
+        }
+    }
+
+    fn parse(&self, headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error> {
+        let obj = json_object("netlify", body)?;
+        let state = str_field(&obj, "state").unwrap_or_default();
+        let status = match headers.get("x-netlify-event").and_then(|v| v.to_str().ok()) {
+            Some("deploy_building") => Status::Running,
+            Some("deploy_created") => Status::Success,
+            Some("deploy_failed") => Status::Failed,
+            Some(other) => return Ok(SourceOutput::Ignored(format!("Netlify event {other:?} is not a deployment state change"))),
+            None => match state.as_str() {
+                "building" => Status::Running,
+                "ready" => Status::Success,
+                "error" => Status::Failed,
+                other => return Ok(SourceOutput::Ignored(format!("deploy state {other:?} is not a deployment state change"))),
+            },
+        };
+        let sha = str_field(&obj, "commit_ref").ok_or_else(|| {
+            Error::BadRequest("`commit_ref` is missing (null) in the Netlify deploy: deploys not built from git cannot be recorded".into())
+        })?;
+        let branch = str_field(&obj, "branch");
+        let context = str_field(&obj, "context").unwrap_or_else(|| "production".into());
+        let environment = match context.as_str() {
+            "production" => "production".to_string(),
+            "deploy-preview" => format!("preview/{}", branch.clone().unwrap_or_else(|| "unknown".into())),
+            "branch-deploy" => format!("branch-deploy/{}", branch.clone().unwrap_or_else(|| "unknown".into())),
+            other => other.to_string(),
+        };
+        let external_url = if context == "production" {
+            str_field(&obj, "ssl_url").or_else(|| str_field(&obj, "url"))
+        } else {
+            str_field(&obj, "deploy_ssl_url").or_else(|| str_field(&obj, "deploy_url"))
+        };
+        let delivery_id = str_field(&obj, "id").map(|id| format!("{id}:{state}"));
+        Ok(SourceOutput::Event(EventDraft {
+            environment: Some(environment),
+            sha: Some(sha),
+            git_ref: branch,
+            tag: None,
+            status: Some(status),
+            external_url,
+            delivery_id,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    const SHA: &str = "c0ffee1234567890abcdef1234567890abcdef12";
+
+    fn sign(secret: &str, iss: &str, body: &[u8]) -> String {
+        let claims = json!({"iss": iss, "sha256": hex::encode(Sha256::digest(body))});
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn jws_signature_issuer_and_body_hash_are_all_checked() {
+        let secret = SecretString::from("jws");
+        let body = br#"{"state":"ready"}"#;
+        let mut h = HeaderMap::new();
+        assert!(Netlify.verify(&h, body, &secret).unwrap_err().to_string().contains("missing"));
+        h.insert("x-webhook-signature", sign("jws", "netlify", body).parse().unwrap());
+        assert!(Netlify.verify(&h, body, &secret).is_ok());
+        assert!(Netlify.verify(&h, br#"{"state":"error"}"#, &secret).unwrap_err().to_string().contains("SHA-256"));
+        h.insert("x-webhook-signature", sign("other", "netlify", body).parse().unwrap());
+        assert!(Netlify.verify(&h, body, &secret).is_err());
+        h.insert("x-webhook-signature", sign("jws", "someone-else", body).parse().unwrap());
+        assert!(Netlify.verify(&h, body, &secret).is_err());
+    }
+
+    #[test]
+    fn states_contexts_and_events() {
+        let b = |state: &str, context: &str| {
+            json!({"id": "d1", "state": state, "commit_ref": SHA, "branch": "feat", "context": context,
+                   "ssl_url": "https://docs.example.com", "deploy_ssl_url": "https://d1--docs.netlify.app"})
+            .to_string()
+        };
+        let SourceOutput::Event(d) = Netlify.parse(&HeaderMap::new(), b("building", "deploy-preview").as_bytes()).unwrap() else { panic!() };
+        assert_eq!((d.status, d.environment.as_deref()), (Some(Status::Running), Some("preview/feat")));
+        assert_eq!(d.external_url.as_deref(), Some("https://d1--docs.netlify.app"));
+        let SourceOutput::Event(d) = Netlify.parse(&HeaderMap::new(), b("ready", "production").as_bytes()).unwrap() else { panic!() };
+        assert_eq!((d.status, d.environment.as_deref(), d.external_url.as_deref()), (Some(Status::Success), Some("production"), Some("https://docs.example.com")));
+        let mut h = HeaderMap::new();
+        h.insert("x-netlify-event", "deploy_failed".parse().unwrap());
+        let SourceOutput::Event(d) = Netlify.parse(&h, b("error", "branch-deploy").as_bytes()).unwrap() else { panic!() };
+        assert_eq!((d.status, d.environment.as_deref()), (Some(Status::Failed), Some("branch-deploy/feat")));
+        h.insert("x-netlify-event", "deploy_locked".parse().unwrap());
+        assert!(matches!(Netlify.parse(&h, b("ready", "production").as_bytes()).unwrap(), SourceOutput::Ignored(_)));
+        let no_commit = json!({"state": "building", "commit_ref": null}).to_string();
+        assert!(Netlify.parse(&HeaderMap::new(), no_commit.as_bytes()).unwrap_err().to_string().contains("commit_ref"));
+    }
+}
