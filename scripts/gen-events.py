@@ -5,13 +5,20 @@ authenticated with the demo secrets below. Run it after changing a body; tests c
 Demo secrets (never use them for a real deployment):
   generic_webhook_secret = demo-generic-secret
   argocd_webhook_secret  = demo-argocd-secret
+  heroku_webhook_secret  = demo-heroku-secret
+  flux_webhook_secret    = demo-flux-secret
+  vercel_webhook_secret  = demo-vercel-secret
+  netlify_webhook_secret = demo-netlify-secret
 """
+import base64
+import hashlib
+import hmac
 import json
 import pathlib
 
 SHA = "c0ffee1234567890abcdef1234567890abcdef12"
 OUT = pathlib.Path(__file__).resolve().parent.parent / "events"
-SECRETS = {"generic": "demo-generic-secret", "argocd": "demo-argocd-secret"}
+SECRETS = {name: f"demo-{name}-secret" for name in ["generic", "argocd", "heroku", "flux", "vercel", "netlify"]}
 
 
 def event(path, query, headers, body):
@@ -58,6 +65,76 @@ def argocd(phase, health):
     return event("/hooks/argocd", "project=42&environment=production", {"authorization": "Bearer " + SECRETS["argocd"]}, body)
 
 
+def mac(name, body, digest):
+    return hmac.new(SECRETS[name].encode(), body.encode(), digest)
+
+
+def heroku(resource, status, action="update"):
+    meta = {"attempt": {"id": "a1"}, "delivery": {"id": f"d-{resource}-{status}"}, "event": {"id": "e1", "include": f"api:{resource}"}, "webhook": {"id": "w1"}}
+    app = {"id": "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f", "name": "example-api"}
+    if resource == "build":
+        data = {"id": "7e8f9a0b-1c2d-4e3f-8a4b-5c6d7e8f9a0b", "status": status, "app": app, "buildpacks": [{"url": "heroku/python", "name": "heroku/python"}],
+                "output_stream_url": "https://build-output.heroku.com/streams/7e/7e8f9a0b", "release": None, "slug": None, "stack": "heroku-24",
+                "source_blob": {"checksum": None, "url": "https://example-source.invalid/archive.tar.gz", "version": SHA, "version_description": "Add health endpoint"},
+                "user": {"email": "ops@example.com", "id": "5a6b7c8d"}, "created_at": "2026-10-02T08:00:00Z", "updated_at": "2026-10-02T08:01:10Z"}
+    else:
+        data = {"id": "9f0a1b2c-3d4e-4f5a-8b6c-7d8e9f0a1b2c", "version": 17, "status": status, "description": "Deploy " + SHA[:8], "current": True,
+                "app": app, "slug": {"id": "1d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a"}, "user": {"email": "ops@example.com", "id": "5a6b7c8d"},
+                "output_stream_url": "https://release-output.heroku.com/streams/9f/9f0a1b2c", "addon_plan_names": [],
+                "created_at": "2026-10-02T08:01:20Z", "updated_at": "2026-10-02T08:02:05Z"}
+    body = json.dumps({"id": "0b2f1c3e-8d7a-4e6f-9a1b-2c3d4e5f6a7b", "action": action, "actor": {"email": "ops@example.com", "id": "5a6b7c8d"},
+                       "created_at": "2026-10-02T08:00:00Z", "updated_at": "2026-10-02T08:01:10Z", "published_at": "2026-10-02T08:01:11Z",
+                       "previous_data": {}, "resource": resource, "sequence": None, "version": "application/vnd.heroku+json; version=3",
+                       "data": data, "webhook_metadata": meta})
+    sig = base64.b64encode(mac("heroku", body, hashlib.sha256).digest()).decode()
+    return event("/hooks/heroku", "project=42", {"heroku-webhook-hmac-sha256": sig}, body)
+
+
+def flux(reason, severity):
+    body = json.dumps({
+        "involvedObject": {"kind": "Kustomization", "namespace": "flux-system", "name": "example-api", "uid": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+                           "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "resourceVersion": "102934"},
+        "severity": severity, "timestamp": "2026-10-02T09:00:00Z", "message": f"{reason} for revision main@sha1:{SHA}", "reason": reason,
+        "metadata": {"revision": f"main@sha1:{SHA}", "summary": "production cluster"},
+        "reportingController": "kustomize-controller", "reportingInstance": "kustomize-controller-5d8b9c7f6-x2x9z",
+    })
+    sig = "sha256=" + mac("flux", body, hashlib.sha256).hexdigest()
+    return event("/hooks/flux", "project=42&environment=production", {"x-signature": sig, "gotk-component": "kustomize-controller"}, body)
+
+
+def vercel(kind, target):
+    body = json.dumps({
+        "id": "evt_" + kind.split(".")[1], "type": kind, "createdAt": 1759395600000, "region": "fra1",
+        "payload": {"team": {"id": "team_example"}, "user": {"id": "user_example"}, "project": {"id": "prj_example"},
+                    "deployment": {"id": "dpl_9Zx8Cv7Bn", "name": "example-web", "url": "example-web-9zx8cv7bn.vercel.app",
+                                   "meta": {"gitlabCommitSha": SHA, "gitlabCommitRef": "main", "gitlabProjectPath": "example/web"},
+                                   "inspectorUrl": "https://vercel.com/example/example-web/9Zx8Cv7Bn"},
+                    "links": {"deployment": "https://vercel.com/example/example-web/9Zx8Cv7Bn", "project": "https://vercel.com/example/example-web"},
+                    "target": target, "name": "example-web", "url": "example-web-9zx8cv7bn.vercel.app"},
+    })
+    return event("/hooks/vercel", "project=42", {"x-vercel-signature": mac("vercel", body, hashlib.sha1).hexdigest()}, body)
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def netlify(event_name, state, context):
+    body = json.dumps({
+        "id": "65f0a1b2c3d4e5f600112233", "site_id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "build_id": "65f0a1b2c3d4e5f600112234",
+        "state": state, "name": "example-docs", "url": "https://docs.example.com", "ssl_url": "https://docs.example.com",
+        "admin_url": "https://app.netlify.com/sites/example-docs", "deploy_url": "http://65f0a1b2c3d4e5f600112233--example-docs.netlify.app",
+        "deploy_ssl_url": "https://65f0a1b2c3d4e5f600112233--example-docs.netlify.app",
+        "created_at": "2026-10-02T10:00:00.000Z", "updated_at": "2026-10-02T10:02:00.000Z",
+        "commit_ref": SHA, "branch": "main", "context": context, "error_message": "Build script returned non-zero exit code" if state == "error" else None,
+        "title": "Add health endpoint", "review_id": None,
+    })
+    signing_input = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64url(
+        json.dumps({"iss": "netlify", "sha256": hashlib.sha256(body.encode()).hexdigest()}).encode())
+    jws = signing_input + "." + b64url(mac("netlify", signing_input, hashlib.sha256).digest())
+    return event("/hooks/netlify", "project=42", {"x-webhook-signature": jws, "x-netlify-event": event_name}, body)
+
+
 FILES = {
     "generic-running.json": generic("running"),
     "generic-success.json": generic("success"),
@@ -71,6 +148,18 @@ FILES = {
     "argocd-deployed.json": argocd("Succeeded", "Healthy"),
     "argocd-sync-failed.json": argocd("Failed", "Healthy"),
     "argocd-degraded.json": argocd("Succeeded", "Degraded"),
+    "heroku-build-pending.json": heroku("build", "pending", "create"),
+    "heroku-build-failed.json": heroku("build", "failed"),
+    "heroku-release-succeeded.json": heroku("release", "succeeded"),
+    "flux-progressing.json": flux("Progressing", "info"),
+    "flux-reconciliation-succeeded.json": flux("ReconciliationSucceeded", "info"),
+    "flux-health-check-failed.json": flux("HealthCheckFailed", "error"),
+    "vercel-deployment-created.json": vercel("deployment.created", "production"),
+    "vercel-deployment-succeeded.json": vercel("deployment.succeeded", "production"),
+    "vercel-deployment-error-preview.json": vercel("deployment.error", None),
+    "netlify-deploy-building.json": netlify("deploy_building", "building", "production"),
+    "netlify-deploy-ready.json": netlify("deploy_created", "ready", "production"),
+    "netlify-deploy-error.json": netlify("deploy_failed", "error", "production"),
 }
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ fn readme_dry_run_command_answers_every_event_without_gitlab() {
         .args(event_files())
         .env_remove("AWS_LAMBDA_RUNTIME_API")
         .env_remove("SECRET_ID")
-        .env("GENERIC_WEBHOOK_SECRET", "demo-generic-secret")
-        .env("ARGOCD_WEBHOOK_SECRET", "demo-argocd-secret")
+        .envs(demo_env())
         .env("GITLAB_URL", "http://127.0.0.1:9")
         .output()
         .unwrap();

@@ -10,10 +10,7 @@ use std::sync::Arc;
 #[tokio::test]
 async fn every_event_file_runs_through_the_router_in_dry_run() {
     capture_logs();
-    let secrets = StaticSecrets::from_env_vars([
-        ("GENERIC_WEBHOOK_SECRET".to_string(), "demo-generic-secret".to_string()),
-        ("ARGOCD_WEBHOOK_SECRET".to_string(), "demo-argocd-secret".to_string()),
-    ]);
+    let secrets = StaticSecrets::from_env_vars(demo_env());
     let mut cfg = config("http://127.0.0.1:9");
     cfg.dry_run = true;
     let router = app::build(cfg, Arc::new(secrets)).unwrap();
@@ -24,7 +21,23 @@ async fn every_event_file_runs_through_the_router_in_dry_run() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 9, "{files:?}");
+    assert!(files.len() >= 21, "{files:?}");
+    // At least one running, one success and one failure event per tool.
+    for tool in ["generic", "argocd", "heroku", "flux", "vercel", "netlify"] {
+        let mut statuses = std::collections::HashSet::new();
+        for f in files.iter().filter(|f| f.file_name().unwrap().to_string_lossy().starts_with(tool)) {
+            let answer = app::invoke(router.clone(), std::slice::from_ref(f)).await.unwrap();
+            assert!(answer, "{} was not answered with success", f.display());
+            let text = std::fs::read_to_string(f).unwrap();
+            let req = lambda_http::request::from_str(&text).unwrap();
+            let resp = tower::ServiceExt::oneshot(router.clone(), req).await.unwrap();
+            let body: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
+            statuses.insert(body["deployment"]["status"].as_str().unwrap_or_default().to_string());
+        }
+        for needed in ["running", "success", "failed"] {
+            assert!(statuses.contains(needed), "events/ lacks a {needed} event for {tool}: {statuses:?}");
+        }
+    }
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         let ev: Value = serde_json::from_str(&text).unwrap();

@@ -86,8 +86,14 @@ async fn invoke(runtime: &RuntimeApi, event: &str) -> (u16, Value) {
     (resp["statusCode"].as_u64().unwrap() as u16, body)
 }
 
+/// The secret as an operator would store it: the token and the demo webhook secrets.
 fn demo_secret(token: &str) -> String {
-    json!({"gitlab_token": token, "generic_webhook_secret": "demo-generic-secret", "argocd_webhook_secret": "demo-argocd-secret"}).to_string()
+    let mut secret = serde_json::Map::new();
+    secret.insert("gitlab_token".into(), json!(token));
+    for (k, v) in demo_env() {
+        secret.insert(k.to_lowercase(), json!(v));
+    }
+    Value::Object(secret).to_string()
 }
 
 #[tokio::test]
@@ -110,6 +116,8 @@ async fn the_binary_serves_function_url_events_under_the_runtime_api() {
         ("argocd-deployed.json", "updated", "success"),
         ("generic-success.json", "unchanged", "success"),
         ("facade-success.json", "created", "success"),
+        ("heroku-build-pending.json", "created", "running"),
+        ("heroku-release-succeeded.json", "updated", "success"),
     ];
     for (file, action, status) in series {
         let (code, body) = invoke(&runtime, &event_file(file)).await;
@@ -118,7 +126,8 @@ async fn the_binary_serves_function_url_events_under_the_runtime_api() {
         assert_eq!(body["deployment"]["status"], status, "{file}: {body}");
     }
     let deps = gitlab.deployments();
-    assert_eq!(deps.len(), 2);
+    assert_eq!(deps.len(), 3);
+    assert_eq!((deps[2].environment.as_str(), deps[2].history.clone()), ("example-api", vec!["running".to_string(), "success".to_string()]));
     assert_eq!((deps[0].environment.as_str(), deps[0].history.clone()), ("production", vec!["running".to_string(), "success".to_string()]));
     assert_eq!((deps[1].environment.as_str(), deps[1].status.as_str()), ("staging", "success"));
     assert_eq!(proxy.reads(), 1, "Secrets Manager read once across the series");
@@ -133,7 +142,7 @@ async fn the_binary_serves_function_url_events_under_the_runtime_api() {
     assert!(!out.contains(&token), "the GitLab token reached the function's output");
     let lines: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let handled: Vec<&Value> = lines.iter().filter(|l| l["message"] == "webhook handled").collect();
-    assert_eq!(handled.len(), 5, "one JSON log line per webhook:\n{out}");
+    assert_eq!(handled.len(), 7, "one JSON log line per webhook:\n{out}");
     for l in &handled {
         for field in ["source", "project", "environment", "sha", "status", "action", "deployment_id", "latency_ms", "outcome"] {
             assert!(!l[field].is_null(), "{field} missing in {l}");
