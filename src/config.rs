@@ -1,6 +1,10 @@
 //! Configuration, read once from the environment into a typed struct.
 
+use serde::Deserialize;
+use std::collections::HashMap;
 use std::time::Duration;
+
+use crate::environment::Tier;
 
 /// The largest webhook body accepted (1 MiB); larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -33,6 +37,22 @@ pub struct Config {
     pub retry_max: Duration,
     /// Heroku Platform API, used only when the secret holds `heroku_api_token` (`HEROKU_API_URL`).
     pub heroku_api_url: String,
+    /// Per-environment settings (`ENVIRONMENTS`, a JSON object: `{"prod-eu": {"tier": "production", "ref": "main"}}`).
+    pub environments: HashMap<String, EnvironmentSettings>,
+    /// Argo CD application annotation holding the application commit (`ARGOCD_SHA_ANNOTATION`).
+    pub argocd_sha_annotation: Option<String>,
+    /// Container image whose tag is the application commit: an image name (`registry/app`), or a
+    /// regex with one capture group (`ARGOCD_IMAGE`).
+    pub argocd_image: Option<String>,
+}
+
+/// What `ENVIRONMENTS` may say about one environment.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSettings {
+    pub tier: Option<Tier>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
 }
 
 impl Default for Config {
@@ -51,6 +71,9 @@ impl Default for Config {
             retry_base: Duration::from_millis(250),
             retry_max: Duration::from_secs(5),
             heroku_api_url: "https://api.heroku.com".into(),
+            environments: HashMap::new(),
+            argocd_sha_annotation: None,
+            argocd_image: None,
         }
     }
 }
@@ -87,6 +110,21 @@ impl Config {
             Some("1" | "true" | "yes" | "on") => true,
             Some(other) => return Err(ConfigError(format!("DRY_RUN must be 1/0 or true/false, got {other:?}"))),
         };
+        let environments = match get("ENVIRONMENTS") {
+            None => HashMap::new(),
+            Some(v) => serde_json::from_str(&v).map_err(|e| {
+                ConfigError(format!(
+                    "ENVIRONMENTS must be a JSON object such as {{\"prod-eu\": {{\"tier\": \"production\", \"ref\": \"main\"}}}} ({e})"
+                ))
+            })?,
+        };
+        let argocd_image = get("ARGOCD_IMAGE");
+        if let Some(pattern) = argocd_image.as_deref().filter(|p| p.contains('(')) {
+            let re = regex::Regex::new(pattern).map_err(|e| ConfigError(format!("ARGOCD_IMAGE is not a valid regex: {e}")))?;
+            if re.captures_len() != 2 {
+                return Err(ConfigError("ARGOCD_IMAGE as a regex needs exactly one capture group (the commit)".into()));
+            }
+        }
         let max_attempts = num("GITLAB_MAX_ATTEMPTS")?.unwrap_or(d.max_attempts as u64).clamp(1, 20) as u32;
         Ok(Config {
             gitlab_url,
@@ -102,6 +140,9 @@ impl Config {
             retry_base: ms("GITLAB_RETRY_BASE_MS", d.retry_base)?,
             retry_max: ms("GITLAB_RETRY_MAX_MS", d.retry_max)?,
             heroku_api_url: get("HEROKU_API_URL").unwrap_or(d.heroku_api_url).trim_end_matches('/').to_string(),
+            environments,
+            argocd_sha_annotation: get("ARGOCD_SHA_ANNOTATION"),
+            argocd_image,
         })
     }
 }
@@ -132,5 +173,14 @@ mod tests {
         assert!(cfg(&[("GITLAB_URL", "gitlab.com")]).unwrap_err().to_string().contains("GITLAB_URL"));
         assert!(cfg(&[("GITLAB_MAX_ATTEMPTS", "x")]).unwrap_err().to_string().contains("GITLAB_MAX_ATTEMPTS"));
         assert!(cfg(&[("DRY_RUN", "maybe")]).unwrap_err().to_string().contains("DRY_RUN"));
+        assert!(cfg(&[("ENVIRONMENTS", r#"{"p": {"tier": "prod"}}"#)]).unwrap_err().to_string().contains("ENVIRONMENTS"));
+        assert!(cfg(&[("ARGOCD_IMAGE", "app:(a)(b)")]).unwrap_err().to_string().contains("one capture group"));
+    }
+
+    #[test]
+    fn environment_settings() {
+        let c = cfg(&[("ENVIRONMENTS", r#"{"eu-west-1": {"tier": "production", "ref": "release"}}"#)]).unwrap();
+        let e = &c.environments["eu-west-1"];
+        assert_eq!((e.tier, e.git_ref.as_deref()), (Some(Tier::Production), Some("release")));
     }
 }

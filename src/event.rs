@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use crate::config::Config;
+use crate::environment::Tier;
 use crate::error::Error;
 
 /// The four statuses GitLab's Deployments API accepts.
@@ -53,6 +55,9 @@ pub struct EventDraft {
     pub status: Option<Status>,
     pub external_url: Option<String>,
     pub delivery_id: Option<String>,
+    /// Where the sha came from when it may not be the application's commit (a GitOps revision),
+    /// used to explain GitLab's "The commit does not exist".
+    pub sha_hint: Option<String>,
 }
 
 /// The result of parsing one webhook.
@@ -70,6 +75,7 @@ pub struct Overrides {
     pub environment: Option<String>,
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
+    pub tier: Option<String>,
 }
 
 /// One deployment state change, validated and ready for the lifecycle.
@@ -81,12 +87,19 @@ pub struct DeploymentEvent {
     pub sha: String,
     #[serde(rename = "ref")]
     pub git_ref: String,
+    /// Which input gave the ref: `query`, `environment config`, `payload` or `default`.
+    pub ref_source: &'static str,
     pub tag: bool,
     pub status: Status,
+    /// The tier to give the environment, when configured (query `tier` or `ENVIRONMENTS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<String>,
+    #[serde(skip)]
+    pub sha_hint: Option<String>,
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -94,12 +107,13 @@ fn non_empty(v: Option<String>) -> Option<String> {
 }
 
 impl DeploymentEvent {
-    /// Applies the query overrides and defaults to a draft and validates every field.
+    /// Applies the query overrides, per-environment settings and defaults to a draft, and
+    /// validates every field.
     pub fn from_draft(
         source: &'static str,
         draft: EventDraft,
         overrides: &Overrides,
-        default_ref: &str,
+        config: &Config,
     ) -> Result<DeploymentEvent, Error> {
         let project = non_empty(overrides.project.clone()).ok_or_else(|| {
             Error::BadRequest(
@@ -130,13 +144,26 @@ impl DeploymentEvent {
             Error::BadRequest(format!("`status` is missing from the {source} payload"))
         })?;
 
-        let (git_ref, ref_is_tag) = match non_empty(overrides.git_ref.clone()) {
-            Some(r) => usable_ref(&r).unwrap_or((default_ref.to_string(), false)),
-            None => non_empty(draft.git_ref)
-                .and_then(|r| usable_ref(&r))
-                .unwrap_or((default_ref.to_string(), false)),
+        let settings = config.environments.get(&environment);
+        let tier = match non_empty(overrides.tier.clone()) {
+            Some(t) => Some(Tier::parse(&t).ok_or_else(|| {
+                Error::BadRequest(format!("`tier` must be one of production, staging, testing, development, other; got {t:?}"))
+            })?),
+            None => settings.and_then(|s| s.tier),
         };
-        let tag = ref_is_tag || draft.tag.unwrap_or(false);
+
+        // MR linking needs the branch the MRs target: the first usable of these wins; a sha,
+        // HEAD or a refs/... path (other than refs/heads/, refs/tags/) falls through.
+        let candidates = [
+            (non_empty(overrides.git_ref.clone()), "query"),
+            (settings.and_then(|s| s.git_ref.clone()), "environment config"),
+            (non_empty(draft.git_ref), "payload"),
+        ];
+        let ((git_ref, ref_is_tag), ref_source) = candidates
+            .into_iter()
+            .find_map(|(r, from)| r.as_deref().and_then(usable_ref).map(|u| (u, from)))
+            .unwrap_or(((config.default_ref.clone(), false), "default"));
+        let tag = ref_is_tag || (ref_source == "payload" && draft.tag.unwrap_or(false));
 
         Ok(DeploymentEvent {
             source,
@@ -144,10 +171,13 @@ impl DeploymentEvent {
             environment,
             sha,
             git_ref,
+            ref_source,
             tag,
             status,
+            tier,
             external_url: non_empty(draft.external_url),
             delivery_id: non_empty(draft.delivery_id),
+            sha_hint: draft.sha_hint,
         })
     }
 }
@@ -240,8 +270,10 @@ mod tests {
             project: Some("group/app".into()),
             environment: Some("staging".into()),
             git_ref: Some("release".into()),
+            tier: Some("staging".into()),
         };
-        let ev = DeploymentEvent::from_draft("generic", draft(), &o, "main").unwrap();
+        let ev = DeploymentEvent::from_draft("generic", draft(), &o, &Config::default()).unwrap();
+        assert_eq!((ev.ref_source, ev.tier), ("query", Some(Tier::Staging)));
         assert_eq!(ev.environment, "staging");
         assert_eq!(ev.git_ref, "release");
         assert_eq!(ev.sha, SHA);
@@ -257,13 +289,27 @@ mod tests {
         assert_eq!(usable_ref("refs/pull/1/head"), None);
         let mut d = draft();
         d.git_ref = Some("HEAD".into());
-        let ev = DeploymentEvent::from_draft("generic", d, &overrides("1"), "trunk").unwrap();
-        assert_eq!(ev.git_ref, "trunk");
+        let config = Config { default_ref: "trunk".into(), ..Config::default() };
+        let ev = DeploymentEvent::from_draft("generic", d.clone(), &overrides("1"), &config).unwrap();
+        assert_eq!((ev.git_ref.as_str(), ev.ref_source), ("trunk", "default"));
+        // A per-environment ref comes before the payload's and after the query's.
+        let mut config = Config::default();
+        config.environments.insert(
+            "production".into(),
+            crate::config::EnvironmentSettings { tier: Some(Tier::Production), git_ref: Some("stable".into()) },
+        );
+        let ev = DeploymentEvent::from_draft("generic", draft(), &overrides("1"), &config).unwrap();
+        assert_eq!((ev.git_ref.as_str(), ev.ref_source, ev.tier), ("stable", "environment config", Some(Tier::Production)));
+        let o = Overrides { git_ref: Some(SHA.into()), ..overrides("1") };
+        let ev = DeploymentEvent::from_draft("generic", draft(), &o, &config).unwrap();
+        assert_eq!(ev.ref_source, "environment config", "a sha in the query falls through");
+        let ev = DeploymentEvent::from_draft("generic", draft(), &overrides("1"), &Config::default()).unwrap();
+        assert_eq!((ev.git_ref.as_str(), ev.ref_source), ("main", "payload"));
     }
 
     #[test]
     fn missing_and_invalid_fields_name_the_field() {
-        let err = |d: EventDraft, o: &Overrides| DeploymentEvent::from_draft("generic", d, o, "main").unwrap_err().to_string();
+        let err = |d: EventDraft, o: &Overrides| DeploymentEvent::from_draft("generic", d, o, &Config::default()).unwrap_err().to_string();
         assert!(err(draft(), &Overrides::default()).contains("`project`"));
         let mut d = draft();
         d.sha = Some("abc123".into());
@@ -278,6 +324,7 @@ mod tests {
         d.environment = Some("bad|name".into());
         assert!(err(d, &overrides("1")).contains("not valid"));
         assert!(err(draft(), &overrides("/abs")).contains("`project`"));
+        assert!(err(draft(), &Overrides { tier: Some("prod".into()), ..overrides("1") }).contains("`tier`"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
+use crate::environment::{Environment, Tier};
 use crate::event::Status;
 use crate::secrets::{SecretProvider, SecretsError};
 
@@ -220,6 +221,58 @@ impl GitLabClient {
             Err(GitLabError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The environment called exactly `name`, if the project has one.
+    pub async fn find_environment(&self, ctx: &CallCtx, project: &str, name: &str) -> Result<Option<Environment>, GitLabError> {
+        let mut url = self.url(project, "/environments")?;
+        url.query_pairs_mut().append_pair("name", name);
+        let reply = self.execute(ctx, Method::GET, url, None, true, || json!([])).await?;
+        let all: Vec<Environment> = decode(reply.body)?;
+        Ok(all.into_iter().find(|e| e.name == name))
+    }
+
+    pub async fn create_environment(
+        &self,
+        ctx: &CallCtx,
+        project: &str,
+        name: &str,
+        tier: Option<Tier>,
+        external_url: Option<&str>,
+    ) -> Result<Environment, GitLabError> {
+        let url = self.url(project, "/environments")?;
+        let mut body = json!({ "name": name });
+        if let Some(t) = tier {
+            body["tier"] = json!(t);
+        }
+        if let Some(u) = external_url {
+            body["external_url"] = json!(u);
+        }
+        let dry = || json!({"id": 0, "name": name, "tier": tier, "external_url": external_url});
+        // Creating an environment twice fails on the unique name: retrying is safe.
+        let reply = self.execute(ctx, Method::POST, url, Some(body), true, dry).await?;
+        decode(reply.body)
+    }
+
+    pub async fn update_environment(
+        &self,
+        ctx: &CallCtx,
+        project: &str,
+        id: u64,
+        tier: Option<Tier>,
+        external_url: Option<&str>,
+    ) -> Result<Environment, GitLabError> {
+        let url = self.url(project, &format!("/environments/{id}"))?;
+        let mut body = json!({});
+        if let Some(t) = tier {
+            body["tier"] = json!(t);
+        }
+        if let Some(u) = external_url {
+            body["external_url"] = json!(u);
+        }
+        let dry = || json!({"id": id, "name": "", "tier": tier, "external_url": external_url});
+        let reply = self.execute(ctx, Method::PUT, url, Some(body), true, dry).await?;
+        decode(reply.body)
     }
 
     pub async fn create_deployment(

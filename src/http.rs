@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::config::{Config, MAX_BODY_BYTES};
 use crate::error::Error;
 use crate::event::{DeploymentEvent, Overrides, SourceOutput};
-use crate::gitlab::CallCtx;
+use crate::gitlab::{CallCtx, GitLabError};
 use crate::lifecycle::{Action, Lifecycle};
 use crate::secrets::SecretProvider;
 use crate::sources;
@@ -228,11 +228,12 @@ impl AppState {
         log.sha = draft.sha.clone();
         log.delivery_id = draft.delivery_id.clone();
 
-        let ev = DeploymentEvent::from_draft(source.name(), draft, &overrides, &self.0.config.default_ref)?;
+        let ev = DeploymentEvent::from_draft(source.name(), draft, &overrides, &self.0.config)?;
         log.environment = Some(ev.environment.clone());
         log.sha = Some(ev.sha.clone());
 
-        let outcome = self.0.lifecycle.apply(&ev, ctx).await?;
+        let warnings = self.0.lifecycle.warnings(&ev);
+        let outcome = self.0.lifecycle.apply(&ev, ctx).await.map_err(|e| explain_unknown_commit(e, &ev))?;
         log.action = Some(outcome.action.as_str());
         log.deployment_id = Some(outcome.deployment.id);
 
@@ -245,10 +246,17 @@ impl AppState {
                 "environment": ev.environment,
                 "sha": ev.sha,
                 "ref": ev.git_ref,
+                "ref_source": ev.ref_source,
                 "tag": ev.tag,
             },
             "source": ev.source,
         });
+        if let Some(tier) = ev.tier {
+            answer["deployment"]["tier"] = json!(tier);
+        }
+        if !warnings.is_empty() {
+            answer["warnings"] = json!(warnings);
+        }
         if let Some(url) = &ev.external_url {
             answer["deployment"]["external_url"] = json!(url);
         }
@@ -257,6 +265,21 @@ impl AppState {
             answer["gitlab_calls"] = json!(ctx.calls());
         }
         Ok(answer)
+    }
+}
+
+/// GitLab's "The commit does not exist" names neither the sha nor where it came from; when the
+/// source knows the sha may be a GitOps revision, say so and how to map it.
+fn explain_unknown_commit(e: GitLabError, ev: &DeploymentEvent) -> GitLabError {
+    match e {
+        GitLabError::Rejected { status, message } if message.contains("The commit does not exist") => {
+            let mut message = format!("{message}: GitLab project {} has no commit {}", ev.project, ev.sha);
+            if let Some(hint) = &ev.sha_hint {
+                message.push_str(&format!(". {hint}"));
+            }
+            GitLabError::Rejected { status, message }
+        }
+        other => other,
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod config;
+pub mod environment;
 pub mod error;
 pub mod event;
 pub mod gitlab;

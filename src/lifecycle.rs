@@ -11,10 +11,12 @@
 //! Events for the same (project, environment, sha) are serialized within the process.
 
 use serde::Serialize;
+use std::collections::HashSet;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use tokio::sync::Mutex;
 
+use crate::environment::{self, Environments};
 use crate::event::{DeploymentEvent, Status};
 use crate::gitlab::{CallCtx, Deployment, GitLabClient, GitLabError, NewDeployment};
 
@@ -51,11 +53,37 @@ pub struct Outcome {
 pub struct Lifecycle {
     gitlab: GitLabClient,
     locks: Vec<Mutex<()>>,
+    environments: Environments,
+    warned: std::sync::Mutex<HashSet<(String, String)>>,
 }
 
 impl Lifecycle {
     pub fn new(gitlab: GitLabClient) -> Self {
-        Lifecycle { gitlab, locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect() }
+        Lifecycle {
+            gitlab,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            environments: Environments::default(),
+            warned: Default::default(),
+        }
+    }
+
+    /// How GitLab will treat the event's environment for DORA and MR linking; each warning is
+    /// logged once per environment per container and returned with every answer.
+    pub fn warnings(&self, ev: &DeploymentEvent) -> Vec<String> {
+        let warnings = environment::warnings(&ev.environment, ev.tier);
+        if !warnings.is_empty() {
+            let first = self
+                .warned
+                .lock()
+                .map(|mut w| w.insert((ev.project.clone(), ev.environment.clone())))
+                .unwrap_or(false);
+            if first {
+                for w in &warnings {
+                    tracing::warn!(project = %ev.project, environment = %ev.environment, "{w}");
+                }
+            }
+        }
+        warnings
     }
 
     pub fn gitlab(&self) -> &GitLabClient {
@@ -68,9 +96,13 @@ impl Lifecycle {
         &self.locks[(h.finish() as usize) % LOCK_STRIPES]
     }
 
-    /// Brings GitLab to the state the event describes.
+    /// Brings GitLab to the state the event describes: first the environment (tier, URL), then
+    /// the deployment.
     pub async fn apply(&self, ev: &DeploymentEvent, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
         let _guard = self.lock_for(ev).lock().await;
+        self.environments
+            .ensure(&self.gitlab, ctx, &ev.project, &ev.environment, ev.tier, ev.external_url.as_deref())
+            .await?;
         let mut attempt = 0;
         loop {
             attempt += 1;

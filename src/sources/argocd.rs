@@ -14,12 +14,15 @@
 //! `Degraded` outside a running sync, → failed; `Error`/`Failed` → failed; `Terminating` → canceled.
 
 use axum::http::HeaderMap;
+use regex::Regex;
 use secrecy::SecretString;
 use serde_json::Value;
+use std::sync::Mutex;
 
-use super::{Source, json_object, str_field, verify_token};
+use super::{Lookup, Source, json_object, str_field, verify_token};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput, Status, normalize_sha};
+use crate::secrets::BoxFuture;
 
 pub static SOURCE: &dyn Source = &ArgoCd;
 
@@ -79,6 +82,13 @@ impl Source for ArgoCd {
             Some(Value::Array(a)) => a.iter().find_map(|v| v.as_str()).map(str::to_string),
             _ => None,
         };
+        let explicit = str_field(&obj, "sha").is_some();
+        let sha_hint = (!explicit && sha.is_some()).then(|| {
+            let repo = str_field(&obj, "repoURL").map(|r| format!(" ({r})")).unwrap_or_default();
+            format!(
+                "It is the revision Argo CD synced from the application's source repository{repo}; if that is a separate GitOps (manifests) repository, send the application commit instead: a `sha` field in the notification template, the annotation named by ARGOCD_SHA_ANNOTATION, or the image tag matched by ARGOCD_IMAGE (README, \"GitOps: map the application commit\")"
+            )
+        });
         let delivery_id = app.as_ref().map(|a| {
             format!("{a}@{}:{phase}/{health}", sha.as_deref().unwrap_or("?"))
         });
@@ -90,8 +100,71 @@ impl Source for ArgoCd {
             status: Some(status),
             external_url,
             delivery_id,
+            sha_hint,
         }))
     }
+
+    /// GitOps mapping: when the payload has no explicit `sha`, the application commit may come
+    /// from the annotation named by `ARGOCD_SHA_ANNOTATION`, or from the tag of the image named
+    /// by `ARGOCD_IMAGE` (a short sha there is resolved by GitLab). Otherwise the sync revision stays.
+    fn enrich<'a>(
+        &'a self,
+        _headers: &'a HeaderMap,
+        body: &'a [u8],
+        mut draft: EventDraft,
+        lookup: &'a Lookup<'a>,
+    ) -> BoxFuture<'a, Result<SourceOutput, Error>> {
+        Box::pin(async move {
+            let obj = json_object("argocd", body)?;
+            if str_field(&obj, "sha").is_some() {
+                return Ok(SourceOutput::Event(draft));
+            }
+            if let Some(key) = &lookup.config.argocd_sha_annotation {
+                let value = obj.get("annotations").and_then(Value::as_object).and_then(|a| str_field(a, key));
+                if let Some(v) = value {
+                    draft.sha = Some(v);
+                    draft.sha_hint = Some(format!("It was read from the application's annotation {key:?}"));
+                    return Ok(SourceOutput::Event(draft));
+                }
+            }
+            if let Some(spec) = &lookup.config.argocd_image {
+                let images: Vec<&str> = match obj.get("images") {
+                    Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                    _ => Vec::new(),
+                };
+                if let Some(tag) = images.iter().find_map(|i| image_commit(spec, i)) {
+                    let full = match (normalize_sha(&tag), lookup.project) {
+                        (Some(full), _) => Some(full),
+                        (None, Some(project)) if tag.len() >= 7 && tag.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                            lookup.gitlab.resolve_commit(lookup.ctx, project, &tag).await?
+                        }
+                        _ => None,
+                    };
+                    draft.sha = Some(full.unwrap_or(tag.clone()));
+                    draft.sha_hint = Some(format!("It was read from the tag {tag:?} of an image matching ARGOCD_IMAGE ({spec:?})"));
+                }
+            }
+            Ok(SourceOutput::Event(draft))
+        })
+    }
+}
+
+/// The commit in `image` per `spec`: a regex with one capture group, or an image name whose
+/// tag is taken (`registry.example.com/app:<tag>`, a `@sha256:` digest suffix ignored).
+pub fn image_commit(spec: &str, image: &str) -> Option<String> {
+    if spec.contains('(') {
+        static CACHE: Mutex<Option<(String, Regex)>> = Mutex::new(None);
+        let mut cache = CACHE.lock().ok()?;
+        if cache.as_ref().is_none_or(|(p, _)| p != spec) {
+            *cache = Some((spec.to_string(), Regex::new(spec).ok()?));
+        }
+        let (_, re) = cache.as_ref()?;
+        return re.captures(image)?.get(1).map(|m| m.as_str().to_string());
+    }
+    let image = image.split('@').next().unwrap_or(image);
+    let slash = image.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let colon = image[slash..].rfind(':').map(|i| slash + i)?;
+    (image[..colon] == *spec).then(|| image[colon + 1..].to_string())
 }
 
 #[cfg(test)]
@@ -141,6 +214,15 @@ mod tests {
         let SourceOutput::Event(d) = parse(&body) else { panic!() };
         assert_eq!(d.sha.as_deref(), Some(other.as_str()));
         assert_eq!(d.environment.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn image_tags_by_name_or_regex() {
+        assert_eq!(image_commit("registry.example.com:5000/team/app", &format!("registry.example.com:5000/team/app:{SHA}")), Some(SHA.into()));
+        assert_eq!(image_commit("registry.example.com/app", "registry.example.com/app:c0ffee12@sha256:abcd"), Some("c0ffee12".into()));
+        assert_eq!(image_commit("registry.example.com/app", "registry.example.com/other:c0ffee12"), None);
+        assert_eq!(image_commit(r"app:v\d+-([0-9a-f]{40})$", &format!("ghcr.io/x/app:v2-{SHA}")), Some(SHA.into()));
+        assert_eq!(image_commit(r"app:v\d+-([0-9a-f]{40})$", "ghcr.io/x/app:latest"), None);
     }
 
     #[test]

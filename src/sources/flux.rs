@@ -103,13 +103,24 @@ impl Source for Flux {
         let revision = meta("revision").unwrap_or_default();
         let (branch, sha) = split_revision(&revision);
         let (origin_branch, origin_sha) = split_revision(&meta("originRevision").unwrap_or_default());
-        let sha = sha.or(origin_sha).ok_or_else(|| {
+        // GitOps mapping: an annotation `event.toolkit.fluxcd.io/commit: <application commit>` on
+        // the Kustomization or HelmRelease arrives as `metadata.commit` and wins.
+        let explicit = meta("commit");
+        let kind = str_field(object, "kind").unwrap_or_default();
+        let name = str_field(object, "name");
+        let sha_hint = if explicit.is_some() {
+            Some(format!("It was read from the {kind}'s annotation event.toolkit.fluxcd.io/commit"))
+        } else {
+            Some(format!(
+                "It is the revision Flux applied for {kind} {}; if that comes from a separate GitOps repository, annotate the {kind} with `event.toolkit.fluxcd.io/commit: <application commit>` (README, \"GitOps: map the application commit\")",
+                name.clone().unwrap_or_default()
+            ))
+        };
+        let sha = explicit.or(sha).or(origin_sha).ok_or_else(|| {
             Error::BadRequest(format!(
                 "`metadata.revision` ({revision:?}) holds no commit sha (a HelmRelease chart version or an OCI digest); map it with `sha=` or use a Kustomization event"
             ))
         })?;
-        let kind = str_field(object, "kind").unwrap_or_default();
-        let name = str_field(object, "name");
         let delivery_id = Some(format!(
             "{kind}/{}/{}@{sha}:{reason}",
             str_field(object, "namespace").unwrap_or_default(),
@@ -123,6 +134,7 @@ impl Source for Flux {
             status: Some(status),
             external_url: meta("external_url"),
             delivery_id,
+            sha_hint,
         }))
     }
 }

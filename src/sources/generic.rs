@@ -59,6 +59,7 @@ impl Source for Generic {
             status: Some(status),
             external_url: str_field(&obj, "external_url"),
             delivery_id: str_field(&obj, "delivery_id"),
+            sha_hint: None,
         }))
     }
 }

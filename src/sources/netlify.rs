@@ -96,6 +96,7 @@ impl Source for Netlify {
             status: Some(status),
             external_url,
             delivery_id,
+            sha_hint: None,
         }))
     }
 }

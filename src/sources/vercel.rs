@@ -100,6 +100,7 @@ impl Source for Vercel {
             status: Some(status),
             external_url,
             delivery_id: str_field(&obj, "id"),
+            sha_hint: None,
         }))
     }
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod dora;
 mod events;
 mod flux;
 mod heroku;

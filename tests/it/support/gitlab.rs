@@ -29,6 +29,30 @@ pub struct StoredDeployment {
 }
 
 #[derive(Clone, Debug)]
+pub struct StoredEnvironment {
+    pub id: u64,
+    pub project: String,
+    pub name: String,
+    pub tier: String,
+    pub external_url: Option<String>,
+}
+
+/// `Environment#guess_tier` from app/models/environment.rb (current master), verbatim regexes.
+pub fn guess_tier(name: &str) -> &'static str {
+    let rules = [
+        (r"(?i)(dev|review|trunk)", "development"),
+        (r"(?i)(test|tst|int|ac(ce|)pt|qa|qc|control|quality)", "testing"),
+        (r"(?i)(st(a|)g|mod(e|)l|pre|demo|non)", "staging"),
+        (r"(?i)(pr(o|)d|live)", "production"),
+    ];
+    rules
+        .iter()
+        .find(|(re, _)| regex::Regex::new(re).unwrap().is_match(name))
+        .map(|(_, tier)| *tier)
+        .unwrap_or("other")
+}
+
+#[derive(Clone, Debug)]
 pub struct Recorded {
     pub method: String,
     pub uri: String,
@@ -52,6 +76,7 @@ struct StubState {
     commits: HashSet<String>,
     refs: HashSet<String>,
     deployments: Vec<StoredDeployment>,
+    environments: Vec<StoredEnvironment>,
     next_id: u64,
     faults: VecDeque<(Option<String>, Fault)>,
     requests: Vec<Recorded>,
@@ -80,6 +105,8 @@ impl GitLabStub {
             .route("/api/v4/projects/{id}/deployments", get(list).post(create))
             .route("/api/v4/projects/{id}/deployments/{did}", get(get_one).put(update))
             .route("/api/v4/projects/{id}/repository/commits/{rev}", get(commit))
+            .route("/api/v4/projects/{id}/environments", get(list_environments).post(create_environment))
+            .route("/api/v4/projects/{id}/environments/{eid}", axum::routing::put(update_environment))
             .fallback(|uri: Uri| async move {
                 (StatusCode::NOT_FOUND, Json(json!({"error": format!("404 Not Found: {}", uri.path())})))
             })
@@ -113,6 +140,16 @@ impl GitLabStub {
 
     pub fn deployments(&self) -> Vec<StoredDeployment> {
         self.state.lock().unwrap().deployments.clone()
+    }
+
+    pub fn environments(&self) -> Vec<StoredEnvironment> {
+        self.state.lock().unwrap().environments.clone()
+    }
+
+    /// Creates an environment as if someone had made it in GitLab (tier guessed unless given).
+    pub fn seed_environment(&self, project: &str, name: &str, tier: Option<&str>) {
+        let mut s = self.state.lock().unwrap();
+        find_or_create_environment(&mut s, project, name, tier);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -199,6 +236,113 @@ fn project_id(id: &str) -> Result<&'static str, Response> {
         .find(|(k, _)| *k == id)
         .map(|(_, v)| *v)
         .ok_or_else(|| err(StatusCode::NOT_FOUND, json!({"message": "404 Project Not Found"})))
+}
+
+fn env_entity(e: &StoredEnvironment) -> Value {
+    json!({"id": e.id, "name": e.name, "slug": e.name.to_lowercase().replace(['/', ' ', '.'], "-"), "external_url": e.external_url,
+           "state": "available", "tier": e.tier, "created_at": "2026-11-25T00:00:00Z", "updated_at": "2026-11-25T00:00:00Z"})
+}
+
+/// `project.environments.find_or_create_by_name`: a new environment gets a guessed tier.
+fn find_or_create_environment(s: &mut StubState, project: &str, name: &str, tier: Option<&str>) -> StoredEnvironment {
+    if let Some(e) = s.environments.iter().find(|e| e.project == project && e.name == name) {
+        return e.clone();
+    }
+    s.next_id += 1;
+    let e = StoredEnvironment {
+        id: s.next_id,
+        project: project.to_string(),
+        name: name.to_string(),
+        tier: tier.map(str::to_string).unwrap_or_else(|| guess_tier(name).to_string()),
+        external_url: None,
+    };
+    s.environments.push(e.clone());
+    e
+}
+
+const TIERS: &[&str] = &["production", "staging", "testing", "development", "other"];
+
+async fn list_environments(State(st): State<Shared>, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let project = match project_id(&id) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if q.contains_key("name") && q.contains_key("search") {
+        return err(StatusCode::BAD_REQUEST, json!({"error": "name, search are mutually exclusive"}));
+    }
+    let s = st.lock().unwrap();
+    let items: Vec<Value> = s
+        .environments
+        .iter()
+        .filter(|e| e.project == project && q.get("name").is_none_or(|n| &e.name == n))
+        .map(env_entity)
+        .collect();
+    Json(Value::Array(items)).into_response()
+}
+
+async fn create_environment(State(st): State<Shared>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let project = match project_id(&id) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let p = match params(&headers, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(name) = p.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string) else {
+        return err(StatusCode::BAD_REQUEST, json!({"error": "name is missing"}));
+    };
+    let tier = p.get("tier").and_then(Value::as_str).map(str::to_string);
+    if tier.as_deref().is_some_and(|t| !TIERS.contains(&t)) {
+        return err(StatusCode::BAD_REQUEST, json!({"error": "tier does not have a valid value"}));
+    }
+    if !env_name_valid(&name) {
+        return err(StatusCode::BAD_REQUEST, json!({"message": {"name": ["can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', and spaces, but it cannot start or end with '/'"]}}));
+    }
+    let mut s = st.lock().unwrap();
+    if s.environments.iter().any(|e| e.project == project && e.name == name) {
+        return err(StatusCode::BAD_REQUEST, json!({"message": {"name": ["has already been taken"]}}));
+    }
+    let mut e = find_or_create_environment(&mut s, project, &name, tier.as_deref());
+    e.external_url = p.get("external_url").and_then(Value::as_str).map(str::to_string);
+    if let Some(stored) = s.environments.iter_mut().find(|x| x.id == e.id) {
+        *stored = e.clone();
+    }
+    (StatusCode::CREATED, Json(env_entity(&e))).into_response()
+}
+
+async fn update_environment(
+    State(st): State<Shared>,
+    Path((id, eid)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let project = match project_id(&id) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let p = match params(&headers, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if p.contains_key("name") {
+        return err(StatusCode::BAD_REQUEST, json!({"error": "name is no longer changeable"}));
+    }
+    let tier = p.get("tier").and_then(Value::as_str).map(str::to_string);
+    if tier.as_deref().is_some_and(|t| !TIERS.contains(&t)) {
+        return err(StatusCode::BAD_REQUEST, json!({"error": "tier does not have a valid value"}));
+    }
+    let mut s = st.lock().unwrap();
+    let Some(e) = s.environments.iter_mut().find(|e| e.id == eid && e.project == project) else {
+        return err(StatusCode::NOT_FOUND, json!({"message": "404 Not found"}));
+    };
+    if let Some(t) = tier {
+        e.tier = t;
+    }
+    if let Some(u) = p.get("external_url").and_then(Value::as_str) {
+        e.external_url = Some(u.to_string());
+    }
+    Json(env_entity(e)).into_response()
 }
 
 fn entity(d: &StoredDeployment) -> Value {
@@ -349,6 +493,8 @@ async fn create(State(st): State<Shared>, Path(id): Path<String>, headers: Heade
             json!({"message": {"name": ["can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', and spaces, but it cannot start or end with '/'"]}}),
         );
     }
+    // GitLab creates the environment (guessing its tier) before it validates the sha.
+    find_or_create_environment(&mut s, project, &environment, None);
     if !s.commits.contains(&sha) {
         return err(StatusCode::BAD_REQUEST, json!({"message": {"sha": ["The commit does not exist"]}}));
     }

@@ -1,0 +1,219 @@
+//! GitLab environments: what DORA and merge-request tracking need from them.
+//!
+//! - the **tier**: DORA counts only `production` environments, and GitLab *guesses* the tier
+//!   from the name when the Deployments API auto-creates an environment (`production-internal`
+//!   → testing). The bridge sets the tier explicitly when one is configured (query `tier`, or
+//!   `ENVIRONMENTS`), and warns when a name that looks like production would be guessed otherwise;
+//! - the **external URL**, set from the tool when it has one, only when it changed;
+//! - **folders**: a `/` in the name stops MR linking on many GitLab versions unless the tier is
+//!   production or staging.
+//!
+//! What was ensured is remembered per warm container, so the hot path makes no extra call.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use crate::gitlab::{CallCtx, GitLabClient, GitLabError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Production,
+    Staging,
+    Testing,
+    Development,
+    Other,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 5] = [Tier::Production, Tier::Staging, Tier::Testing, Tier::Development, Tier::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Production => "production",
+            Tier::Staging => "staging",
+            Tier::Testing => "testing",
+            Tier::Development => "development",
+            Tier::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The tier GitLab gives an environment it creates itself (`Environment#guess_tier`, current
+/// master: first match wins, case-insensitive, substrings).
+pub fn guess_tier(name: &str) -> Tier {
+    let n = name.to_ascii_lowercase();
+    let has = |subs: &[&str]| subs.iter().any(|s| n.contains(s));
+    if has(&["dev", "review", "trunk"]) {
+        Tier::Development
+    } else if has(&["test", "tst", "int", "acpt", "accept", "qa", "qc", "control", "quality"]) {
+        Tier::Testing
+    } else if has(&["stg", "stag", "modl", "model", "pre", "demo", "non"]) {
+        Tier::Staging
+    } else if has(&["prd", "prod", "live"]) {
+        Tier::Production
+    } else {
+        Tier::Other
+    }
+}
+
+/// Whether a person would read the name as a production environment.
+pub fn looks_like_production(name: &str) -> bool {
+    name.to_ascii_lowercase()
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|w| matches!(w, "prod" | "production" | "prd" | "live"))
+}
+
+/// Warnings about how GitLab will treat this environment (logged, and returned to the caller).
+pub fn warnings(name: &str, tier: Option<Tier>) -> Vec<String> {
+    let mut out = Vec::new();
+    let effective = tier.unwrap_or_else(|| guess_tier(name));
+    if tier.is_none() && looks_like_production(name) && effective != Tier::Production {
+        out.push(format!(
+            "GitLab will guess tier `{effective}` for environment {name:?}, so DORA will not count it; add `tier=production` to the webhook URL or set it in ENVIRONMENTS"
+        ));
+    }
+    if name.contains('/') && !matches!(effective, Tier::Production | Tier::Staging) {
+        out.push(format!(
+            "environment {name:?} is in a folder (`/`) with tier `{effective}`: GitLab does not link merge requests to its deployments; use a name without `/` or tier production/staging"
+        ));
+    }
+    out
+}
+
+/// An environment as the Environments API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub external_url: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Ensured {
+    tier: Option<Tier>,
+    external_url: Option<String>,
+}
+
+/// Makes environments carry the configured tier and the tool's URL, once per container.
+#[derive(Default)]
+pub struct Environments {
+    ensured: Mutex<HashMap<(String, String), Ensured>>,
+}
+
+impl Environments {
+    /// Ensures `project`'s environment `name` exists with `tier` and `external_url` (each only
+    /// when given). No call when neither is given or this container already did it.
+    pub async fn ensure(
+        &self,
+        gitlab: &GitLabClient,
+        ctx: &CallCtx,
+        project: &str,
+        name: &str,
+        tier: Option<Tier>,
+        external_url: Option<&str>,
+    ) -> Result<(), GitLabError> {
+        if tier.is_none() && external_url.is_none() {
+            return Ok(());
+        }
+        let key = (project.to_string(), name.to_string());
+        let wanted = Ensured { tier, external_url: external_url.map(str::to_string) };
+        let satisfied = |e: &Ensured| {
+            tier.is_none_or(|t| e.tier == Some(t)) && external_url.is_none_or(|u| e.external_url.as_deref() == Some(u))
+        };
+        if self.ensured.lock().map(|m| m.get(&key).is_some_and(satisfied)).unwrap_or(false) {
+            return Ok(());
+        }
+        let existing = gitlab.find_environment(ctx, project, name).await?;
+        let now = match existing {
+            None => match gitlab.create_environment(ctx, project, name, tier, external_url).await {
+                Ok(e) => {
+                    tracing::info!(project, environment = name, tier = ?tier, "created environment");
+                    e
+                }
+                // Created meanwhile (a concurrent call, or a retried create that had worked).
+                Err(GitLabError::Rejected { status: 400, message }) if message.contains("taken") => {
+                    match gitlab.find_environment(ctx, project, name).await? {
+                        Some(e) => gitlab.update_environment(ctx, project, e.id, tier, external_url).await?,
+                        None => return Err(GitLabError::Rejected { status: 400, message }),
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+            Some(e) => {
+                let tier_change = tier.filter(|t| e.tier.as_deref() != Some(t.as_str()));
+                let url_change = external_url.filter(|u| e.external_url.as_deref() != Some(*u));
+                if tier_change.is_some() || url_change.is_some() {
+                    tracing::info!(project, environment = name, from_tier = ?e.tier, tier = ?tier_change, "updating environment");
+                    gitlab.update_environment(ctx, project, e.id, tier_change, url_change).await?
+                } else {
+                    e
+                }
+            }
+        };
+        let ensured = Ensured {
+            tier: now.tier.as_deref().and_then(Tier::parse).or(wanted.tier),
+            external_url: now.external_url.or(wanted.external_url),
+        };
+        if let Ok(mut m) = self.ensured.lock() {
+            m.insert(key, ensured);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guesses_like_gitlab() {
+        for (name, tier) in [
+            ("production", Tier::Production),
+            ("prod", Tier::Production),
+            ("prd", Tier::Production),
+            ("live", Tier::Production),
+            ("Production/EU", Tier::Production),
+            ("prod-eu", Tier::Production),
+            ("production-internal", Tier::Testing),
+            ("prod-intl", Tier::Testing),
+            ("live-maintenance", Tier::Testing),
+            ("preprod", Tier::Staging),
+            ("non-prod", Tier::Staging),
+            ("staging", Tier::Staging),
+            ("prod-devops", Tier::Development),
+            ("review/feature", Tier::Development),
+            ("eu-west-1", Tier::Other),
+            ("customer-portal", Tier::Other),
+            ("main", Tier::Other),
+        ] {
+            assert_eq!(guess_tier(name), tier, "{name}");
+        }
+    }
+
+    #[test]
+    fn warns_about_traps() {
+        assert!(warnings("production-internal", None)[0].contains("tier=production"));
+        assert!(warnings("production-internal", Some(Tier::Production)).is_empty());
+        assert!(warnings("production", None).is_empty());
+        assert!(warnings("eu-west-1", None).is_empty());
+        assert!(warnings("preview/feature", None)[0].contains("folder"));
+        assert!(warnings("production/eu", None).is_empty());
+        assert!(warnings("apps/eu", Some(Tier::Staging)).is_empty());
+    }
+}

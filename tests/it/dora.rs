@@ -1,0 +1,185 @@
+//! The traps that silently break DORA metrics and merge-request tracking, reproduced against
+//! the GitLab stand-in (which guesses tiers exactly as GitLab's `guess_tier`), and what the
+//! bridge does about each.
+
+use crate::support::*;
+use gitlab_deploy_bridge::config::{Config, EnvironmentSettings};
+use gitlab_deploy_bridge::environment::Tier;
+use serde_json::{Value, json};
+
+async fn setup_with(cfg: impl FnOnce(&mut Config)) -> (GitLabStub, Bridge) {
+    let token = fastrand_token();
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    gitlab.add_commit(SHA_B);
+    let mut c = config(&gitlab.url);
+    cfg(&mut c);
+    let bridge = Bridge::start(c, static_secrets(&token)).await;
+    (gitlab, bridge)
+}
+
+fn generic(sha: &str, status: &str) -> String {
+    json!({"environment": "ignored-by-query", "sha": sha, "ref": "main", "status": status}).to_string()
+}
+
+fn env_calls(gitlab: &GitLabStub) -> Vec<String> {
+    gitlab.requests().into_iter().filter(|r| r.uri.contains("/environments")).map(|r| format!("{} {}", r.method, r.uri)).collect()
+}
+
+#[tokio::test]
+async fn a_production_looking_name_guessed_otherwise_is_warned_about_and_fixed_by_tier() {
+    let (gitlab, bridge) = setup().await;
+    // The trap: GitLab guesses `testing` for "production-internal" (it contains "int").
+    let (s, r) = bridge.post("/hooks/generic?project=42&environment=production-internal", Some(GENERIC_SECRET), generic(SHA_A, "success")).await;
+    assert_eq!(s, 200, "{r}");
+    assert!(r["warnings"][0].as_str().unwrap().contains("tier=production"), "{r}");
+    assert_eq!(gitlab.environments()[0].tier, "testing", "what GitLab does by itself");
+
+    // The fix: `tier=production` makes the bridge create the environment with that tier first.
+    let (s, r) = bridge
+        .post("/hooks/generic?project=42&environment=production-eu-internal&tier=production", Some(GENERIC_SECRET), generic(SHA_A, "running"))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(r.get("warnings").is_none(), "{r}");
+    assert_eq!(r["deployment"]["tier"], "production");
+    let env = gitlab.environments().into_iter().find(|e| e.name == "production-eu-internal").unwrap();
+    assert_eq!(env.tier, "production");
+    let reqs: Vec<String> = gitlab.requests().iter().skip(3).map(|r| r.method.clone() + " " + r.uri.split('?').next().unwrap()).collect();
+    assert_eq!(reqs.first().map(String::as_str), Some("GET /api/v4/projects/42/environments"), "{reqs:?}");
+    assert_eq!(reqs.get(1).map(String::as_str), Some("POST /api/v4/projects/42/environments"), "environment before deployment: {reqs:?}");
+}
+
+#[tokio::test]
+async fn a_configured_tier_corrects_an_existing_environment_once_per_container() {
+    let (gitlab, bridge) = setup_with(|c| {
+        c.environments.insert("eu-west-1".into(), EnvironmentSettings { tier: Some(Tier::Production), git_ref: None });
+    })
+    .await;
+    gitlab.seed_environment("42", "eu-west-1", None);
+    assert_eq!(gitlab.environments()[0].tier, "other", "GitLab's guess for eu-west-1");
+    for (sha, status) in [(SHA_A, "running"), (SHA_A, "success"), (SHA_B, "running"), (SHA_B, "success")] {
+        let (s, r) = bridge.post("/hooks/generic?project=42&environment=eu-west-1", Some(GENERIC_SECRET), generic(sha, status)).await;
+        assert_eq!(s, 200, "{r}");
+    }
+    assert_eq!(gitlab.environments()[0].tier, "production");
+    let calls = env_calls(&gitlab);
+    assert_eq!(calls.len(), 2, "one look and one update, then cached: {calls:?}");
+    assert!(calls[1].starts_with("PUT /api/v4/projects/42/environments/"), "{calls:?}");
+}
+
+#[tokio::test]
+async fn external_url_is_set_and_only_changed_when_it_changes() {
+    let (gitlab, bridge) = setup().await;
+    let argocd = |phase: &str, url: &str| {
+        json!({"app": "shop", "phase": phase, "health": "Healthy", "revision": SHA_A, "targetRevision": "main", "externalURLs": [url]}).to_string()
+    };
+    bridge.post("/hooks/argocd?project=42", Some(ARGOCD_SECRET), argocd("Running", "https://shop.example.com")).await;
+    bridge.post("/hooks/argocd?project=42", Some(ARGOCD_SECRET), argocd("Succeeded", "https://shop.example.com")).await;
+    assert_eq!(gitlab.environments()[0].external_url.as_deref(), Some("https://shop.example.com"));
+    assert_eq!(env_calls(&gitlab).len(), 2, "GET + POST once: {:?}", env_calls(&gitlab));
+    bridge.post("/hooks/argocd?project=42", Some(ARGOCD_SECRET), argocd("Running", "https://shop-v2.example.com")).await;
+    assert_eq!(gitlab.environments()[0].external_url.as_deref(), Some("https://shop-v2.example.com"));
+    assert_eq!(env_calls(&gitlab).len(), 4, "{:?}", env_calls(&gitlab));
+}
+
+#[tokio::test]
+async fn the_ref_is_the_branch_merge_requests_target() {
+    let (gitlab, bridge) = setup_with(|c| {
+        c.environments.insert("configured".into(), EnvironmentSettings { tier: None, git_ref: Some("release".into()) });
+    })
+    .await;
+    let body = |r: &str, env: &str| json!({"environment": env, "sha": SHA_A, "ref": r, "status": "success"}).to_string();
+    let cases = [
+        ("/hooks/generic?project=42", body("refs/heads/release", "e1"), "release", "payload"),
+        ("/hooks/generic?project=42", body("HEAD", "e2"), "main", "default"),
+        ("/hooks/generic?project=42", body(SHA_A, "e3"), "main", "default"),
+        ("/hooks/generic?project=42", body("refs/pull/7/head", "e4"), "main", "default"),
+        ("/hooks/generic?project=42", body("main", "configured"), "release", "environment config"),
+        ("/hooks/generic?project=42&ref=main", body("HEAD", "configured"), "main", "query"),
+    ];
+    for (path, b, want, from) in cases {
+        let (s, r) = bridge.post(path, Some(GENERIC_SECRET), b.clone()).await;
+        assert_eq!(s, 200, "{b}: {r}");
+        assert_eq!((r["deployment"]["ref"].as_str(), r["deployment"]["ref_source"].as_str()), (Some(want), Some(from)), "{b}");
+    }
+    assert!(gitlab.deployments().iter().all(|d| d.git_ref == "main" || d.git_ref == "release"));
+}
+
+#[tokio::test]
+async fn environment_names_are_checked_before_gitlab_and_folders_warned() {
+    let (gitlab, bridge) = setup().await;
+    let (s, r) = bridge.post("/hooks/generic?project=42&environment=prod%3Aeu", Some(GENERIC_SECRET), generic(SHA_A, "running")).await;
+    assert_eq!(s, 400);
+    assert!(r["error"].as_str().unwrap().contains("can contain only letters"), "{r}");
+    assert!(gitlab.requests().is_empty());
+    let (_, r) = bridge.post("/hooks/generic?project=42&environment=apps/shop", Some(GENERIC_SECRET), generic(SHA_A, "running")).await;
+    assert!(r["warnings"][0].as_str().unwrap().contains("does not link merge requests"), "{r}");
+    let (_, r) = bridge.post("/hooks/generic?project=42&environment=apps/shop&tier=production", Some(GENERIC_SECRET), generic(SHA_A, "success")).await;
+    assert!(r.get("warnings").is_none(), "{r}");
+}
+
+fn argocd_body(revision: &str, extra: Value) -> String {
+    let mut b = json!({"app": "shop", "phase": "Succeeded", "health": "Healthy", "revision": revision, "targetRevision": "main",
+                       "repoURL": "https://gitlab.example.com/platform/gitops.git"});
+    for (k, v) in extra.as_object().unwrap() {
+        b[k] = v.clone();
+    }
+    b.to_string()
+}
+
+#[tokio::test]
+async fn a_gitops_revision_unknown_to_the_project_is_explained() {
+    let (gitlab, bridge) = setup().await;
+    let gitops = "9".repeat(40);
+    let (s, r) = bridge.post("/hooks/argocd?project=42&environment=production", Some(ARGOCD_SECRET), argocd_body(&gitops, json!({}))).await;
+    assert_eq!(s, 422, "{r}");
+    let msg = r["error"].as_str().unwrap();
+    for needle in ["The commit does not exist", &gitops, "https://gitlab.example.com/platform/gitops.git", "ARGOCD_SHA_ANNOTATION", "ARGOCD_IMAGE"] {
+        assert!(msg.contains(needle), "{needle} missing in {msg}");
+    }
+    assert!(gitlab.deployments().is_empty());
+}
+
+#[tokio::test]
+async fn the_application_commit_from_a_field_an_annotation_or_an_image_tag() {
+    let (gitlab, bridge) = setup_with(|c| {
+        c.argocd_sha_annotation = Some("example.com/app-commit".into());
+        c.argocd_image = Some("registry.example.com/shop".into());
+    })
+    .await;
+    let gitops = "9".repeat(40);
+    let post = |env: &str, extra: Value| {
+        let body = argocd_body(&gitops, extra);
+        let path = format!("/hooks/argocd?project=42&environment={env}");
+        let b = &bridge;
+        async move { b.post(&path, Some(ARGOCD_SECRET), body).await }
+    };
+    // (a) an explicit field
+    let (s, r) = post("a", json!({"sha": SHA_A})).await;
+    assert_eq!((s, r["deployment"]["sha"].as_str()), (200, Some(SHA_A)), "{r}");
+    // (b) the configured annotation
+    let (s, r) = post("b", json!({"annotations": {"example.com/app-commit": SHA_B, "other": "x"}})).await;
+    assert_eq!((s, r["deployment"]["sha"].as_str()), (200, Some(SHA_B)), "{r}");
+    // (c) the configured image's tag, a short sha resolved by GitLab
+    let images = json!({"images": ["docker.io/library/redis:7", format!("registry.example.com/shop:{}", &SHA_A[..8])]});
+    let (s, r) = post("c", images).await;
+    assert_eq!((s, r["deployment"]["sha"].as_str()), (200, Some(SHA_A)), "{r}");
+    assert_eq!(gitlab.deployments().len(), 3);
+
+    // Flux: an annotation `event.toolkit.fluxcd.io/commit` arrives as metadata.commit.
+    let flux = json!({"involvedObject": {"kind": "Kustomization", "name": "shop", "namespace": "flux-system"},
+                      "reason": "ReconciliationSucceeded", "metadata": {"revision": format!("main@sha1:{gitops}"), "commit": SHA_B}})
+    .to_string();
+    let (s, r) = bridge
+        .post_with("/hooks/flux?project=42&environment=flux", &[("X-Signature", sign::flux(FLUX_SECRET, &flux))], &flux)
+        .await;
+    assert_eq!((s, r["deployment"]["sha"].as_str()), (200, Some(SHA_B)), "{r}");
+    let unmapped = json!({"involvedObject": {"kind": "Kustomization", "name": "shop"}, "reason": "Progressing",
+                          "metadata": {"revision": format!("main@sha1:{gitops}")}})
+    .to_string();
+    let (s, r) = bridge
+        .post_with("/hooks/flux?project=42&environment=flux", &[("X-Signature", sign::flux(FLUX_SECRET, &unmapped))], &unmapped)
+        .await;
+    assert_eq!(s, 422, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("event.toolkit.fluxcd.io/commit"), "{r}");
+}
