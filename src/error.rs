@@ -27,6 +27,9 @@ pub enum Error {
     MethodNotAllowed(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// A deploy tool's own API (e.g. Heroku's) failed while completing the event; a redelivery may succeed.
+    #[error("{service} is unavailable: {message}")]
+    ToolApi { service: &'static str, message: String },
     #[error(transparent)]
     GitLab(#[from] GitLabError),
     #[error(transparent)]
@@ -41,6 +44,7 @@ impl Error {
             Error::UnknownSource { .. } | Error::NoRoute { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::ToolApi { .. } => StatusCode::BAD_GATEWAY,
             Error::GitLab(e) => match e {
                 // GitLab refused the data itself: a redelivery of the same body cannot succeed.
                 GitLabError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,

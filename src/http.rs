@@ -104,54 +104,41 @@ impl AppState {
 
         let latency_ms = started.elapsed().as_millis() as u64;
         let gitlab_calls = ctx.calls().len();
-        let (status, response) = match result {
-            Ok(body) => (StatusCode::OK, (StatusCode::OK, Json(body)).into_response()),
+        // One line per webhook, with the same fields whatever the outcome.
+        macro_rules! line {
+            ($lvl:ident, $($rest:tt)*) => {
+                tracing::$lvl!(
+                    source = source_name,
+                    project = log.project.as_deref().unwrap_or(""),
+                    environment = log.environment.as_deref().unwrap_or(""),
+                    sha = log.sha.as_deref().unwrap_or(""),
+                    status = log.status.unwrap_or(""),
+                    delivery_id = log.delivery_id.as_deref().unwrap_or(""),
+                    action = log.action.unwrap_or(""),
+                    deployment_id = log.deployment_id,
+                    dry_run = self.0.config.dry_run,
+                    gitlab_calls,
+                    latency_ms,
+                    $($rest)*
+                )
+            };
+        }
+        let response = match result {
+            Ok(body) => {
+                line!(info, http_status = 200u16, outcome = "ok", "webhook handled");
+                (StatusCode::OK, Json(body)).into_response()
+            }
             Err(e) => {
-                let status = e.status();
+                let status = e.status().as_u16();
                 let msg = e.to_string();
-                let resp = e.into_response();
-                macro_rules! line {
-                    ($lvl:ident) => {
-                        tracing::$lvl!(
-                            source = source_name,
-                            project = log.project.as_deref().unwrap_or(""),
-                            environment = log.environment.as_deref().unwrap_or(""),
-                            sha = log.sha.as_deref().unwrap_or(""),
-                            status = log.status.unwrap_or(""),
-                            delivery_id = log.delivery_id.as_deref().unwrap_or(""),
-                            gitlab_calls,
-                            latency_ms,
-                            http_status = status.as_u16(),
-                            outcome = "error",
-                            error = %msg,
-                            "webhook refused"
-                        )
-                    };
-                }
-                if status.is_server_error() {
-                    line!(error);
+                if e.status().is_server_error() {
+                    line!(error, http_status = status, outcome = "error", error = %msg, "webhook refused");
                 } else {
-                    line!(warn);
+                    line!(warn, http_status = status, outcome = "error", error = %msg, "webhook refused");
                 }
-                return resp;
+                return e.into_response();
             }
         };
-        tracing::info!(
-            source = source_name,
-            project = log.project.as_deref().unwrap_or(""),
-            environment = log.environment.as_deref().unwrap_or(""),
-            sha = log.sha.as_deref().unwrap_or(""),
-            status = log.status.unwrap_or(""),
-            delivery_id = log.delivery_id.as_deref().unwrap_or(""),
-            action = log.action.unwrap_or(""),
-            deployment_id = log.deployment_id,
-            dry_run = self.0.config.dry_run,
-            gitlab_calls,
-            latency_ms,
-            http_status = status.as_u16(),
-            outcome = "ok",
-            "webhook handled"
-        );
         if self.0.config.dry_run {
             for call in ctx.calls() {
                 let body = call.body.as_ref().map(|b| b.to_string()).unwrap_or_default();

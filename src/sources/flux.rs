@@ -14,26 +14,18 @@
 //! `metadata.environment` (set it with the Alert's `eventMetadata`), else the object's name.
 
 use axum::http::HeaderMap;
-use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
+use hmac::Hmac;
+use secrecy::SecretString;
 use serde_json::Value;
 use sha2::{Sha224, Sha256, Sha384, Sha512};
 
-use super::{Source, json_object, str_field};
+use super::{Source, hmac_matches, json_object, required_header, str_field};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput, Status, normalize_sha};
 
 pub static SOURCE: &dyn Source = &Flux;
 
 pub struct Flux;
-
-fn verify_mac<M: Mac + hmac::digest::KeyInit>(key: &[u8], body: &[u8], expected: &[u8]) -> bool {
-    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(expected).is_ok()
-}
 
 /// `main@sha1:<sha>` or `main/<sha>` → (branch, sha); a bare sha → (None, sha).
 pub fn split_revision(rev: &str) -> (Option<String>, Option<String>) {
@@ -65,21 +57,16 @@ impl Source for Flux {
     }
 
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
-        let header = headers
-            .get("x-signature")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::Unauthorized("missing X-Signature header; use a Provider of type generic-hmac".into()))?;
+        let header = required_header(headers, "x-signature", "missing X-Signature header; use a Provider of type generic-hmac")?;
         let (alg, hex_mac) = header
-            .trim()
             .split_once('=')
             .ok_or_else(|| Error::Unauthorized("X-Signature must look like sha256=<hex>".into()))?;
         let mac = hex::decode(hex_mac).map_err(|_| Error::Unauthorized("X-Signature is not hexadecimal".into()))?;
-        let key = secret.expose_secret().as_bytes();
         let ok = match alg {
-            "sha256" => verify_mac::<Hmac<Sha256>>(key, body, &mac),
-            "sha224" => verify_mac::<Hmac<Sha224>>(key, body, &mac),
-            "sha384" => verify_mac::<Hmac<Sha384>>(key, body, &mac),
-            "sha512" => verify_mac::<Hmac<Sha512>>(key, body, &mac),
+            "sha256" => hmac_matches::<Hmac<Sha256>>(secret, body, &mac),
+            "sha224" => hmac_matches::<Hmac<Sha224>>(secret, body, &mac),
+            "sha384" => hmac_matches::<Hmac<Sha384>>(secret, body, &mac),
+            "sha512" => hmac_matches::<Hmac<Sha512>>(secret, body, &mac),
             other => return Err(Error::Unauthorized(format!("X-Signature uses {other:?}; expected sha256, sha224, sha384 or sha512"))),
         };
         if ok { Ok(()) } else { Err(Error::Unauthorized("X-Signature does not match the body and the flux webhook secret".into())) }
@@ -142,6 +129,7 @@ impl Source for Flux {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::Mac;
 
     const SHA: &str = "c0ffee1234567890abcdef1234567890abcdef12";
 
@@ -160,7 +148,7 @@ mod tests {
         let body = b"{}";
         let mut h = HeaderMap::new();
         assert!(Flux.verify(&h, body, &secret).is_err());
-        let mut m = Hmac::<Sha512>::new_from_slice(b"tok").unwrap();
+        let mut m = <Hmac<Sha512> as Mac>::new_from_slice(b"tok").unwrap();
         m.update(body);
         h.insert("x-signature", format!("sha512={}", hex::encode(m.finalize().into_bytes())).parse().unwrap());
         assert!(Flux.verify(&h, body, &secret).is_ok());

@@ -18,12 +18,12 @@
 
 use axum::http::HeaderMap;
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::Hmac;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{Lookup, Source, json_object, str_field};
+use super::{Lookup, Source, hmac_matches, json_object, required_header, str_field};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput, Status};
 use crate::secrets::BoxFuture;
@@ -59,18 +59,15 @@ impl Source for Heroku {
     }
 
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
-        let given = headers
-            .get(SIGNATURE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::Unauthorized("missing Heroku-Webhook-Hmac-SHA256 header".into()))?;
+        let given = required_header(headers, SIGNATURE_HEADER, "missing Heroku-Webhook-Hmac-SHA256 header")?;
         let given = base64::engine::general_purpose::STANDARD
-            .decode(given.trim())
+            .decode(given)
             .map_err(|_| Error::Unauthorized("Heroku-Webhook-Hmac-SHA256 is not base64".into()))?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
-            .map_err(|_| Error::Unauthorized("the heroku webhook secret cannot be used as an HMAC key".into()))?;
-        mac.update(body);
-        mac.verify_slice(&given)
-            .map_err(|_| Error::Unauthorized("Heroku-Webhook-Hmac-SHA256 does not match the body and the heroku webhook secret".into()))
+        if hmac_matches::<Hmac<Sha256>>(secret, body, &given) {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized("Heroku-Webhook-Hmac-SHA256 does not match the body and the heroku webhook secret".into()))
+        }
     }
 
     fn parse(&self, _headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error> {
@@ -182,10 +179,8 @@ impl Source for Heroku {
 /// One GET on the Heroku Platform API with the optional API token.
 async fn platform_api(lookup: &Lookup<'_>, token: &SecretString, path: &str) -> Result<Value, Error> {
     let url = format!("{}{path}", lookup.config.heroku_api_url);
-    let remaining = lookup.ctx.remaining().ok_or_else(|| {
-        Error::GitLab(crate::gitlab::GitLabError::Deadline("no time left to ask the Heroku API".into()))
-    })?;
-    let unavailable = |m: String| Error::GitLab(crate::gitlab::GitLabError::Unavailable(format!("Heroku Platform API: {m}")));
+    let unavailable = |message: String| Error::ToolApi { service: "the Heroku Platform API", message };
+    let remaining = lookup.ctx.remaining().ok_or_else(|| unavailable("no time left before the deadline".into()))?;
     let resp = lookup
         .http
         .get(&url)
@@ -205,12 +200,13 @@ async fn platform_api(lookup: &Lookup<'_>, token: &SecretString, path: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::Mac;
 
     #[test]
     fn signature_is_base64_hmac_sha256_of_the_body() {
         let secret = SecretString::from("s3cret");
         let body = br#"{"resource":"build"}"#;
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"s3cret").unwrap();
         mac.update(body);
         let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
         let mut h = HeaderMap::new();

@@ -5,6 +5,8 @@
 //! and add its module name to the `sources!` list below.
 
 use axum::http::HeaderMap;
+use hmac::Mac;
+use hmac::digest::KeyInit;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
@@ -72,6 +74,24 @@ pub fn find(name: &str) -> Option<&'static dyn Source> {
 
 pub fn names() -> String {
     ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// A header's value, or 401 saying it is missing.
+pub fn required_header<'h>(headers: &'h HeaderMap, name: &str, missing: &str) -> Result<&'h str, Error> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .ok_or_else(|| Error::Unauthorized(missing.to_string()))
+}
+
+/// Whether `expected` is the HMAC of `body` under `secret` with digest `D` (constant time).
+pub fn hmac_matches<M: Mac + KeyInit>(secret: &SecretString, body: &[u8], expected: &[u8]) -> bool {
+    let Ok(mut mac) = <M as KeyInit>::new_from_slice(secret.expose_secret().as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(expected).is_ok()
 }
 
 /// Compares two secrets in time that does not depend on where they differ.

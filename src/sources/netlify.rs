@@ -17,7 +17,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{Source, json_object, str_field};
+use super::{Source, json_object, required_header, str_field};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput, Status};
 
@@ -36,16 +36,13 @@ impl Source for Netlify {
     }
 
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
-        let token = headers
-            .get("x-webhook-signature")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::Unauthorized("missing X-Webhook-Signature header; set a JWS secret on the Netlify webhook".into()))?;
+        let token = required_header(headers, "x-webhook-signature", "missing X-Webhook-Signature header; set a JWS secret on the Netlify webhook")?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.required_spec_claims.clear();
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.set_issuer(&["netlify"]);
-        let claims = jsonwebtoken::decode::<Claims>(token.trim(), &DecodingKey::from_secret(secret.expose_secret().as_bytes()), &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret.expose_secret().as_bytes()), &validation)
             .map_err(|e| Error::Unauthorized(format!("X-Webhook-Signature is not a valid netlify JWS for this secret ({e})")))?
             .claims;
         let actual = hex::encode(Sha256::digest(body));

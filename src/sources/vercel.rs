@@ -14,12 +14,12 @@
 //! production deployments and group in GitLab like review apps.
 
 use axum::http::HeaderMap;
-use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
+use hmac::Hmac;
+use secrecy::SecretString;
 use serde_json::{Map, Value};
 use sha1::Sha1;
 
-use super::{Source, json_object, str_field};
+use super::{Source, hmac_matches, json_object, required_header, str_field};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput, Status};
 
@@ -54,16 +54,13 @@ impl Source for Vercel {
     }
 
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
-        let given = headers
-            .get("x-vercel-signature")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::Unauthorized("missing x-vercel-signature header".into()))?;
-        let given = hex::decode(given.trim()).map_err(|_| Error::Unauthorized("x-vercel-signature is not hexadecimal".into()))?;
-        let mut mac = Hmac::<Sha1>::new_from_slice(secret.expose_secret().as_bytes())
-            .map_err(|_| Error::Unauthorized("the vercel webhook secret cannot be used as an HMAC key".into()))?;
-        mac.update(body);
-        mac.verify_slice(&given)
-            .map_err(|_| Error::Unauthorized("x-vercel-signature does not match the body and the vercel webhook secret".into()))
+        let given = required_header(headers, "x-vercel-signature", "missing x-vercel-signature header")?;
+        let given = hex::decode(given).map_err(|_| Error::Unauthorized("x-vercel-signature is not hexadecimal".into()))?;
+        if hmac_matches::<Hmac<Sha1>>(secret, body, &given) {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized("x-vercel-signature does not match the body and the vercel webhook secret".into()))
+        }
     }
 
     fn parse(&self, _headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error> {
@@ -108,6 +105,7 @@ impl Source for Vercel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::Mac;
 
     const SHA: &str = "c0ffee1234567890abcdef1234567890abcdef12";
 
@@ -134,7 +132,7 @@ mod tests {
     fn signature_is_hex_hmac_sha1() {
         let secret = SecretString::from("s");
         let b = b"{\"type\":\"x\"}";
-        let mut m = Hmac::<Sha1>::new_from_slice(b"s").unwrap();
+        let mut m = <Hmac<Sha1> as Mac>::new_from_slice(b"s").unwrap();
         m.update(b);
         let mut h = HeaderMap::new();
         assert!(Vercel.verify(&h, b, &secret).is_err());

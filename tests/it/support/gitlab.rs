@@ -281,12 +281,8 @@ async fn list_environments(State(st): State<Shared>, Path(id): Path<String>, Que
 }
 
 async fn create_environment(State(st): State<Shared>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let project = match project_id(&id) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let p = match params(&headers, &body) {
-        Ok(p) => p,
+    let (project, p) = match project_and_params(&id, &headers, &body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let Some(name) = p.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string) else {
@@ -317,12 +313,8 @@ async fn update_environment(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let project = match project_id(&id) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let p = match params(&headers, &body) {
-        Ok(p) => p,
+    let (project, p) = match project_and_params(&id, &headers, &body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     if p.contains_key("name") {
@@ -443,18 +435,18 @@ fn params(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, Respo
     }
 }
 
+fn project_and_params(id: &str, headers: &HeaderMap, body: &Bytes) -> Result<(&'static str, Map<String, Value>), Response> {
+    Ok((project_id(id)?, params(headers, body)?))
+}
+
 fn env_name_valid(name: &str) -> bool {
     let ok = |c: char| c.is_ascii_alphanumeric() || "_${}. -".contains(c);
     name.len() <= 255 && !name.starts_with('/') && !name.ends_with('/') && name.chars().all(|c| ok(c) || c == '/')
 }
 
 async fn create(State(st): State<Shared>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let project = match project_id(&id) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let p = match params(&headers, &body) {
-        Ok(p) => p,
+    let (project, p) = match project_and_params(&id, &headers, &body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     // Grape parameter validation: every attribute is required.
@@ -528,12 +520,8 @@ async fn create(State(st): State<Shared>, Path(id): Path<String>, headers: Heade
 }
 
 async fn update(State(st): State<Shared>, Path((id, did)): Path<(String, u64)>, headers: HeaderMap, body: Bytes) -> Response {
-    let project = match project_id(&id) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let p = match params(&headers, &body) {
-        Ok(p) => p,
+    let (project, p) = match project_and_params(&id, &headers, &body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let Some(status) = p.get("status").and_then(Value::as_str).map(str::to_string) else {
