@@ -219,10 +219,11 @@ impl AppState {
         log.environment = Some(ev.environment.clone());
         log.sha = Some(ev.sha.clone());
 
-        let warnings = self.0.lifecycle.warnings(&ev);
+        let mut warnings = self.0.lifecycle.warnings(&ev);
         let outcome = self.0.lifecycle.apply(&ev, ctx).await.map_err(|e| explain_unknown_commit(e, &ev))?;
         log.action = Some(outcome.action.as_str());
         log.deployment_id = Some(outcome.deployment.id);
+        warnings.extend(outcome.notes.iter().cloned());
 
         let d = &outcome.deployment;
         let mut answer = json!({

@@ -48,6 +48,8 @@ impl Action {
 pub struct Outcome {
     pub action: Action,
     pub deployment: Deployment,
+    /// Problems that did not stop the deployment from being recorded.
+    pub notes: Vec<String>,
 }
 
 pub struct Lifecycle {
@@ -100,13 +102,21 @@ impl Lifecycle {
     /// the deployment.
     pub async fn apply(&self, ev: &DeploymentEvent, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
         let _guard = self.lock_for(ev).lock().await;
-        self.environments
+        // The deployment matters more than the environment's settings: if they cannot be set
+        // now, record the deployment anyway; the next event tries again (nothing was cached).
+        let mut notes = Vec::new();
+        if let Err(e) = self
+            .environments
             .ensure(&self.gitlab, ctx, &ev.project, &ev.environment, ev.tier, ev.external_url.as_deref())
-            .await?;
+            .await
+        {
+            tracing::warn!(project = %ev.project, environment = %ev.environment, error = %e, "could not set the environment's tier or URL");
+            notes.push(format!("the environment's tier or external URL could not be set: {e}"));
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.apply_once(ev, ctx).await {
+            match self.apply_once(ev, ctx).await.map(|o| Outcome { notes: notes.clone(), ..o }) {
                 // A create that failed after reaching GitLab may or may not have happened:
                 // look again before trying again, so a retry never makes a second deployment.
                 Err(GitLabError::Ambiguous(msg)) if attempt < 3 => {
@@ -129,7 +139,7 @@ impl Lifecycle {
         if ev.status == Status::Running {
             if let Some(d) = self.newest_for_sha(ev, ctx, None).await? {
                 if Status::parse(&d.status).is_some() {
-                    return Ok(Outcome { action: Action::Unchanged, deployment: d });
+                    return Ok(Outcome { action: Action::Unchanged, deployment: d, notes: Vec::new() });
                 }
             }
             return self.create(ev, ctx).await;
@@ -137,12 +147,12 @@ impl Lifecycle {
 
         if let Some(running) = self.newest_for_sha(ev, ctx, Some(Status::Running)).await? {
             return match self.gitlab.update_deployment(ctx, &ev.project, running.id, ev.status).await {
-                Ok(d) => Ok(Outcome { action: Action::Updated, deployment: d }),
+                Ok(d) => Ok(Outcome { action: Action::Updated, deployment: d, notes: Vec::new() }),
                 // Someone else finished it between our look and our update.
                 Err(GitLabError::Rejected { status: 400, message }) if message.contains("cannot transition") => {
                     let d = self.gitlab.get_deployment(ctx, &ev.project, running.id).await?;
                     if d.status == ev.status.as_str() {
-                        Ok(Outcome { action: Action::Unchanged, deployment: d })
+                        Ok(Outcome { action: Action::Unchanged, deployment: d, notes: Vec::new() })
                     } else {
                         Err(GitLabError::Rejected { status: 400, message })
                     }
@@ -152,7 +162,7 @@ impl Lifecycle {
         }
         if let Some(d) = self.newest_for_sha(ev, ctx, None).await? {
             if d.status == ev.status.as_str() {
-                return Ok(Outcome { action: Action::Unchanged, deployment: d });
+                return Ok(Outcome { action: Action::Unchanged, deployment: d, notes: Vec::new() });
             }
         }
         self.create(ev, ctx).await
@@ -167,7 +177,7 @@ impl Lifecycle {
             status: ev.status,
         };
         let d = self.gitlab.create_deployment(ctx, &ev.project, &new).await?;
-        Ok(Outcome { action: Action::Created, deployment: d })
+        Ok(Outcome { action: Action::Created, deployment: d, notes: Vec::new() })
     }
 
     /// The newest deployment of the event's (environment, sha), optionally of one status.

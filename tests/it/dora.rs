@@ -183,3 +183,19 @@ async fn the_application_commit_from_a_field_an_annotation_or_an_image_tag() {
     assert_eq!(s, 422, "{r}");
     assert!(r["error"].as_str().unwrap().contains("event.toolkit.fluxcd.io/commit"), "{r}");
 }
+
+#[tokio::test]
+async fn a_refused_environment_change_does_not_lose_the_deployment() {
+    let (gitlab, bridge) = setup().await;
+    // The token may deploy but not manage environments (e.g. a protected environment).
+    gitlab.push_fault_for("POST", Fault::Json(403, json!({"message": "403 Forbidden"})));
+    let path = "/hooks/generic?project=42&environment=eu-west-1&tier=production";
+    let (s, r) = bridge.post(path, Some(GENERIC_SECRET), generic(SHA_A, "running")).await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("created")), "{r}");
+    assert!(r["warnings"][0].as_str().unwrap().contains("403"), "{r}");
+    assert_eq!(gitlab.environments()[0].tier, "other", "GitLab guessed");
+    // Nothing was cached, so the next event sets the tier.
+    let (s, r) = bridge.post(path, Some(GENERIC_SECRET), generic(SHA_A, "success")).await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("updated")), "{r}");
+    assert_eq!(gitlab.environments()[0].tier, "production");
+}
