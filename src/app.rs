@@ -16,8 +16,9 @@ use crate::secrets::{SecretProvider, SecretsManager, StaticSecrets, Unconfigured
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Chooses where secrets come from: Secrets Manager when `SECRET_ID` is set; in Lambda without
-/// it, a provider that fails every request with the reason; locally, environment variables.
+/// Chooses where secrets come from: Secrets Manager when `SECRET_ID` is set; otherwise
+/// environment variables (`GITLAB_TOKEN`, `<SOURCE>_WEBHOOK_SECRET`: local runs and
+/// `cargo lambda watch`); in Lambda with neither, a provider that fails every request saying why.
 pub async fn secret_provider(config: &Config, in_lambda: bool) -> Arc<dyn SecretProvider> {
     match (&config.secret_id, in_lambda) {
         (Some(id), _) => {
@@ -29,10 +30,16 @@ pub async fn secret_provider(config: &Config, in_lambda: bool) -> Arc<dyn Secret
             let client = aws_sdk_secretsmanager::Client::new(&sdk);
             Arc::new(SecretsManager::new(client, id.clone(), config.secret_ttl))
         }
-        (None, true) => Arc::new(Unconfigured(
-            "SECRET_ID is not set; point it at a Secrets Manager secret holding {\"gitlab_token\": ..., \"<source>_webhook_secret\": ...}".into(),
-        )),
-        (None, false) => Arc::new(StaticSecrets::from_env_vars(std::env::vars())),
+        (None, _) => {
+            let env = StaticSecrets::from_env_vars(std::env::vars());
+            if in_lambda && env.is_empty() {
+                Arc::new(Unconfigured(
+                    "SECRET_ID is not set; point it at a Secrets Manager secret holding {\"gitlab_token\": ..., \"<source>_webhook_secret\": ...}".into(),
+                ))
+            } else {
+                Arc::new(env)
+            }
+        }
     }
 }
 

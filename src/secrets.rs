@@ -118,6 +118,12 @@ impl StaticSecrets {
     }
 }
 
+impl StaticSecrets {
+    pub fn is_empty(&self) -> bool {
+        self.0.values.is_empty()
+    }
+}
+
 impl SecretProvider for StaticSecrets {
     fn current(&self) -> BoxFuture<'_, Result<Arc<SecretBundle>, SecretsError>> {
         let b = self.0.clone();

@@ -215,3 +215,20 @@ async fn the_invocation_deadline_bounds_gitlab_retries() {
     assert!(code == 502 || code == 504, "{code} {body}");
     assert!(started.elapsed() < Duration::from_secs(3), "answered after the invocation deadline: {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn without_secret_id_environment_secrets_serve_as_under_cargo_lambda_watch() {
+    let token = fastrand_token();
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(EVENT_SHA);
+    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
+    let mut env: Vec<(String, String)> = demo_env();
+    env.push(("GITLAB_TOKEN".into(), token.clone()));
+    env.push(("GITLAB_URL".into(), gitlab.url.clone()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let function = start_function(&runtime, &env_refs).await;
+    let (code, body) = invoke(&runtime, &event_file("netlify-deploy-building.json")).await;
+    assert_eq!((code, body["action"].as_str()), (200, Some("created")), "{body}");
+    assert_eq!(gitlab.deployments().len(), 1);
+    assert!(!function.output().contains(&token));
+}
