@@ -357,9 +357,11 @@ impl GitLabClient {
                     let headers = resp.headers().clone();
                     let bytes = match resp.bytes().await {
                         Ok(b) => b,
+                        // The connection broke mid-answer: an idempotent call is simply repeated.
                         Err(e) if idempotent => {
-                            tracing::debug!(error = %e, "reading GitLab's answer failed");
-                            Vec::new().into()
+                            let failure = Failure::Retry(format!("{status} with an unreadable body: {}", e.without_url()));
+                            self.wait_before_retry(ctx, attempt, failure).await?;
+                            continue;
                         }
                         Err(e) => return Err(GitLabError::Ambiguous(format!("reading the answer failed: {}", e.without_url()))),
                     };
@@ -403,19 +405,26 @@ impl GitLabClient {
                 Err(e) => return Err(GitLabError::Ambiguous(e.without_url().to_string())),
             };
 
-            let (wait, give_up) = match failure {
-                Failure::Retry(msg) => (self.backoff(attempt), GitLabError::Unavailable(msg)),
-                Failure::RateLimited(after) => {
-                    (after.unwrap_or_else(|| self.backoff(attempt)), GitLabError::RateLimited { retry_after: after })
-                }
-            };
-            match ctx.remaining() {
-                Some(rem) if attempt < self.max_attempts && wait < rem => {
-                    tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, error = %give_up, "retrying GitLab call");
-                    tokio::time::sleep(wait).await;
-                }
-                _ => return Err(give_up),
+            self.wait_before_retry(ctx, attempt, failure).await?;
+        }
+    }
+
+    /// Sleeps before the next attempt (`Retry-After`, else backoff), or gives up with the
+    /// failure's error when attempts or the deadline run out.
+    async fn wait_before_retry(&self, ctx: &CallCtx, attempt: u32, failure: Failure) -> Result<(), GitLabError> {
+        let (wait, give_up) = match failure {
+            Failure::Retry(msg) => (self.backoff(attempt), GitLabError::Unavailable(msg)),
+            Failure::RateLimited(after) => {
+                (after.unwrap_or_else(|| self.backoff(attempt)), GitLabError::RateLimited { retry_after: after })
             }
+        };
+        match ctx.remaining() {
+            Some(rem) if attempt < self.max_attempts && wait < rem => {
+                tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, error = %give_up, "retrying GitLab call");
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            _ => Err(give_up),
         }
     }
 }
