@@ -6,6 +6,7 @@
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{Extensions, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -74,12 +75,18 @@ async fn method_not_allowed(method: Method) -> Error {
     Error::MethodNotAllowed(method.to_string())
 }
 
-async fn hook(State(st): State<AppState>, Path(source): Path<String>, req: Request) -> Response {
-    st.handle(&source, None, req).await
+async fn hook(State(st): State<AppState>, source: Result<Path<String>, PathRejection>, req: Request) -> Response {
+    match source {
+        Ok(Path(source)) => st.handle(&source, None, req).await,
+        Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_response(),
+    }
 }
 
-async fn facade(State(st): State<AppState>, Path(project): Path<String>, req: Request) -> Response {
-    st.handle("generic", Some(project), req).await
+async fn facade(State(st): State<AppState>, project: Result<Path<String>, PathRejection>, req: Request) -> Response {
+    match project {
+        Ok(Path(project)) => st.handle("generic", Some(project), req).await,
+        Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_response(),
+    }
 }
 
 /// What the one log line of a webhook carries.

@@ -103,8 +103,10 @@ pub fn secret_eq(given: &[u8], expected: &SecretString) -> bool {
 pub fn bearer_or_private_token(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
-        if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") {
-            return Some(v[7..].trim());
+        if let Some((scheme, rest)) = v.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Some(rest.trim());
+            }
         }
     }
     headers.get("private-token").and_then(|v| v.to_str().ok()).map(str::trim)
@@ -139,5 +141,56 @@ pub fn str_field(obj: &serde_json::Map<String, Value>, key: &str) -> Option<Stri
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every source answers any body and any headers with Ok or Err, never a panic.
+    #[test]
+    fn no_input_panics_any_source() {
+        let mut bodies: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"null".to_vec(),
+            b"[]".to_vec(),
+            b"\"x\"".to_vec(),
+            b"{}".to_vec(),
+            br#"{"data": 1, "payload": [], "metadata": "x", "involvedObject": 3, "revisions": {}, "images": 1}"#.to_vec(),
+            br#"{"resource":"release","action":"update","data":{"status":"succeeded","description":"Deploy \u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"}}"#.to_vec(),
+            br#"{"type":"deployment.created","payload":{"deployment":{"meta":{"githubCommitSha":7}},"target":{}}}"#.to_vec(),
+            br#"{"reason":"Progressing","metadata":{"revision":"@@@sha1:"},"involvedObject":{}}"#.to_vec(),
+            br#"{"state":"ready","commit_ref":[],"context":null}"#.to_vec(),
+            br#"{"app":"a","phase":"Running","health":{},"revision":1e400}"#.to_vec(),
+            vec![0xff, 0xfe, 0x00, b'{'],
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..200 {
+            let len = rng.usize(0..300);
+            bodies.push((0..len).map(|_| rng.u8(..)).collect());
+        }
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer"),
+            ("private-token", ""),
+            ("heroku-webhook-hmac-sha256", "===="),
+            ("x-signature", "sha256="),
+            ("x-vercel-signature", "zz"),
+            ("x-webhook-signature", "a.b.c"),
+            ("x-netlify-event", "deploy_created"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ] {
+            headers.insert(k, v.parse().unwrap());
+        }
+        let secret = SecretString::from("s");
+        for source in ALL {
+            for body in &bodies {
+                for h in [&HeaderMap::new(), &headers] {
+                    let _ = source.verify(h, body, &secret);
+                    let _ = source.parse(h, body);
+                }
+            }
+        }
     }
 }

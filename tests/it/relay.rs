@@ -192,6 +192,9 @@ async fn unknown_source_unknown_route_and_oversize_body() {
     assert_eq!(s, 413, "{r}");
     let resp = bridge.http.get(format!("{}/hooks/generic", bridge.url)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 405);
+    // A path that is not UTF-8 once decoded still gets a JSON answer.
+    let (s, r) = bridge.post("/hooks/%FF%FE?project=42", Some(GENERIC_SECRET), "{}").await;
+    assert_eq!(s, 400, "{r}");
     assert!(gitlab.requests().is_empty());
 }
 
