@@ -124,6 +124,10 @@ mod tests {
         assert_eq!((d.status, d.environment.as_deref()), (Some(Status::Success), Some("production")));
         let SourceOutput::Event(d) = Vercel.parse(&HeaderMap::new(), body("deployment.canceled", "\"staging\"", &bb).as_bytes()).unwrap() else { panic!() };
         assert_eq!((d.status, d.environment.as_deref()), (Some(Status::Canceled), Some("staging")));
+        let SourceOutput::Event(d) = Vercel.parse(&HeaderMap::new(), body("deployment.ready", "\"production\"", &bb).as_bytes()).unwrap() else { panic!() };
+        assert_eq!(d.status, Some(Status::Success));
+        let SourceOutput::Event(d) = Vercel.parse(&HeaderMap::new(), body("deployment.promoted", "null", &bb).as_bytes()).unwrap() else { panic!() };
+        assert_eq!((d.status, d.environment.as_deref()), (Some(Status::Success), Some("production")));
         assert!(matches!(Vercel.parse(&HeaderMap::new(), body("project.created", "null", &bb).as_bytes()).unwrap(), SourceOutput::Ignored(_)));
         assert!(Vercel.parse(&HeaderMap::new(), body("deployment.error", "null", "{}").as_bytes()).unwrap_err().to_string().contains("githubCommitSha"));
     }
