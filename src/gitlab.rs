@@ -519,24 +519,21 @@ mod tests {
         assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 
+    fn client() -> GitLabClient {
+        let secrets = Arc::new(crate::secrets::StaticSecrets::new(Default::default()));
+        GitLabClient::new(&Config::default(), reqwest::Client::new(), secrets)
+    }
+
     #[test]
     fn project_paths_are_encoded() {
-        let c = GitLabClient::new(
-            &Config::default(),
-            reqwest::Client::new(),
-            Arc::new(crate::secrets::StaticSecrets::new(Default::default())),
-        );
+        let c = client();
         assert_eq!(c.url("group/sub/app", "/deployments").unwrap().path(), "/api/v4/projects/group%2Fsub%2Fapp/deployments");
         assert_eq!(c.url("42", "").unwrap().path(), "/api/v4/projects/42");
     }
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let c = GitLabClient::new(
-            &Config::default(),
-            reqwest::Client::new(),
-            Arc::new(crate::secrets::StaticSecrets::new(Default::default())),
-        );
+        let c = client();
         for attempt in 1..10 {
             let d = c.backoff(attempt);
             assert!(d <= c.retry_max, "{d:?}");
