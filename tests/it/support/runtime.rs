@@ -18,12 +18,33 @@ pub struct Posted {
     /// `response`, `error` or `init_error`.
     pub kind: String,
     pub body: String,
+    /// When the answer arrived, and the deadline the invocation was given (ms since the epoch).
+    pub at_ms: u64,
+    pub deadline_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 struct St {
     events: Mutex<mpsc::UnboundedReceiver<(String, String)>>,
     posted: mpsc::UnboundedSender<Posted>,
     deadline_ms: u64,
+    deadlines: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl St {
+    fn post(&self, request_id: String, kind: &str, body: &Bytes) {
+        let deadline_ms = self.deadlines.lock().unwrap().get(&request_id).copied().unwrap_or(0);
+        let _ = self.posted.send(Posted {
+            request_id,
+            kind: kind.into(),
+            body: String::from_utf8_lossy(body).into(),
+            at_ms: now_ms(),
+            deadline_ms,
+        });
+    }
 }
 
 pub struct RuntimeApi {
@@ -39,7 +60,12 @@ impl RuntimeApi {
     pub async fn start(deadline: Duration) -> RuntimeApi {
         let (etx, erx) = mpsc::unbounded_channel();
         let (ptx, prx) = mpsc::unbounded_channel();
-        let st = Arc::new(St { events: Mutex::new(erx), posted: ptx, deadline_ms: deadline.as_millis() as u64 });
+        let st = Arc::new(St {
+            events: Mutex::new(erx),
+            posted: ptx,
+            deadline_ms: deadline.as_millis() as u64,
+            deadlines: Default::default(),
+        });
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
             .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
@@ -70,12 +96,13 @@ async fn next(State(st): State<Arc<St>>) -> Response {
     let Some((id, body)) = st.events.lock().await.recv().await else {
         return (axum::http::StatusCode::GONE, "no more events").into_response();
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let deadline = now_ms() + st.deadline_ms;
+    st.deadlines.lock().unwrap().insert(id.clone(), deadline);
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/json"));
     h.insert("lambda-runtime-aws-request-id", HeaderValue::from_str(&id).unwrap());
-    h.insert("lambda-runtime-deadline-ms", HeaderValue::from(now + st.deadline_ms));
+    h.insert("lambda-runtime-deadline-ms", HeaderValue::from(deadline));
     h.insert(
         "lambda-runtime-invoked-function-arn",
         HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:gitlab-deploy-bridge"),
@@ -85,16 +112,16 @@ async fn next(State(st): State<Arc<St>>) -> Response {
 }
 
 async fn response(State(st): State<Arc<St>>, Path(id): Path<String>, body: Bytes) -> &'static str {
-    let _ = st.posted.send(Posted { request_id: id, kind: "response".into(), body: String::from_utf8_lossy(&body).into() });
+    st.post(id, "response", &body);
     "{\"status\":\"OK\"}"
 }
 
 async fn error(State(st): State<Arc<St>>, Path(id): Path<String>, body: Bytes) -> &'static str {
-    let _ = st.posted.send(Posted { request_id: id, kind: "error".into(), body: String::from_utf8_lossy(&body).into() });
+    st.post(id, "error", &body);
     "{\"status\":\"OK\"}"
 }
 
 async fn init_error(State(st): State<Arc<St>>, body: Bytes) -> &'static str {
-    let _ = st.posted.send(Posted { request_id: String::new(), kind: "init_error".into(), body: String::from_utf8_lossy(&body).into() });
+    st.post(String::new(), "init_error", &body);
     "{\"status\":\"OK\"}"
 }
