@@ -80,7 +80,7 @@ async fn serve_runs_the_same_router() {
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let mut up = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
             up = true;
             break;

@@ -39,11 +39,11 @@ async fn secret_is_read_again_after_the_ttl() {
     let gitlab = GitLabStub::start(&token).await;
     gitlab.add_commit(SHA_A);
     let name = moto::create_secret(&secret_json(&token)).await;
-    let (bridge, proxy) = bridge_with_secret(&gitlab, &name, Duration::from_millis(500)).await;
+    let (bridge, proxy) = bridge_with_secret(&gitlab, &name, Duration::from_secs(2)).await;
     bridge.generic("production", SHA_A, "running").await;
     bridge.generic("production", SHA_A, "running").await;
     assert_eq!(proxy.reads(), 1);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
     let (s, _) = bridge.generic("production", SHA_A, "success").await;
     assert_eq!(s, 200);
     assert_eq!(proxy.reads(), 2);
