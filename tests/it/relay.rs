@@ -379,8 +379,6 @@ async fn healthz_needs_neither_secrets_nor_gitlab() {
 #[tokio::test]
 async fn one_log_line_per_webhook_and_no_token_in_logs() {
     let (gitlab, bridge) = setup().await;
-    let token = gitlab.requests().first().and_then(|r| r.private_token.clone());
-    assert!(token.is_none());
     bridge.generic("logged-env", SHA_A, "running").await;
     gitlab.push_fault(Fault::Json(401, json!({"message": "401 Unauthorized"})));
     gitlab.push_fault(Fault::Json(401, json!({"message": "401 Unauthorized"})));
