@@ -31,11 +31,11 @@ pub fn filter() -> EnvFilter {
 pub fn init(in_lambda: bool) {
     let json = in_lambda || std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).with_target(false);
-    let result = if json {
+    // A subscriber that is already installed (tests, embedding) is kept: nothing to do then.
+    if json {
         // CloudWatch stamps each line; Logs Insights discovers the flattened fields.
-        builder.json().flatten_event(true).with_current_span(false).without_time().try_init()
+        let _ = builder.json().flatten_event(true).with_current_span(false).without_time().try_init();
     } else {
-        builder.compact().with_ansi(false).try_init()
-    };
-    let _ = result;
+        let _ = builder.compact().with_ansi(false).try_init();
+    }
 }
