@@ -32,10 +32,6 @@ impl Status {
     pub fn parse(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|st| st.as_str() == s)
     }
-
-    pub fn is_finished(self) -> bool {
-        self != Status::Running
-    }
 }
 
 impl fmt::Display for Status {

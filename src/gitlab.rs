@@ -163,10 +163,6 @@ impl GitLabClient {
             .build()
     }
 
-    pub fn is_dry_run(&self) -> bool {
-        self.dry_run
-    }
-
     /// The shared HTTP client (also used for deploy tools' own APIs: it follows no redirects,
     /// and the GitLab token is only ever added per request by this client).
     pub fn http(&self) -> &reqwest::Client {

@@ -85,10 +85,6 @@ impl SecretBundle {
     pub fn origin(&self) -> &str {
         &self.origin
     }
-
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
 }
 
 /// Gives the current secrets; `invalidate` drops a bundle that GitLab refused.

@@ -81,47 +81,40 @@ impl Source for Heroku {
             .and_then(Value::as_object)
             .and_then(|m| nested(m, "delivery", "id"))
             .or_else(|| str_field(&obj, "id"));
-        let status_text = |d: &serde_json::Map<String, Value>| str_field(d, "status").unwrap_or_default();
-        match resource.as_str() {
-            "build" => {
-                let d = data(&obj)?;
-                let status = match status_text(d).as_str() {
-                    "pending" => Status::Running,
-                    // Built, not yet released: still running until the release says how it went.
-                    "succeeded" => Status::Running,
-                    "failed" => Status::Failed,
-                    other => return Ok(SourceOutput::Ignored(format!("build status {other:?} is not a deployment state change"))),
-                };
-                let sha = nested(d, "source_blob", "version").ok_or_else(|| {
-                    Error::BadRequest("`data.source_blob.version` (the commit) is missing from the Heroku build".into())
-                })?;
-                Ok(SourceOutput::Event(EventDraft {
-                    environment: nested(d, "app", "name"),
-                    sha: Some(sha),
-                    status: Some(status),
-                    delivery_id,
-                    ..Default::default()
-                }))
-            }
-            "release" => {
-                let d = data(&obj)?;
-                let status = match status_text(d).as_str() {
-                    // The release phase is running.
-                    "pending" => Status::Running,
-                    "succeeded" => Status::Success,
-                    "failed" => Status::Failed,
-                    other => return Ok(SourceOutput::Ignored(format!("release status {other:?} is not a deployment state change"))),
-                };
-                Ok(SourceOutput::Event(EventDraft {
-                    environment: nested(d, "app", "name"),
-                    sha: None,
-                    status: Some(status),
-                    delivery_id,
-                    ..Default::default()
-                }))
-            }
-            other => Ok(SourceOutput::Ignored(format!("Heroku {other:?} events are not deployments; subscribe to api:build and api:release"))),
+        if resource != "build" && resource != "release" {
+            return Ok(SourceOutput::Ignored(format!(
+                "Heroku {resource:?} events are not deployments; subscribe to api:build and api:release"
+            )));
         }
+        let d = data(&obj)?;
+        let status_text = str_field(d, "status").unwrap_or_default();
+        let status = match (resource.as_str(), status_text.as_str()) {
+            ("build", "pending") => Status::Running,
+            // Built, not yet released: still running until the release says how it went.
+            ("build", "succeeded") => Status::Running,
+            // A pending release is running its release phase.
+            ("release", "pending") => Status::Running,
+            ("release", "succeeded") => Status::Success,
+            (_, "failed") => Status::Failed,
+            (r, other) => {
+                return Ok(SourceOutput::Ignored(format!("{r} status {other:?} is not a deployment state change")));
+            }
+        };
+        // Builds carry the commit; releases get theirs in `enrich`.
+        let sha = if resource == "build" {
+            Some(nested(d, "source_blob", "version").ok_or_else(|| {
+                Error::BadRequest("`data.source_blob.version` (the commit) is missing from the Heroku build".into())
+            })?)
+        } else {
+            None
+        };
+        Ok(SourceOutput::Event(EventDraft {
+            environment: nested(d, "app", "name"),
+            sha,
+            status: Some(status),
+            delivery_id,
+            ..Default::default()
+        }))
     }
 
     fn enrich<'a>(
