@@ -53,12 +53,7 @@ async fn failures_helm_releases_old_revision_format_and_environment_metadata() {
 async fn bad_signatures_and_missing_commits() {
     let (gitlab, bridge) = setup().await;
     let body = event("Kustomization", "Progressing", "info", rev(SHA_A));
-    let (s, _) = bridge.post_with("/hooks/flux?project=42", &[("X-Signature", sign::flux("wrong", &body))], &body).await;
-    assert_eq!(s, 401);
-    let (s, r) = bridge.post_with("/hooks/flux?project=42", &[], &body).await;
-    assert_eq!(s, 401);
-    assert!(r["error"].as_str().unwrap().contains("X-Signature"));
-    assert!(gitlab.requests().is_empty());
+    assert_signature_required(&bridge, &gitlab, "/hooks/flux?project=42", "X-Signature", sign::flux("wrong", &body), &body).await;
     let chart = event("HelmRelease", "UpgradeSucceeded", "info", json!({"revision": "6.2.1"}));
     let (s, r) = send(&bridge, &chart).await;
     assert_eq!(s, 400);

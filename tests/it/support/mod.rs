@@ -147,6 +147,17 @@ impl Bridge {
     }
 }
 
+/// A forged signature and a missing one both get 401 (the answer naming `header`), and
+/// GitLab hears nothing.
+pub async fn assert_signature_required(bridge: &Bridge, gitlab: &GitLabStub, path: &str, header: &str, forged: String, body: &str) {
+    let (s, r) = bridge.post_with(path, &[(header, forged)], body).await;
+    assert_eq!(s, 401, "forged {header}: {r}");
+    let (s, r) = bridge.post_with(path, &[], body).await;
+    assert_eq!(s, 401, "missing {header}: {r}");
+    assert!(r["error"].as_str().unwrap().contains(header), "{r}");
+    assert!(gitlab.requests().is_empty(), "a refused call reached GitLab");
+}
+
 /// A standard setup: a GitLab stand-in knowing SHA_A and SHA_B, and the bridge in front of it.
 pub async fn setup() -> (GitLabStub, Bridge) {
     let token = format!("glpat-{}", fastrand_token());
