@@ -9,9 +9,10 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::gitlab::GitLabClient;
+use crate::gitlab::{self, GitLabClient};
 use crate::http::{AppState, router};
 use crate::lifecycle::Lifecycle;
+use crate::pipeline::Pipeline;
 use crate::secrets::{SecretProvider, SecretsManager, StaticSecrets, Unconfigured};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -45,9 +46,24 @@ pub async fn secret_provider(config: &Config, in_lambda: bool) -> Arc<dyn Secret
 
 /// The router with its state, from a configuration and a secret provider.
 pub fn build(config: Config, secrets: Arc<dyn SecretProvider>) -> Result<Router, BoxError> {
-    let http = GitLabClient::http_client(&config)?;
-    let gitlab = GitLabClient::new(&config, http, secrets.clone());
-    Ok(router(AppState::new(config, secrets, Lifecycle::new(gitlab))))
+    let settings = gitlab_settings(&config);
+    let http = GitLabClient::http_client(&settings)?;
+    let gitlab = GitLabClient::new(&settings, http, secrets.clone());
+    let pipeline = Pipeline::new(config, secrets, Lifecycle::new(gitlab));
+    Ok(router(AppState::new(pipeline)))
+}
+
+/// The GitLab client's part of the configuration.
+fn gitlab_settings(config: &Config) -> gitlab::Settings {
+    gitlab::Settings {
+        base_url: config.gitlab_url.clone(),
+        dry_run: config.dry_run,
+        connect_timeout: config.connect_timeout,
+        request_timeout: config.request_timeout,
+        max_attempts: config.max_attempts,
+        retry_base: config.retry_base,
+        retry_max: config.retry_max,
+    }
 }
 
 pub async fn run_lambda(app: Router) -> Result<(), BoxError> {

@@ -10,46 +10,11 @@
 //!
 //! What was ensured is remembered per warm container, so the hot path makes no extra call.
 
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Mutex;
 
 use crate::gitlab::{CallCtx, GitLabClient, GitLabError};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Production,
-    Staging,
-    Testing,
-    Development,
-    Other,
-}
-
-impl Tier {
-    pub const ALL: [Tier; 5] = [Tier::Production, Tier::Staging, Tier::Testing, Tier::Development, Tier::Other];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Production => "production",
-            Tier::Staging => "staging",
-            Tier::Testing => "testing",
-            Tier::Development => "development",
-            Tier::Other => "other",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Tier> {
-        Tier::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-}
-
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::model::Tier;
 
 /// The tier GitLab gives an environment it creates itself (`Environment#guess_tier`, current
 /// master: first match wins, case-insensitive, substrings).
@@ -91,17 +56,6 @@ pub fn warnings(name: &str, tier: Option<Tier>) -> Vec<String> {
         ));
     }
     out
-}
-
-/// An environment as the Environments API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Environment {
-    pub id: u64,
-    pub name: String,
-    #[serde(default)]
-    pub tier: Option<String>,
-    #[serde(default)]
-    pub external_url: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1,44 +1,10 @@
 //! The normalized deployment event every source produces, and its validation.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 use crate::config::Config;
-use crate::environment::Tier;
 use crate::error::Error;
-
-/// The four statuses GitLab's Deployments API accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Running,
-    Success,
-    Failed,
-    Canceled,
-}
-
-impl Status {
-    pub const ALL: [Status; 4] = [Status::Running, Status::Success, Status::Failed, Status::Canceled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Running => "running",
-            Status::Success => "success",
-            Status::Failed => "failed",
-            Status::Canceled => "canceled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::model::{Status, Tier};
 
 /// What a source could read from one webhook. Fields a source does not know stay `None`
 /// and may be supplied by the query string (`environment`, `ref`) or defaults.

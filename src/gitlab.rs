@@ -7,14 +7,12 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Config;
-use crate::environment::{Environment, Tier};
-use crate::event::Status;
+use crate::model::{Deployment, Environment, Status, Tier};
 use crate::secrets::{SecretProvider, SecretsError};
 
 /// Characters left as they are in a project path; everything else (`/` included) is %-encoded.
@@ -44,28 +42,6 @@ pub enum GitLabError {
     InvalidResponse(String),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-}
-
-/// A deployment as GitLab returns it (the fields the bridge uses).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Deployment {
-    pub id: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iid: Option<u64>,
-    pub status: String,
-    #[serde(default)]
-    pub sha: String,
-    #[serde(rename = "ref", default)]
-    pub git_ref: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment: Option<EnvironmentRef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnvironmentRef {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_url: Option<String>,
 }
 
 /// The body of `POST /projects/:id/deployments`.
@@ -127,6 +103,22 @@ enum Failure {
     RateLimited(Option<Duration>),
 }
 
+/// What the client needs to know of the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Base URL of the GitLab instance, without `/api/v4`.
+    pub base_url: String,
+    /// Record every call, send none.
+    pub dry_run: bool,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// First backoff step; doubles per attempt, with jitter, up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
 pub struct GitLabClient {
     http: reqwest::Client,
     base: String,
@@ -140,24 +132,29 @@ pub struct GitLabClient {
 
 impl GitLabClient {
     /// `http` must be built with redirects disabled; [`GitLabClient::http_client`] does that.
-    pub fn new(config: &Config, http: reqwest::Client, secrets: Arc<dyn SecretProvider>) -> Self {
+    pub fn new(settings: &Settings, http: reqwest::Client, secrets: Arc<dyn SecretProvider>) -> Self {
         GitLabClient {
             http,
-            base: config.gitlab_url.clone(),
+            base: settings.base_url.clone(),
             secrets,
-            dry_run: config.dry_run,
-            request_timeout: config.request_timeout,
-            max_attempts: config.max_attempts.max(1),
-            retry_base: config.retry_base,
-            retry_max: config.retry_max,
+            dry_run: settings.dry_run,
+            request_timeout: settings.request_timeout,
+            max_attempts: settings.max_attempts.max(1),
+            retry_base: settings.retry_base,
+            retry_max: settings.retry_max,
         }
     }
 
+    /// Whether calls are only recorded (dry run).
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
     /// The one HTTP client for GitLab: rustls, no redirects, connect timeout.
-    pub fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
+    pub fn http_client(settings: &Settings) -> Result<reqwest::Client, reqwest::Error> {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
+            .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(50))
             .user_agent(concat!("gitlab-deploy-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -517,7 +514,16 @@ mod tests {
 
     fn client() -> GitLabClient {
         let secrets = Arc::new(crate::secrets::StaticSecrets::new(Default::default()));
-        GitLabClient::new(&Config::default(), reqwest::Client::new(), secrets)
+        let settings = Settings {
+            base_url: "https://gitlab.example.com".into(),
+            dry_run: false,
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            max_attempts: 5,
+            retry_base: Duration::from_millis(250),
+            retry_max: Duration::from_secs(5),
+        };
+        GitLabClient::new(&settings, reqwest::Client::new(), secrets)
     }
 
     #[test]

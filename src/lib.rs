@@ -1,10 +1,14 @@
 //! gitlab-deploy-bridge: turns webhooks from external deploy tools into GitLab deployments.
 //!
-//! The pipeline for every webhook is the same and lives in [`http`]:
+//! The pipeline for every webhook is the same and lives in [`pipeline`]:
 //! `source.verify(headers, raw body, secret)` → `source.parse(headers, body)` →
-//! [`event::DeploymentEvent`] (query overrides applied, fields validated) →
-//! [`lifecycle::Lifecycle::apply`] (stateless find-or-create against GitLab) → JSON answer.
-//! [`app`] builds the one axum `Router` and runs it under Lambda, as a local server, or on event files.
+//! `source.enrich` → [`event::DeploymentEvent`] (query overrides applied, fields validated) →
+//! [`lifecycle::Lifecycle::apply`] (the rollout rules against GitLab) → JSON answer.
+//! [`http`] is the one axum `Router` in front of it; [`app`] builds both and runs the router
+//! under Lambda, as a local server, or on event files.
+//!
+//! Imports point one way: `http` → `pipeline` → `sources` / `lifecycle` → `environment` →
+//! `gitlab` → `model` (the vocabulary) and `secrets`.
 
 pub mod app;
 pub mod config;
@@ -14,6 +18,8 @@ pub mod event;
 pub mod gitlab;
 pub mod http;
 pub mod lifecycle;
+pub mod model;
+pub mod pipeline;
 pub mod secrets;
 pub mod sources;
 pub mod telemetry;

@@ -17,8 +17,9 @@ use std::hash::{Hash, Hasher};
 use tokio::sync::Mutex;
 
 use crate::environment::{self, Environments};
-use crate::event::{DeploymentEvent, Status};
-use crate::gitlab::{CallCtx, Deployment, GitLabClient, GitLabError, NewDeployment};
+use crate::event::DeploymentEvent;
+use crate::gitlab::{CallCtx, GitLabClient, GitLabError, NewDeployment};
+use crate::model::{Deployment, Status};
 
 /// How many pages of 100 deployments are searched for an earlier deployment of a sha.
 const MAX_SCAN_PAGES: u32 = 3;

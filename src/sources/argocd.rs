@@ -21,7 +21,8 @@ use std::sync::Mutex;
 
 use super::{Lookup, Source, json_object, str_field, verify_token};
 use crate::error::Error;
-use crate::event::{EventDraft, SourceOutput, Status, normalize_sha};
+use crate::event::{EventDraft, SourceOutput, normalize_sha};
+use crate::model::Status;
 use crate::secrets::BoxFuture;
 
 pub static SOURCE: &dyn Source = &ArgoCd;

@@ -21,7 +21,8 @@ use sha2::{Sha224, Sha256, Sha384, Sha512};
 
 use super::{Source, hmac_matches, json_object, required_header, str_field};
 use crate::error::Error;
-use crate::event::{EventDraft, SourceOutput, Status, normalize_sha};
+use crate::event::{EventDraft, SourceOutput, normalize_sha};
+use crate::model::Status;
 
 pub static SOURCE: &dyn Source = &Flux;
 

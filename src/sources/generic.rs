@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 use super::{Source, json_object, str_field, verify_token};
 use crate::error::Error;
-use crate::event::{EventDraft, SourceOutput, Status};
+use crate::event::{EventDraft, SourceOutput};
+use crate::model::Status;
 
 pub static SOURCE: &dyn Source = &Generic;
 

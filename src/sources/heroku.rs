@@ -25,7 +25,8 @@ use sha2::Sha256;
 
 use super::{Lookup, Source, hmac_matches, json_object, required_header, str_field};
 use crate::error::Error;
-use crate::event::{EventDraft, SourceOutput, Status};
+use crate::event::{EventDraft, SourceOutput};
+use crate::model::Status;
 use crate::secrets::BoxFuture;
 
 pub static SOURCE: &dyn Source = &Heroku;

@@ -19,7 +19,8 @@ use subtle::ConstantTimeEq;
 
 use super::{Source, json_object, required_header, str_field};
 use crate::error::Error;
-use crate::event::{EventDraft, SourceOutput, Status};
+use crate::event::{EventDraft, SourceOutput};
+use crate::model::Status;
 
 pub static SOURCE: &dyn Source = &Netlify;
 

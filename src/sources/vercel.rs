@@ -21,7 +21,8 @@ use sha1::Sha1;
 
 use super::{Source, hmac_matches, json_object, required_header, str_field};
 use crate::error::Error;
-use crate::event::{EventDraft, SourceOutput, Status};
+use crate::event::{EventDraft, SourceOutput};
+use crate::model::Status;
 
 pub static SOURCE: &dyn Source = &Vercel;
 

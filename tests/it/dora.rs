@@ -4,7 +4,7 @@
 
 use crate::support::*;
 use gitlab_deploy_bridge::config::{Config, EnvironmentSettings};
-use gitlab_deploy_bridge::environment::Tier;
+use gitlab_deploy_bridge::model::Tier;
 use serde_json::{Value, json};
 
 async fn setup_with(cfg: impl FnOnce(&mut Config)) -> (GitLabStub, Bridge) {

@@ -1,0 +1,207 @@
+//! What happens to one webhook, whatever carried it (function URL, `serve`, `invoke`):
+//! verify → parse → enrich → normalize → apply → answer, and the one log line that says so.
+
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::event::{DeploymentEvent, Overrides, SourceOutput};
+use crate::gitlab::{CallCtx, GitLabError};
+use crate::lifecycle::{Action, Lifecycle};
+use crate::secrets::SecretProvider;
+use crate::sources;
+
+/// One webhook as the transport received it.
+pub struct Webhook<'a> {
+    /// The `{source}` of `/hooks/{source}`.
+    pub source: &'a str,
+    /// The project named by the path (the GitLab-compatible facade); it wins over the query's.
+    pub path_project: Option<String>,
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    /// The body as the transport read it; a failure to read it is answered and logged like any other.
+    pub body: Result<Bytes, Error>,
+}
+
+/// Everything a webhook needs, built once per process.
+pub struct Pipeline {
+    config: Config,
+    secrets: Arc<dyn SecretProvider>,
+    lifecycle: Lifecycle,
+}
+
+/// What the one log line of a webhook carries.
+#[derive(Default)]
+struct HookLog {
+    project: Option<String>,
+    environment: Option<String>,
+    sha: Option<String>,
+    status: Option<&'static str>,
+    delivery_id: Option<String>,
+    action: Option<&'static str>,
+    deployment_id: Option<u64>,
+}
+
+impl Pipeline {
+    pub fn new(config: Config, secrets: Arc<dyn SecretProvider>, lifecycle: Lifecycle) -> Self {
+        Pipeline { config, secrets, lifecycle }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Handles one webhook within `deadline` and logs one line for it; returns the JSON answer.
+    pub async fn handle(&self, hook: Webhook<'_>, deadline: Instant) -> Result<Value, Error> {
+        let started = Instant::now();
+        let source_name = hook.source;
+        let ctx = CallCtx::new(deadline);
+        let mut log = HookLog::default();
+        let result = self.process(hook, &ctx, &mut log).await;
+
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let gitlab_calls = ctx.calls().len();
+        // One line per webhook, with the same fields whatever the outcome.
+        macro_rules! line {
+            ($lvl:ident, $($rest:tt)*) => {
+                tracing::$lvl!(
+                    source = source_name,
+                    project = log.project.as_deref().unwrap_or(""),
+                    environment = log.environment.as_deref().unwrap_or(""),
+                    sha = log.sha.as_deref().unwrap_or(""),
+                    status = log.status.unwrap_or(""),
+                    delivery_id = log.delivery_id.as_deref().unwrap_or(""),
+                    action = log.action.unwrap_or(""),
+                    deployment_id = log.deployment_id,
+                    dry_run = self.config.dry_run,
+                    gitlab_calls,
+                    latency_ms,
+                    $($rest)*
+                )
+            };
+        }
+        match &result {
+            Ok(_) => line!(info, http_status = 200u16, outcome = "ok", "webhook handled"),
+            Err(e) => {
+                let status = e.status().as_u16();
+                if e.status().is_server_error() {
+                    line!(error, http_status = status, outcome = "error", error = %e, "webhook refused");
+                } else {
+                    line!(warn, http_status = status, outcome = "error", error = %e, "webhook refused");
+                }
+            }
+        }
+        if self.config.dry_run && result.is_ok() {
+            for call in ctx.calls() {
+                let body = call.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+                tracing::info!(method = %call.method, path = %call.path, body = %body, "dry run: would call GitLab");
+            }
+        }
+        result
+    }
+
+    async fn process(&self, hook: Webhook<'_>, ctx: &CallCtx, log: &mut HookLog) -> Result<Value, Error> {
+        let source = sources::find(hook.source)
+            .ok_or_else(|| Error::UnknownSource { name: hook.source.chars().take(64).collect(), known: sources::names() })?;
+        let body = hook.body?;
+        let headers = hook.headers;
+
+        let secrets = self.secrets.current().await?;
+        let Some(secret) = secrets.webhook_secret(source.name()) else {
+            tracing::warn!(source = source.name(), "no webhook secret configured for this source; refusing all its calls");
+            return Err(Error::Unauthorized(format!(
+                "the {} source has no webhook secret configured, so every call is refused",
+                source.name()
+            )));
+        };
+        source.verify(headers, &body, secret)?;
+
+        let mut overrides: Overrides = serde_urlencoded::from_str(hook.query.unwrap_or(""))
+            .map_err(|e| Error::BadRequest(format!("the query string cannot be read: {e}")))?;
+        if hook.path_project.is_some() {
+            overrides.project = hook.path_project;
+        }
+        log.project = overrides.project.clone();
+
+        let mut output = source.parse(headers, &body)?;
+        if let SourceOutput::Event(draft) = output {
+            let lookup = sources::Lookup {
+                config: &self.config,
+                project: overrides.project.as_deref(),
+                secrets: &secrets,
+                gitlab: self.lifecycle.gitlab(),
+                http: self.lifecycle.gitlab().http(),
+                ctx,
+            };
+            output = source.enrich(headers, &body, draft, &lookup).await?;
+        }
+        let draft = match output {
+            SourceOutput::Ignored(reason) => {
+                log.action = Some(Action::Ignored.as_str());
+                return Ok(json!({ "action": Action::Ignored, "reason": reason }));
+            }
+            SourceOutput::Event(d) => d,
+        };
+        log.status = draft.status.map(|s| s.as_str());
+        log.environment = overrides.environment.clone().or(draft.environment.clone());
+        log.sha = draft.sha.clone();
+        log.delivery_id = draft.delivery_id.clone();
+
+        let ev = DeploymentEvent::from_draft(source.name(), draft, &overrides, &self.config)?;
+        log.environment = Some(ev.environment.clone());
+        log.sha = Some(ev.sha.clone());
+
+        let mut warnings = self.lifecycle.warnings(&ev);
+        let outcome = self.lifecycle.apply(&ev, ctx).await.map_err(|e| explain_unknown_commit(e, &ev))?;
+        log.action = Some(outcome.action.as_str());
+        log.deployment_id = Some(outcome.deployment.id);
+        warnings.extend(outcome.notes.iter().cloned());
+
+        let mut answer = json!({
+            "action": outcome.action,
+            "deployment": {
+                "environment": ev.environment,
+                "sha": ev.sha,
+                "ref": ev.git_ref,
+                "ref_source": ev.ref_source,
+                "tag": ev.tag,
+            },
+            "source": ev.source,
+        });
+        answer["deployment"]["id"] = json!(outcome.deployment.id);
+        answer["deployment"]["status"] = json!(outcome.deployment.status);
+        if let Some(tier) = ev.tier {
+            answer["deployment"]["tier"] = json!(tier);
+        }
+        if let Some(url) = &ev.external_url {
+            answer["deployment"]["external_url"] = json!(url);
+        }
+        if !warnings.is_empty() {
+            answer["warnings"] = json!(warnings);
+        }
+        if self.config.dry_run {
+            answer["dry_run"] = json!(true);
+            answer["gitlab_calls"] = json!(ctx.calls());
+        }
+        Ok(answer)
+    }
+}
+
+/// GitLab's "The commit does not exist" names neither the sha nor where it came from; when the
+/// source knows the sha may be a GitOps revision, say so and how to map it.
+fn explain_unknown_commit(e: GitLabError, ev: &DeploymentEvent) -> GitLabError {
+    match e {
+        GitLabError::Rejected { status, message } if message.contains("The commit does not exist") => {
+            let mut message = format!("{message}: GitLab project {} has no commit {}", ev.project, ev.sha);
+            if let Some(hint) = &ev.sha_hint {
+                message.push_str(&format!(". {hint}"));
+            }
+            GitLabError::Rejected { status, message }
+        }
+        other => other,
+    }
+}
