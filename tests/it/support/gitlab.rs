@@ -1,8 +1,11 @@
 //! An in-process GitLab stand-in for the Deployments, Environments and commits APIs that enforces
 //! the documented contract (`../shared/reference/gitlab-api.md`): token header, project ids and
 //! encoded paths, required fields and Grape's error shapes, the deployment state machine, list
-//! filters, ordering and pagination, the success de-duplication, environments auto-created with
-//! GitLab's guessed tier, and injectable faults (5xx, plain-text 429, lost answers).
+//! filters, ordering and pagination, the success de-duplication against the environment's last
+//! successful deployment by `finished_at` (`Deployments::CreateService`), real `created_at` /
+//! `updated_at` times, project look-up by id or (case-insensitive) path, environments
+//! auto-created with GitLab's guessed tier, and injectable faults (5xx, plain-text 429, lost
+//! answers).
 
 // Handlers here answer errors as ready axum responses; their size does not matter in a test stand-in.
 #![allow(clippy::result_large_err)]
@@ -17,6 +20,8 @@ use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 #[derive(Clone, Debug)]
 pub struct StoredDeployment {
@@ -30,6 +35,32 @@ pub struct StoredDeployment {
     pub status: String,
     /// Every status this deployment went through, in order.
     pub history: Vec<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    /// Order in which deployments entered a finished status (GitLab's `finished_at`).
+    pub finished_seq: Option<u64>,
+}
+
+impl StoredDeployment {
+    fn set_status(&mut self, status: &str, seq: &mut u64) {
+        self.status = status.to_string();
+        self.history.push(status.to_string());
+        self.updated_at = now();
+        if status != "running" {
+            *seq += 1;
+            self.finished_seq = Some(*seq);
+        }
+    }
+}
+
+/// GitLab's clock, to the millisecond as its API writes times.
+pub fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap()
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap()
 }
 
 #[derive(Clone, Debug)]
@@ -82,6 +113,7 @@ struct StubState {
     deployments: Vec<StoredDeployment>,
     environments: Vec<StoredEnvironment>,
     next_id: u64,
+    finished_seq: u64,
     faults: VecDeque<(Option<String>, Fault)>,
     requests: Vec<Recorded>,
 }
@@ -106,6 +138,7 @@ impl GitLabStub {
         };
         let state = Arc::new(Mutex::new(state));
         let app = Router::new()
+            .route("/api/v4/projects/{id}", get(project))
             .route("/api/v4/projects/{id}/deployments", get(list).post(create))
             .route("/api/v4/projects/{id}/deployments/{did}", get(get_one).put(update))
             .route("/api/v4/projects/{id}/repository/commits/{rev}", get(commit))
@@ -124,6 +157,16 @@ impl GitLabStub {
 
     pub fn add_commit(&self, sha: &str) {
         self.state.lock().unwrap().commits.insert(sha.to_string());
+    }
+
+    /// The token the stand-in accepts (one of them, when several).
+    pub fn token(&self) -> String {
+        self.state.lock().unwrap().tokens.iter().next().cloned().unwrap_or_default()
+    }
+
+    /// Removes an environment's deployments, as if an administrator had deleted them.
+    pub fn delete_all(&self, environment: &str) {
+        self.state.lock().unwrap().deployments.retain(|d| d.environment != environment);
     }
 
     pub fn set_token(&self, token: &str) {
@@ -163,21 +206,20 @@ impl GitLabStub {
     /// Seeds a deployment as if another client had made it.
     pub fn seed(&self, project: &str, environment: &str, sha: &str, status: &str) -> u64 {
         let mut s = self.state.lock().unwrap();
-        s.next_id += 1;
-        let id = s.next_id;
-        let iid = s.deployments.iter().filter(|d| d.project == project).count() as u64 + 1;
-        s.deployments.push(StoredDeployment {
-            id,
-            iid,
-            project: project.into(),
-            environment: environment.into(),
-            sha: sha.into(),
-            git_ref: "main".into(),
-            tag: false,
-            status: status.into(),
-            history: vec![status.into()],
-        });
+        let d = new_deployment(&mut s, project, environment, sha, "main", false, status);
+        let id = d.id;
+        s.deployments.push(d);
         id
+    }
+
+    /// Makes `sha` a commit of every project.
+    pub fn add_commits(&self, shas: impl IntoIterator<Item = String>) {
+        self.state.lock().unwrap().commits.extend(shas);
+    }
+
+    /// How many requests reached the stand-in.
+    pub fn request_count(&self) -> usize {
+        self.state.lock().unwrap().requests.len()
     }
 }
 
@@ -234,12 +276,48 @@ async fn gate(State(st): State<Shared>, req: axum::extract::Request, next: axum:
     next.run(req).await
 }
 
+/// A project id or full path (GitLab matches paths without regard to case) to its id.
 fn project_id(id: &str) -> Result<&'static str, Response> {
     PROJECTS
         .iter()
-        .find(|(k, _)| *k == id)
+        .find(|(k, _)| k.eq_ignore_ascii_case(id))
         .map(|(_, v)| *v)
         .ok_or_else(|| err(StatusCode::NOT_FOUND, json!({"message": "404 Project Not Found"})))
+}
+
+/// `GET /projects/:id`, the fields a client reads.
+async fn project(Path(id): Path<String>) -> Response {
+    match project_id(&id) {
+        Ok(pid) => {
+            let path = PROJECTS.iter().find(|(k, v)| *v == pid && k.contains('/')).map(|(k, _)| *k).unwrap_or(pid);
+            Json(json!({"id": pid.parse::<u64>().unwrap(), "path_with_namespace": path, "name": path.rsplit('/').next(),
+                        "web_url": format!("https://gitlab.example.com/{path}"), "default_branch": "main"}))
+            .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+fn new_deployment(s: &mut StubState, project: &str, environment: &str, sha: &str, git_ref: &str, tag: bool, status: &str) -> StoredDeployment {
+    s.next_id += 1;
+    let iid = s.deployments.iter().filter(|d| d.project == project).count() as u64 + 1;
+    let at = now();
+    let mut d = StoredDeployment {
+        id: s.next_id,
+        iid,
+        project: project.into(),
+        environment: environment.into(),
+        sha: sha.into(),
+        git_ref: git_ref.into(),
+        tag,
+        status: String::new(),
+        history: Vec::new(),
+        created_at: at,
+        updated_at: at,
+        finished_seq: None,
+    };
+    d.set_status(status, &mut s.finished_seq);
+    d
 }
 
 fn env_entity(e: &StoredEnvironment) -> Value {
@@ -344,7 +422,7 @@ async fn update_environment(
 fn entity(d: &StoredDeployment) -> Value {
     json!({
         "id": d.id, "iid": d.iid, "ref": d.git_ref, "sha": d.sha, "status": d.status,
-        "created_at": "2026-11-25T00:00:00Z", "updated_at": "2026-11-25T00:00:00Z",
+        "created_at": rfc3339(d.created_at), "updated_at": rfc3339(d.updated_at),
         "user": {"id": 1, "username": "project_42_bot"},
         "environment": {"id": 1, "name": d.environment, "slug": d.environment.to_lowercase(), "external_url": null},
         "deployable": null
@@ -494,30 +572,19 @@ async fn create(State(st): State<Shared>, Path(id): Path<String>, headers: Heade
     if !s.commits.contains(&sha) {
         return err(StatusCode::BAD_REQUEST, json!({"message": {"sha": ["The commit does not exist"]}}));
     }
-    // Deployments::CreateService: a success equal to the environment's last success is returned as is.
+    // Deployments::CreateService: a success equal to the environment's last deployment
+    // (`last_deployment`: its newest success by `finished_at`) is returned as is.
     if status == "success" {
         let last = s
             .deployments
             .iter()
             .filter(|d| d.project == project && d.environment == environment && d.status == "success")
-            .max_by_key(|d| d.id);
+            .max_by_key(|d| d.finished_seq);
         if let Some(d) = last.filter(|d| d.sha == sha && d.git_ref == git_ref && d.tag == tag) {
             return (StatusCode::CREATED, Json(entity(d))).into_response();
         }
     }
-    s.next_id += 1;
-    let iid = s.deployments.iter().filter(|d| d.project == project).count() as u64 + 1;
-    let d = StoredDeployment {
-        id: s.next_id,
-        iid,
-        project: project.to_string(),
-        environment,
-        sha,
-        git_ref,
-        tag,
-        status: status.clone(),
-        history: vec![status],
-    };
+    let d = new_deployment(&mut s, project, &environment, &sha, &git_ref, tag, &status);
     let body = entity(&d);
     s.deployments.push(d);
     (StatusCode::CREATED, Json(body)).into_response()
@@ -534,7 +601,8 @@ async fn update(State(st): State<Shared>, Path((id, did)): Path<(String, u64)>, 
     if !API_STATUSES.contains(&status.as_str()) {
         return err(StatusCode::BAD_REQUEST, json!({"error": "status does not have a valid value"}));
     }
-    let mut s = st.lock().unwrap();
+    let mut guard = st.lock().unwrap();
+    let s = &mut *guard;
     let Some(d) = s.deployments.iter_mut().find(|d| d.id == did && d.project == project) else {
         return err(StatusCode::NOT_FOUND, json!({"message": "404 Not found"}));
     };
@@ -548,7 +616,6 @@ async fn update(State(st): State<Shared>, Path((id, did)): Path<(String, u64)>, 
     if !allowed {
         return err(StatusCode::BAD_REQUEST, json!({"message": {"status": [format!("cannot transition via \"{event}\"")]}}));
     }
-    d.status = status.clone();
-    d.history.push(status);
+    d.set_status(&status, &mut s.finished_seq);
     Json(entity(d)).into_response()
 }
