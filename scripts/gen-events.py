@@ -58,9 +58,12 @@ def generic(status):
 
 
 def argocd(phase, health):
+    # The README template's fields; a running sync has no finishedAt yet.
+    finished = "" if phase in ("Running", "Terminating") else "2026-10-02T11:00:42Z"
     body = json.dumps({
         "app": "example-api", "phase": phase, "health": health, "revision": SHA, "revisions": [],
         "targetRevision": "main", "externalURLs": ["https://api.example.com"],
+        "startedAt": "2026-10-02T11:00:00Z", "finishedAt": finished,
     })
     return event("/hooks/argocd", "project=42&environment=production", {"authorization": "Bearer " + SECRETS["argocd"]}, body)
 
@@ -70,20 +73,23 @@ def mac(name, body, digest):
 
 
 def heroku(resource, status, action="update"):
+    # Each delivery is stamped when its resource last changed: a build starts, then fails or
+    # is released.
+    updated = {"pending": "2026-10-02T08:00:00Z", "failed": "2026-10-02T08:01:10Z", "succeeded": "2026-10-02T08:02:05Z"}[status]
     meta = {"attempt": {"id": "a1"}, "delivery": {"id": f"d-{resource}-{status}"}, "event": {"id": "e1", "include": f"api:{resource}"}, "webhook": {"id": "w1"}}
     app = {"id": "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f", "name": "example-api"}
     if resource == "build":
         data = {"id": "7e8f9a0b-1c2d-4e3f-8a4b-5c6d7e8f9a0b", "status": status, "app": app, "buildpacks": [{"url": "heroku/python", "name": "heroku/python"}],
                 "output_stream_url": "https://build-output.heroku.com/streams/7e/7e8f9a0b", "release": None, "slug": None, "stack": "heroku-24",
                 "source_blob": {"checksum": None, "url": "https://example-source.invalid/archive.tar.gz", "version": SHA, "version_description": "Add health endpoint"},
-                "user": {"email": "ops@example.com", "id": "5a6b7c8d"}, "created_at": "2026-10-02T08:00:00Z", "updated_at": "2026-10-02T08:01:10Z"}
+                "user": {"email": "ops@example.com", "id": "5a6b7c8d"}, "created_at": "2026-10-02T08:00:00Z", "updated_at": updated}
     else:
         data = {"id": "9f0a1b2c-3d4e-4f5a-8b6c-7d8e9f0a1b2c", "version": 17, "status": status, "description": "Deploy " + SHA[:8], "current": True,
                 "app": app, "slug": {"id": "1d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a"}, "user": {"email": "ops@example.com", "id": "5a6b7c8d"},
                 "output_stream_url": "https://release-output.heroku.com/streams/9f/9f0a1b2c", "addon_plan_names": [],
-                "created_at": "2026-10-02T08:01:20Z", "updated_at": "2026-10-02T08:02:05Z"}
+                "created_at": "2026-10-02T08:01:20Z", "updated_at": updated}
     body = json.dumps({"id": "0b2f1c3e-8d7a-4e6f-9a1b-2c3d4e5f6a7b", "action": action, "actor": {"email": "ops@example.com", "id": "5a6b7c8d"},
-                       "created_at": "2026-10-02T08:00:00Z", "updated_at": "2026-10-02T08:01:10Z", "published_at": "2026-10-02T08:01:11Z",
+                       "created_at": "2026-10-02T08:00:00Z", "updated_at": updated, "published_at": updated,
                        "previous_data": {}, "resource": resource, "sequence": None, "version": "application/vnd.heroku+json; version=3",
                        "data": data, "webhook_metadata": meta})
     sig = base64.b64encode(mac("heroku", body, hashlib.sha256).digest()).decode()
@@ -91,10 +97,11 @@ def heroku(resource, status, action="update"):
 
 
 def flux(reason, severity):
+    at = {"Progressing": "2026-10-02T09:00:00Z", "ReconciliationSucceeded": "2026-10-02T09:01:30Z"}.get(reason, "2026-10-02T09:05:00Z")
     body = json.dumps({
         "involvedObject": {"kind": "Kustomization", "namespace": "flux-system", "name": "example-api", "uid": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
                            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "resourceVersion": "102934"},
-        "severity": severity, "timestamp": "2026-10-02T09:00:00Z", "message": f"{reason} for revision main@sha1:{SHA}", "reason": reason,
+        "severity": severity, "timestamp": at, "message": f"{reason} for revision main@sha1:{SHA}", "reason": reason,
         "metadata": {"revision": f"main@sha1:{SHA}", "summary": "production cluster"},
         "reportingController": "kustomize-controller", "reportingInstance": "kustomize-controller-5d8b9c7f6-x2x9z",
     })
@@ -104,7 +111,8 @@ def flux(reason, severity):
 
 def vercel(kind, target):
     body = json.dumps({
-        "id": "evt_" + kind.split(".")[1], "type": kind, "createdAt": 1759395600000, "region": "fra1",
+        "id": "evt_" + kind.split(".")[1], "type": kind, "region": "fra1",
+        "createdAt": 1759395600000 if kind == "deployment.created" else 1759395720000,
         "payload": {"team": {"id": "team_example"}, "user": {"id": "user_example"}, "project": {"id": "prj_example"},
                     "deployment": {"id": "dpl_9Zx8Cv7Bn", "name": "example-web", "url": "example-web-9zx8cv7bn.vercel.app",
                                    "meta": {"gitlabCommitSha": SHA, "gitlabCommitRef": "main", "gitlabProjectPath": "example/web"},
@@ -125,7 +133,7 @@ def netlify(event_name, state, context):
         "state": state, "name": "example-docs", "url": "https://docs.example.com", "ssl_url": "https://docs.example.com",
         "admin_url": "https://app.netlify.com/sites/example-docs", "deploy_url": "http://65f0a1b2c3d4e5f600112233--example-docs.netlify.app",
         "deploy_ssl_url": "https://65f0a1b2c3d4e5f600112233--example-docs.netlify.app",
-        "created_at": "2026-10-02T10:00:00.000Z", "updated_at": "2026-10-02T10:02:00.000Z",
+        "created_at": "2026-10-02T10:00:00.000Z", "updated_at": "2026-10-02T10:00:05.000Z" if state == "building" else "2026-10-02T10:02:00.000Z",
         "commit_ref": SHA, "branch": "main", "context": context, "error_message": "Build script returned non-zero exit code" if state == "error" else None,
         "title": "Add health endpoint", "review_id": None,
     })

@@ -1,6 +1,7 @@
 //! The normalized deployment event every source produces, and its validation.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -20,6 +21,8 @@ pub struct EventDraft {
     /// Where the sha came from when it may not be the application's commit (a GitOps revision),
     /// used to explain GitLab's "The commit does not exist".
     pub sha_hint: Option<String>,
+    /// When the tool says the event happened, where its payload says so.
+    pub occurred_at: Option<OffsetDateTime>,
 }
 
 /// The result of parsing one webhook.
@@ -62,6 +65,10 @@ pub struct DeploymentEvent {
     pub delivery_id: Option<String>,
     #[serde(skip)]
     pub sha_hint: Option<String>,
+    /// The tool's own time of the event, when its payload carries one: a delivery older than
+    /// what GitLab already shows changes nothing (see the lifecycle).
+    #[serde(skip)]
+    pub occurred_at: Option<OffsetDateTime>,
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -140,6 +147,7 @@ impl DeploymentEvent {
             external_url: non_empty(draft.external_url),
             delivery_id: non_empty(draft.delivery_id),
             sha_hint: draft.sha_hint,
+            occurred_at: draft.occurred_at,
         })
     }
 }

@@ -18,8 +18,9 @@ use regex::Regex;
 use secrecy::SecretString;
 use serde_json::Value;
 use std::sync::Mutex;
+use time::OffsetDateTime;
 
-use super::{Lookup, Source, json_object, str_field, verify_token};
+use super::{Lookup, Source, json_object, str_field, time_field, verify_token};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput, normalize_sha};
 use crate::model::Status;
@@ -41,6 +42,16 @@ pub fn status_of(phase: &str, health: &str) -> Result<Status, String> {
         ("Succeeded", other) => Err(format!("sync succeeded but health is {other}, which is not a deployment state change")),
         ("", h) => Err(format!("no sync operation and health {h:?} is not a deployment state change")),
         (p, _) => Err(format!("sync phase {p:?} is not a deployment state change")),
+    }
+}
+
+/// The time of the state change: the sync's start for a running sync, its end for a finished
+/// one. A failure found by health alone (`Degraded` after the sync) has no time in the payload.
+fn occurred_at(obj: &serde_json::Map<String, Value>, phase: &str, health: &str) -> Option<OffsetDateTime> {
+    match (phase, health) {
+        ("Running" | "Terminating", _) | ("Succeeded", "Progressing" | "") => time_field(obj, "startedAt"),
+        ("Error" | "Failed", _) | ("Succeeded", "Healthy") => time_field(obj, "finishedAt").or_else(|| time_field(obj, "startedAt")),
+        _ => None,
     }
 }
 
@@ -102,6 +113,7 @@ impl Source for ArgoCd {
             external_url,
             delivery_id,
             sha_hint,
+            occurred_at: occurred_at(&obj, &phase, &health),
         }))
     }
 
@@ -224,6 +236,25 @@ mod tests {
         assert_eq!(image_commit("registry.example.com/app", "registry.example.com/other:c0ffee12"), None);
         assert_eq!(image_commit(r"app:v\d+-([0-9a-f]{40})$", &format!("ghcr.io/x/app:v2-{SHA}")), Some(SHA.into()));
         assert_eq!(image_commit(r"app:v\d+-([0-9a-f]{40})$", "ghcr.io/x/app:latest"), None);
+    }
+
+    #[test]
+    fn the_time_is_the_syncs_start_or_end_and_none_for_health_alone() {
+        let at = |phase: &str, health: &str| {
+            let body = format!(
+                r#"{{"app":"a","phase":"{phase}","health":"{health}","revision":"{SHA}","startedAt":"2026-10-02T11:00:00Z","finishedAt":"2026-10-02T11:00:42Z"}}"#
+            );
+            let SourceOutput::Event(d) = parse(&body) else { panic!("{phase} {health}") };
+            d.occurred_at.map(crate::model::format_time)
+        };
+        assert_eq!(at("Running", "Progressing").as_deref(), Some("2026-10-02T11:00:00Z"));
+        assert_eq!(at("Succeeded", "Healthy").as_deref(), Some("2026-10-02T11:00:42Z"));
+        assert_eq!(at("Failed", "Healthy").as_deref(), Some("2026-10-02T11:00:42Z"));
+        assert_eq!(at("Succeeded", "Degraded"), None);
+        assert_eq!(at("", "Degraded"), None);
+        let body = format!(r#"{{"app":"a","phase":"Running","revision":"{SHA}","startedAt":"<no value>"}}"#);
+        let SourceOutput::Event(d) = parse(&body) else { panic!() };
+        assert_eq!(d.occurred_at, None);
     }
 
     #[test]

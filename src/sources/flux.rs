@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use sha2::{Sha224, Sha256, Sha384, Sha512};
 
-use super::{Source, hmac_matches, json_object, required_header, str_field};
+use super::{Source, hmac_matches, json_object, required_header, str_field, time_field};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput, normalize_sha};
 use crate::model::Status;
@@ -123,6 +123,7 @@ impl Source for Flux {
             external_url: meta("external_url"),
             delivery_id,
             sha_hint,
+            occurred_at: time_field(&obj, "timestamp"),
         }))
     }
 }

@@ -1,6 +1,7 @@
 //! `generic`: a GitLab-shaped body (`environment`, `sha`, `ref`, `tag`, `status`) authenticated by
 //! `Authorization: Bearer <secret>` or `PRIVATE-TOKEN: <secret>`. Also serves the
-//! GitLab-compatible facade `POST /api/v4/projects/{id}/deployments`.
+//! GitLab-compatible facade `POST /api/v4/projects/{id}/deployments`. An optional `timestamp`
+//! (RFC 3339) is the tool's time of the event, which lets the bridge recognise late deliveries.
 
 use axum::http::HeaderMap;
 use secrecy::SecretString;
@@ -9,7 +10,7 @@ use serde_json::{Map, Value};
 use super::{Source, json_object, str_field, verify_token};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput};
-use crate::model::Status;
+use crate::model::{Status, parse_time};
 
 pub static SOURCE: &dyn Source = &Generic;
 
@@ -52,6 +53,12 @@ impl Source for Generic {
                 return Err(Error::BadRequest(format!("`tag` must be true or false, got {other}")));
             }
         };
+        let occurred_at = match str_field(&obj, "timestamp") {
+            None => None,
+            Some(t) => Some(parse_time(&t).ok_or_else(|| {
+                Error::BadRequest(format!("`timestamp` must be an RFC 3339 time such as 2026-10-02T11:00:00Z, got {t:?}"))
+            })?),
+        };
         Ok(SourceOutput::Event(EventDraft {
             environment: str_field(&obj, "environment"),
             sha: str_field(&obj, "sha"),
@@ -61,6 +68,7 @@ impl Source for Generic {
             external_url: str_field(&obj, "external_url"),
             delivery_id: str_field(&obj, "delivery_id"),
             sha_hint: None,
+            occurred_at,
         }))
     }
 }
@@ -96,6 +104,14 @@ mod tests {
         assert!(e(br#"{"sha":"x"}"#).contains("`status` is missing"));
         assert!(e(br#"{"status":"done"}"#).contains("`status` must be one of"));
         assert!(e(br#"{"status":"running","tag":3}"#).contains("`tag`"));
+        assert!(e(br#"{"status":"running","timestamp":"yesterday"}"#).contains("`timestamp`"));
+    }
+
+    #[test]
+    fn timestamp_is_the_tools_time_of_the_event() {
+        let body = br#"{"status":"running","timestamp":"2026-10-02T13:00:00+02:00"}"#;
+        let SourceOutput::Event(d) = Generic.parse(&HeaderMap::new(), body).unwrap() else { panic!() };
+        assert_eq!(d.occurred_at.map(crate::model::format_time).as_deref(), Some("2026-10-02T11:00:00Z"));
     }
 
     #[test]

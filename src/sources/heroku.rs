@@ -5,7 +5,7 @@
 //! environment named after the app: the build starting (`pending`) makes it `running`; a failed
 //! build makes it `failed`; the release finishing — release phase included — makes it
 //! `success` or `failed` (a release is `pending` while its release phase runs). Any delivery
-//! order gives the same single deployment, because the lifecycle is keyed by (environment, sha).
+//! order gives the same single deployment: the rollout's start after its end changes nothing.
 //!
 //! Builds carry the commit (`data.source_blob.version`); releases do not. A release is tied to
 //! its commit in one of two modes:
@@ -23,7 +23,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{Lookup, Source, hmac_matches, json_object, required_header, str_field};
+use super::{Lookup, Source, hmac_matches, json_object, required_header, str_field, time_field};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput};
 use crate::model::Status;
@@ -114,6 +114,7 @@ impl Source for Heroku {
             sha,
             status: Some(status),
             delivery_id,
+            occurred_at: time_field(d, "updated_at").or_else(|| time_field(&obj, "updated_at")),
             ..Default::default()
         }))
     }

@@ -10,11 +10,13 @@ use hmac::digest::KeyInit;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput};
 use crate::gitlab::{CallCtx, GitLabClient};
+use crate::model::parse_time;
 use crate::secrets::{BoxFuture, SecretBundle};
 
 /// One deploy tool's webhook format.
@@ -133,6 +135,12 @@ pub fn json_object(source: &str, body: &[u8]) -> Result<serde_json::Map<String, 
         Ok(_) => Err(Error::BadRequest(format!("the {source} body must be a JSON object"))),
         Err(e) => Err(Error::BadRequest(format!("the {source} body is not valid JSON: {e}"))),
     }
+}
+
+/// An RFC 3339 time field (`2026-10-02T11:00:00Z`); `None` when absent, blank or unreadable: a
+/// tool's time of an event only protects against late deliveries, so a bad one never blocks it.
+pub fn time_field(obj: &serde_json::Map<String, Value>, key: &str) -> Option<OffsetDateTime> {
+    str_field(obj, key).as_deref().and_then(parse_time)
 }
 
 /// A string field (numbers are accepted and turned into text); `None` when absent, null or blank.

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{Source, json_object, required_header, str_field};
+use super::{Source, json_object, required_header, str_field, time_field};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput};
 use crate::model::Status;
@@ -95,6 +95,7 @@ impl Source for Netlify {
             external_url,
             delivery_id,
             sha_hint: None,
+            occurred_at: time_field(&obj, "updated_at"),
         }))
     }
 }

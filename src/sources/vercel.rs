@@ -98,6 +98,11 @@ impl Source for Vercel {
             status: Some(status),
             external_url,
             delivery_id: str_field(&obj, "id"),
+            // The event's creation time, in milliseconds since the epoch.
+            occurred_at: obj
+                .get("createdAt")
+                .and_then(Value::as_i64)
+                .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()),
             sha_hint: None,
         }))
     }
