@@ -49,7 +49,8 @@ pub fn build(config: Config, secrets: Arc<dyn SecretProvider>) -> Result<Router,
     let settings = gitlab_settings(&config);
     let http = GitLabClient::http_client(&settings)?;
     let gitlab = GitLabClient::new(&settings, http, secrets.clone());
-    let pipeline = Pipeline::new(config, secrets, Lifecycle::new(gitlab));
+    let lifecycle = Lifecycle::new(gitlab, config.clock_skew);
+    let pipeline = Pipeline::new(config, secrets, lifecycle);
     Ok(router(AppState::new(pipeline)))
 }
 

@@ -39,6 +39,9 @@ pub struct Config {
     pub heroku_api_url: String,
     /// Per-environment settings (`ENVIRONMENTS`, a JSON object: `{"prod-eu": {"tier": "production", "ref": "main"}}`).
     pub environments: HashMap<String, EnvironmentSettings>,
+    /// How much later than a tool's own time of an event GitLab's clock may record it before the
+    /// event counts as older than what GitLab shows (`CLOCK_SKEW_SECONDS`).
+    pub clock_skew: Duration,
     /// Argo CD application annotation holding the application commit (`ARGOCD_SHA_ANNOTATION`).
     pub argocd_sha_annotation: Option<String>,
     /// Container image whose tag is the application commit: an image name (`registry/app`), or a
@@ -72,6 +75,7 @@ impl Default for Config {
             retry_max: Duration::from_secs(5),
             heroku_api_url: "https://api.heroku.com".into(),
             environments: HashMap::new(),
+            clock_skew: Duration::from_secs(30),
             argocd_sha_annotation: None,
             argocd_image: None,
         }
@@ -141,6 +145,7 @@ impl Config {
             retry_max: ms("GITLAB_RETRY_MAX_MS", d.retry_max)?,
             heroku_api_url: get("HEROKU_API_URL").unwrap_or(d.heroku_api_url).trim_end_matches('/').to_string(),
             environments,
+            clock_skew: num("CLOCK_SKEW_SECONDS")?.map(Duration::from_secs).unwrap_or(d.clock_skew),
             argocd_sha_annotation: get("ARGOCD_SHA_ANNOTATION"),
             argocd_image,
         })
@@ -162,6 +167,8 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.gitlab_url, "https://gitlab.com");
         assert_eq!(c.secret_ttl, Duration::from_secs(300));
+        assert_eq!(c.clock_skew, Duration::from_secs(30));
+        assert_eq!(cfg(&[("CLOCK_SKEW_SECONDS", "0")]).unwrap().clock_skew, Duration::ZERO);
         let c = cfg(&[("GITLAB_URL", "https://git.example.com/api/v4/"), ("DRY_RUN", "1"), ("SECRET_CACHE_TTL_SECONDS", "60")]).unwrap();
         assert_eq!(c.gitlab_url, "https://git.example.com");
         assert!(c.dry_run);

@@ -44,6 +44,24 @@ pub enum GitLabError {
     Secrets(#[from] SecretsError),
 }
 
+impl GitLabError {
+    /// GitLab refused a status change because the deployment is not what the caller believed:
+    /// it no longer exists (404) or is already in that status (`cannot transition via ...`).
+    pub fn is_transition_refused(&self) -> bool {
+        matches!(self, GitLabError::Rejected { status: 404, .. })
+            || matches!(self, GitLabError::Rejected { status: 400, message } if message.contains("cannot transition"))
+    }
+}
+
+/// A window of an environment's newest deployments.
+#[derive(Debug, Clone, Default)]
+pub struct Recent {
+    /// Newest first.
+    pub items: Vec<Deployment>,
+    /// Older deployments exist beyond the window.
+    pub more: bool,
+}
+
 /// The body of `POST /projects/:id/deployments`.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewDeployment<'a> {
@@ -91,11 +109,6 @@ impl CallCtx {
             c.push(call);
         }
     }
-}
-
-struct Reply {
-    body: Value,
-    next_page: Option<u32>,
 }
 
 enum Failure {
@@ -172,15 +185,17 @@ impl GitLabClient {
             .map_err(|e| GitLabError::InvalidResponse(format!("cannot build a URL from GITLAB_URL: {e}")))
     }
 
-    /// One page (newest first, 100 per page) of an environment's deployments, optionally of one status.
-    pub async fn list_deployments(
+    /// The environment's newest `per_page` deployments (at most 100), newest first, optionally of
+    /// one status. `more` says whether older ones exist beyond them.
+    pub async fn recent_deployments(
         &self,
         ctx: &CallCtx,
         project: &str,
         environment: &str,
         status: Option<Status>,
-        page: u32,
-    ) -> Result<(Vec<Deployment>, Option<u32>), GitLabError> {
+        per_page: u32,
+    ) -> Result<Recent, GitLabError> {
+        let per_page = per_page.clamp(1, 100);
         let mut url = self.url(project, "/deployments")?;
         {
             let mut q = url.query_pairs_mut();
@@ -188,11 +203,18 @@ impl GitLabClient {
             if let Some(s) = status {
                 q.append_pair("status", s.as_str());
             }
-            q.append_pair("order_by", "id").append_pair("sort", "desc").append_pair("per_page", "100");
-            q.append_pair("page", &page.to_string());
+            q.append_pair("order_by", "id").append_pair("sort", "desc").append_pair("per_page", &per_page.to_string());
         }
         let reply = self.execute(ctx, Method::GET, url, None, true, || json!([])).await?;
-        Ok((decode(reply.body)?, reply.next_page))
+        let items: Vec<Deployment> = decode(reply)?;
+        Ok(Recent { more: items.len() >= per_page as usize, items })
+    }
+
+    /// The numeric id of a project named by its full path; `None` in a dry run.
+    pub async fn project_id(&self, ctx: &CallCtx, project: &str) -> Result<Option<u64>, GitLabError> {
+        let url = self.url(project, "")?;
+        let reply = self.execute(ctx, Method::GET, url, None, true, || json!({})).await?;
+        Ok(reply.get("id").and_then(Value::as_u64))
     }
 
     pub async fn get_deployment(&self, ctx: &CallCtx, project: &str, id: u64) -> Result<Deployment, GitLabError> {
@@ -200,7 +222,7 @@ impl GitLabClient {
         let reply = self
             .execute(ctx, Method::GET, url, None, true, || json!({"id": id, "status": "", "sha": "", "ref": ""}))
             .await?;
-        decode(reply.body)
+        decode(reply)
     }
 
     /// The full sha of a revision (a short sha, a branch, a tag) in the project, `None` if
@@ -210,7 +232,7 @@ impl GitLabClient {
         let url = self.url(project, &format!("/repository/commits/{rev_enc}"))?;
         let dry = || json!({"id": format!("{rev:0<40}")});
         match self.execute(ctx, Method::GET, url, None, true, dry).await {
-            Ok(reply) => Ok(reply.body.get("id").and_then(Value::as_str).map(str::to_ascii_lowercase)),
+            Ok(reply) => Ok(reply.get("id").and_then(Value::as_str).map(str::to_ascii_lowercase)),
             Err(GitLabError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -221,7 +243,7 @@ impl GitLabClient {
         let mut url = self.url(project, "/environments")?;
         url.query_pairs_mut().append_pair("name", name);
         let reply = self.execute(ctx, Method::GET, url, None, true, || json!([])).await?;
-        let all: Vec<Environment> = decode(reply.body)?;
+        let all: Vec<Environment> = decode(reply)?;
         Ok(all.into_iter().find(|e| e.name == name))
     }
 
@@ -244,7 +266,7 @@ impl GitLabClient {
         let dry = || json!({"id": 0, "name": name, "tier": tier, "external_url": external_url});
         // Creating an environment twice fails on the unique name: retrying is safe.
         let reply = self.execute(ctx, Method::POST, url, Some(body), true, dry).await?;
-        decode(reply.body)
+        decode(reply)
     }
 
     pub async fn update_environment(
@@ -265,7 +287,7 @@ impl GitLabClient {
         }
         let dry = || json!({"id": id, "name": "", "tier": tier, "external_url": external_url});
         let reply = self.execute(ctx, Method::PUT, url, Some(body), true, dry).await?;
-        decode(reply.body)
+        decode(reply)
     }
 
     pub async fn create_deployment(
@@ -278,7 +300,7 @@ impl GitLabClient {
         let body = serde_json::to_value(d).map_err(|e| GitLabError::InvalidResponse(e.to_string()))?;
         let dry = || json!({"id": 0, "status": d.status, "sha": d.sha, "ref": d.git_ref, "environment": {"name": d.environment}});
         let reply = self.execute(ctx, Method::POST, url, Some(body), false, dry).await?;
-        decode(reply.body)
+        decode(reply)
     }
 
     pub async fn update_deployment(
@@ -291,7 +313,7 @@ impl GitLabClient {
         let url = self.url(project, &format!("/deployments/{id}"))?;
         let dry = || json!({"id": id, "status": status, "sha": "", "ref": ""});
         let reply = self.execute(ctx, Method::PUT, url, Some(json!({ "status": status })), true, dry).await?;
-        decode(reply.body)
+        decode(reply)
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -309,14 +331,14 @@ impl GitLabClient {
         body: Option<Value>,
         idempotent: bool,
         dry_answer: impl FnOnce() -> Value,
-    ) -> Result<Reply, GitLabError> {
+    ) -> Result<Value, GitLabError> {
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
         ctx.record(Call { method: method.to_string(), path, body: body.clone() });
         if self.dry_run {
-            return Ok(Reply { body: dry_answer(), next_page: None });
+            return Ok(dry_answer());
         }
 
         let mut attempt = 0u32;
@@ -362,8 +384,7 @@ impl GitLabClient {
                         let body = serde_json::from_slice(&bytes).map_err(|e| {
                             GitLabError::InvalidResponse(format!("{status} with a body that is not JSON ({e})"))
                         })?;
-                        let next_page = header_str(&headers, "x-next-page").and_then(|v| v.parse().ok());
-                        return Ok(Reply { body, next_page });
+                        return Ok(body);
                     }
                     let message = error_message(&bytes);
                     match status {

@@ -1,29 +1,45 @@
-//! Stateless deployment lifecycle: decide, from what GitLab already holds, whether an event
-//! creates a deployment, moves an existing one to a finished status, or changes nothing.
+//! The deployment lifecycle by **rollout**: one attempt by a tool to make an environment run
+//! one sha is one GitLab deployment, moved `running` → `success` / `failed` / `canceled`.
 //!
-//! Rules (README, "Lifecycle"):
-//! - `running`: if (environment, sha) already has a running or finished deployment, nothing
-//!   changes; otherwise one is created `running`.
-//! - `success`/`failed`/`canceled`: the newest running deployment of (environment, sha) is
-//!   updated; else, if the newest deployment of that sha already has the status, nothing
-//!   changes; else one is created directly with the status.
+//! Decided from what GitLab shows — the environment's newest few deployments, one read — and,
+//! in a warm container, from what this container last wrote there (README, "Lifecycle"):
+//! - `running X`: a running deployment of X among them, or X being what runs (the success that
+//!   finished last, no newer rollout running), means nothing changes (a redelivery, or a re-sync
+//!   of what already runs); a delivery older than the environment's latest change is stale;
+//!   otherwise a new `running` deployment — also for a rollback to X and for a retry after X
+//!   failed.
+//! - `success`/`failed`/`canceled` for X: the running deployment of X is updated; else, if X
+//!   with this status is already what GitLab shows (for `success`, what runs; otherwise the
+//!   latest change), nothing changes; else a stale delivery changes nothing; else one is
+//!   created with the status (a rollback reported only as "it worked").
 //!
-//! Events for the same (project, environment, sha) are serialized within the process.
+//! Events for one (project, environment) are serialized within the process, keyed by the
+//! numeric project id so that the id and the path of one project share the lock.
 
 use serde::Serialize;
-use std::collections::HashSet;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use crate::environment::{self, Environments};
 use crate::event::DeploymentEvent;
-use crate::gitlab::{CallCtx, GitLabClient, GitLabError, NewDeployment};
-use crate::model::{Deployment, Status};
+use crate::gitlab::{CallCtx, GitLabClient, GitLabError, NewDeployment, Recent};
+use crate::model::{Deployment, Status, format_time};
 
-/// How many pages of 100 deployments are searched for an earlier deployment of a sha.
-const MAX_SCAN_PAGES: u32 = 3;
+/// How many of an environment's newest deployments one look-up reads. Rollouts in flight are
+/// among them; a running deployment older than that is looked for only when it matters.
+pub const WINDOW: u32 = 20;
 const LOCK_STRIPES: usize = 64;
+/// Bound of the per-container memories (projects, last writes); they are cleared when full.
+const MEMORY_LIMIT: usize = 10_000;
+/// How long a running deployment this container created is updated without a look-up first.
+/// GitLab lets a finished deployment change to another final status, so a deployment that
+/// another container finished meanwhile could be changed by mistake; the older the memory, the
+/// likelier that is (docs/decisions.md).
+const TRUST_RUNNING_FOR: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -31,6 +47,8 @@ pub enum Action {
     Created,
     Updated,
     Unchanged,
+    /// The delivery is older than what GitLab already shows; nothing was changed.
+    Stale,
     Ignored,
 }
 
@@ -40,6 +58,7 @@ impl Action {
             Action::Created => "created",
             Action::Updated => "updated",
             Action::Unchanged => "unchanged",
+            Action::Stale => "stale",
             Action::Ignored => "ignored",
         }
     }
@@ -48,24 +67,79 @@ impl Action {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub action: Action,
-    pub deployment: Deployment,
+    /// The deployment created, updated or found unchanged; none for a stale delivery.
+    pub deployment: Option<Deployment>,
+    /// Why nothing changed, for a stale delivery.
+    pub reason: Option<String>,
     /// Problems that did not stop the deployment from being recorded.
     pub notes: Vec<String>,
 }
 
+impl Outcome {
+    fn of(action: Action, deployment: Deployment) -> Self {
+        Outcome { action, deployment: Some(deployment), reason: None, notes: Vec::new() }
+    }
+
+    fn stale(reason: String) -> Self {
+        Outcome { action: Action::Stale, deployment: None, reason: Some(reason), notes: Vec::new() }
+    }
+}
+
+/// An end whose tool time is before the start of the running deployment it would finish (as
+/// this container saw that start) belongs to an earlier attempt.
+fn ends_before_start(ev: &DeploymentEvent, running: &Written) -> Option<String> {
+    let (at, start) = (ev.occurred_at?, running.occurred_at?);
+    (at < start).then(|| {
+        format!(
+            "the event happened at {}, before the running deployment #{} of this sha started ({}); it belongs to an earlier attempt and changes nothing",
+            format_time(at),
+            running.deployment.id,
+            format_time(start)
+        )
+    })
+}
+
+/// The state of an environment's deployment that this container last wrote, and the latest
+/// tool time of an event that wrote or confirmed it. Dropped once GitLab shows that deployment
+/// changed.
+#[derive(Debug, Clone)]
+struct Written {
+    deployment: Deployment,
+    occurred_at: Option<OffsetDateTime>,
+    at: Instant,
+}
+
+impl Written {
+    /// Whether `d` is still exactly what this container wrote (same id, status and change time).
+    fn describes(&self, d: &Deployment) -> bool {
+        self.deployment.id == d.id && self.deployment.status == d.status && self.deployment.changed_at() == d.changed_at()
+    }
+}
+
+type EnvKey = (String, String);
+
 pub struct Lifecycle {
     gitlab: GitLabClient,
+    clock_skew: Duration,
     locks: Vec<Mutex<()>>,
     environments: Environments,
+    /// Full project paths (lower case) to numeric ids.
+    projects: std::sync::Mutex<HashMap<String, String>>,
+    written: std::sync::Mutex<HashMap<EnvKey, Written>>,
     warned: std::sync::Mutex<HashSet<(String, String)>>,
 }
 
 impl Lifecycle {
-    pub fn new(gitlab: GitLabClient) -> Self {
+    /// `clock_skew`: how much later than the tool's time of an event GitLab's clock may show a
+    /// change before the event counts as older than it.
+    pub fn new(gitlab: GitLabClient, clock_skew: Duration) -> Self {
         Lifecycle {
             gitlab,
+            clock_skew,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             environments: Environments::default(),
+            projects: Default::default(),
+            written: Default::default(),
             warned: Default::default(),
         }
     }
@@ -93,35 +167,57 @@ impl Lifecycle {
         &self.gitlab
     }
 
-    fn lock_for(&self, ev: &DeploymentEvent) -> &Mutex<()> {
+    fn lock_for(&self, key: &EnvKey) -> &Mutex<()> {
         let mut h = DefaultHasher::new();
-        (&ev.project, &ev.environment, &ev.sha).hash(&mut h);
+        key.hash(&mut h);
         &self.locks[(h.finish() as usize) % LOCK_STRIPES]
+    }
+
+    /// The project's numeric id (asked of GitLab once per container for a path), so that
+    /// every name of one project leads to the same lock, memory and API path. In a dry run a
+    /// path stays a path.
+    async fn project_id(&self, ctx: &CallCtx, project: &str) -> Result<String, GitLabError> {
+        if let Ok(id) = project.parse::<u64>() {
+            return Ok(id.to_string());
+        }
+        let key = project.to_ascii_lowercase();
+        if let Some(id) = self.projects.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(id);
+        }
+        let Some(id) = self.gitlab.project_id(ctx, project).await? else {
+            return Ok(project.to_string());
+        };
+        if let Ok(mut m) = self.projects.lock() {
+            if m.len() >= MEMORY_LIMIT {
+                m.clear();
+            }
+            m.insert(key, id.to_string());
+        }
+        Ok(id.to_string())
     }
 
     /// Brings GitLab to the state the event describes: first the environment (tier, URL), then
     /// the deployment.
     pub async fn apply(&self, ev: &DeploymentEvent, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
-        let _guard = self.lock_for(ev).lock().await;
+        let project = self.project_id(ctx, &ev.project).await?;
+        let key = (project, ev.environment.clone());
+        let _guard = self.lock_for(&key).lock().await;
         // The deployment matters more than the environment's settings: if they cannot be set
         // now, record the deployment anyway; the next event tries again (nothing was cached).
         let mut notes = Vec::new();
-        if let Err(e) = self
-            .environments
-            .ensure(&self.gitlab, ctx, &ev.project, &ev.environment, ev.tier, ev.external_url.as_deref())
-            .await
-        {
+        if let Err(e) = self.environments.ensure(&self.gitlab, ctx, &key.0, &ev.environment, ev.tier, ev.external_url.as_deref()).await {
             tracing::warn!(project = %ev.project, environment = %ev.environment, error = %e, "could not set the environment's tier or URL");
             notes.push(format!("the environment's tier or external URL could not be set: {e}"));
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.apply_once(ev, ctx).await.map(|o| Outcome { notes: notes.clone(), ..o }) {
+            match self.apply_once(ev, &key, ctx).await {
+                Ok(outcome) => return Ok(Outcome { notes, ..outcome }),
                 // A create that failed after reaching GitLab may or may not have happened:
                 // look again before trying again, so a retry never makes a second deployment.
                 Err(GitLabError::Ambiguous(msg)) if attempt < 3 => {
-                    let wait = std::time::Duration::from_millis(200 * attempt);
+                    let wait = Duration::from_millis(200 * attempt);
                     match ctx.remaining() {
                         Some(rem) if wait < rem => {
                             tracing::warn!(attempt, error = %msg, "create failed ambiguously; re-checking GitLab");
@@ -131,45 +227,107 @@ impl Lifecycle {
                     }
                 }
                 Err(GitLabError::Ambiguous(msg)) => return Err(GitLabError::Unavailable(msg)),
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
     }
 
-    async fn apply_once(&self, ev: &DeploymentEvent, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
+    async fn apply_once(&self, ev: &DeploymentEvent, key: &EnvKey, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
+        let project = key.0.as_str();
+        // The end of a rollout whose running deployment this container created: one call. If
+        // GitLab says the remembered deployment is gone or already has the status, look it up.
+        if ev.status != Status::Running {
+            let remembered = self.written(key).filter(|w| {
+                w.deployment.is_of(&ev.sha) && w.deployment.status() == Some(Status::Running) && w.at.elapsed() < TRUST_RUNNING_FOR
+            });
+            if let Some(w) = remembered {
+                if let Some(reason) = ends_before_start(ev, &w) {
+                    return Ok(Outcome::stale(reason));
+                }
+                match self.gitlab.update_deployment(ctx, project, w.deployment.id, ev.status).await {
+                    Ok(d) => return Ok(self.wrote(key, Action::Updated, d, ev)),
+                    Err(e) if e.is_transition_refused() => self.forget(key),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+
+        let recent = self.gitlab.recent_deployments(ctx, project, &ev.environment, None, WINDOW).await?;
+        let items = &recent.items;
+        // What this container remembers of a deployment that has changed since is no longer true.
+        if let Some(w) = self.written(key) {
+            if items.iter().any(|d| d.id == w.deployment.id && !w.describes(d)) {
+                self.forget(key);
+            }
+        }
+        let running = items.iter().find(|d| d.is_of(&ev.sha) && d.status() == Some(Status::Running));
+        // The environment's latest change, and what runs: the success that finished last (as
+        // GitLab's `last_deployment`, by `finished_at`, which a success's `updated_at` is),
+        // unless a newer rollout is still running.
+        let latest = items.iter().max_by_key(|d| (d.changed_at(), d.id));
+        let live = items
+            .iter()
+            .filter(|d| d.status() == Some(Status::Success))
+            .max_by_key(|d| (d.changed_at(), d.id))
+            .filter(|l| !items.iter().any(|d| d.id > l.id && d.status() == Some(Status::Running)));
+        let live_is_this = live.filter(|d| d.is_of(&ev.sha));
+
         if ev.status == Status::Running {
-            if let Some(d) = self.newest_for_sha(ev, ctx, None).await? {
-                if Status::parse(&d.status).is_some() {
-                    return Ok(Outcome { action: Action::Unchanged, deployment: d, notes: Vec::new() });
-                }
+            if let Some(d) = running.or(live_is_this) {
+                return Ok(self.confirmed(key, d, ev));
             }
-            return self.create(ev, ctx).await;
+            if let Some(reason) = self.stale(ev, key, latest) {
+                return Ok(Outcome::stale(reason));
+            }
+            return self.create(ev, key, &recent, ctx).await;
         }
 
-        if let Some(running) = self.newest_for_sha(ev, ctx, Some(Status::Running)).await? {
-            return match self.gitlab.update_deployment(ctx, &ev.project, running.id, ev.status).await {
-                Ok(d) => Ok(Outcome { action: Action::Updated, deployment: d, notes: Vec::new() }),
-                // Someone else finished it between our look and our update.
-                Err(GitLabError::Rejected { status: 400, message }) if message.contains("cannot transition") => {
-                    let d = self.gitlab.get_deployment(ctx, &ev.project, running.id).await?;
-                    if d.status == ev.status.as_str() {
-                        Ok(Outcome { action: Action::Unchanged, deployment: d, notes: Vec::new() })
-                    } else {
-                        Err(GitLabError::Rejected { status: 400, message })
-                    }
-                }
-                Err(e) => Err(e),
-            };
+        if let Some(d) = running {
+            // Known to this container: the rollout's start. An end older than it is a late
+            // redelivery from an earlier attempt of the same sha.
+            if let Some(reason) = self.written(key).filter(|w| w.describes(d)).and_then(|w| ends_before_start(ev, &w)) {
+                return Ok(Outcome::stale(reason));
+            }
+            return self.finish(ev, key, d, ctx).await;
         }
-        if let Some(d) = self.newest_for_sha(ev, ctx, None).await? {
-            if d.status == ev.status.as_str() {
-                return Ok(Outcome { action: Action::Unchanged, deployment: d, notes: Vec::new() });
+        let same = match ev.status {
+            Status::Success => live_is_this,
+            status => latest.filter(|n| n.is_of(&ev.sha) && n.status() == Some(status)),
+        };
+        if let Some(d) = same {
+            return Ok(self.confirmed(key, d, ev));
+        }
+        if let Some(reason) = self.stale(ev, key, latest) {
+            return Ok(Outcome::stale(reason));
+        }
+        // Before creating, make sure no running deployment of the sha hides beyond the window.
+        if recent.more {
+            let running = self.gitlab.recent_deployments(ctx, project, &ev.environment, Some(Status::Running), 100).await?;
+            if let Some(d) = running.items.iter().find(|d| d.is_of(&ev.sha)) {
+                return self.finish(ev, key, d, ctx).await;
             }
         }
-        self.create(ev, ctx).await
+        self.create(ev, key, &recent, ctx).await
     }
 
-    async fn create(&self, ev: &DeploymentEvent, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
+    /// Moves a running deployment to the event's final status.
+    async fn finish(&self, ev: &DeploymentEvent, key: &EnvKey, running: &Deployment, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
+        match self.gitlab.update_deployment(ctx, &key.0, running.id, ev.status).await {
+            Ok(d) => Ok(self.wrote(key, Action::Updated, d, ev)),
+            // Someone else finished it between our look and our update.
+            Err(GitLabError::Rejected { status: 400, message }) if message.contains("cannot transition") => {
+                let d = self.gitlab.get_deployment(ctx, &key.0, running.id).await?;
+                if d.status() == Some(ev.status) {
+                    Ok(Outcome::of(Action::Unchanged, d))
+                } else {
+                    Err(GitLabError::Rejected { status: 400, message })
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(&self, ev: &DeploymentEvent, key: &EnvKey, recent: &Recent, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
         let new = NewDeployment {
             environment: &ev.environment,
             sha: &ev.sha,
@@ -177,28 +335,77 @@ impl Lifecycle {
             tag: ev.tag,
             status: ev.status,
         };
-        let d = self.gitlab.create_deployment(ctx, &ev.project, &new).await?;
-        Ok(Outcome { action: Action::Created, deployment: d, notes: Vec::new() })
+        let d = self.gitlab.create_deployment(ctx, &key.0, &new).await?;
+        // GitLab answers a success equal to the environment's last successful deployment with
+        // that deployment (Deployments::CreateService): nothing new was made.
+        if recent.items.iter().any(|n| d.id <= n.id) {
+            return Ok(Outcome::of(Action::Unchanged, d));
+        }
+        Ok(self.wrote(key, Action::Created, d, ev))
     }
 
-    /// The newest deployment of the event's (environment, sha), optionally of one status.
-    /// GitLab cannot filter by sha, so pages are scanned newest first.
-    async fn newest_for_sha(
-        &self,
-        ev: &DeploymentEvent,
-        ctx: &CallCtx,
-        status: Option<Status>,
-    ) -> Result<Option<Deployment>, GitLabError> {
-        let mut page = 1;
-        loop {
-            let (items, next) = self.gitlab.list_deployments(ctx, &ev.project, &ev.environment, status, page).await?;
-            if let Some(d) = items.into_iter().find(|d| d.sha.eq_ignore_ascii_case(&ev.sha)) {
-                return Ok(Some(d));
+    /// Whether the event happened before the environment's latest change in GitLab: judged
+    /// against the tool's own time of the event that made (or confirmed) that change when this
+    /// container saw it, else against GitLab's clock with the skew.
+    fn stale(&self, ev: &DeploymentEvent, key: &EnvKey, latest: Option<&Deployment>) -> Option<String> {
+        let (at, latest) = (ev.occurred_at?, latest?);
+        let by_tool = self.written(key).filter(|w| w.describes(latest)).and_then(|w| w.occurred_at);
+        let (reference, allowance, whose) = match by_tool {
+            Some(t) => (t, Duration::ZERO, "by the tool's own clock"),
+            None => (latest.changed_at()?, self.clock_skew, "by GitLab's clock"),
+        };
+        if at + allowance >= reference {
+            return None;
+        }
+        Some(format!(
+            "the event happened at {}, older than the environment's latest change (deployment #{}, {} {}, at {} {whose}); a delivery that old changes nothing",
+            format_time(at),
+            latest.id,
+            latest.sha,
+            latest.status,
+            format_time(reference),
+        ))
+    }
+
+    fn written(&self, key: &EnvKey) -> Option<Written> {
+        self.written.lock().ok()?.get(key).cloned()
+    }
+
+    fn forget(&self, key: &EnvKey) {
+        if let Ok(mut m) = self.written.lock() {
+            m.remove(key);
+        }
+    }
+
+    /// Remembers a write of this container (never in a dry run, whose ids are made up).
+    fn wrote(&self, key: &EnvKey, action: Action, d: Deployment, ev: &DeploymentEvent) -> Outcome {
+        self.remember(key, Written { deployment: d.clone(), occurred_at: ev.occurred_at, at: Instant::now() });
+        Outcome::of(action, d)
+    }
+
+    /// An event that finds its state already in GitLab still says, by its time, that the state
+    /// held then: an end delivered before its start makes that start stale, not a retry. Only
+    /// a state this container knows the time of is moved forward; an event's time says nothing
+    /// of when a state someone else wrote began.
+    fn confirmed(&self, key: &EnvKey, d: &Deployment, ev: &DeploymentEvent) -> Outcome {
+        if let Some(w) = self.written(key).filter(|w| w.describes(d)) {
+            let occurred_at = w.occurred_at.max(ev.occurred_at);
+            if occurred_at != w.occurred_at {
+                self.remember(key, Written { occurred_at, ..w });
             }
-            match next {
-                Some(n) if n > page && n <= MAX_SCAN_PAGES => page = n,
-                _ => return Ok(None),
+        }
+        Outcome::of(Action::Unchanged, d.clone())
+    }
+
+    fn remember(&self, key: &EnvKey, w: Written) {
+        if self.gitlab.dry_run() {
+            return;
+        }
+        if let Ok(mut m) = self.written.lock() {
+            if m.len() >= MEMORY_LIMIT {
+                m.clear();
             }
+            m.insert(key.clone(), w);
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::event::{DeploymentEvent, Overrides, SourceOutput};
 use crate::gitlab::{CallCtx, GitLabError};
 use crate::lifecycle::{Action, Lifecycle};
+use crate::model::format_time;
 use crate::secrets::SecretProvider;
 use crate::sources;
 
@@ -158,7 +159,7 @@ impl Pipeline {
         let mut warnings = self.lifecycle.warnings(&ev);
         let outcome = self.lifecycle.apply(&ev, ctx).await.map_err(|e| explain_unknown_commit(e, &ev))?;
         log.action = Some(outcome.action.as_str());
-        log.deployment_id = Some(outcome.deployment.id);
+        log.deployment_id = outcome.deployment.as_ref().map(|d| d.id);
         warnings.extend(outcome.notes.iter().cloned());
 
         let mut answer = json!({
@@ -172,13 +173,21 @@ impl Pipeline {
             },
             "source": ev.source,
         });
-        answer["deployment"]["id"] = json!(outcome.deployment.id);
-        answer["deployment"]["status"] = json!(outcome.deployment.status);
+        if let Some(d) = &outcome.deployment {
+            answer["deployment"]["id"] = json!(d.id);
+            answer["deployment"]["status"] = json!(d.status);
+        }
         if let Some(tier) = ev.tier {
             answer["deployment"]["tier"] = json!(tier);
         }
         if let Some(url) = &ev.external_url {
             answer["deployment"]["external_url"] = json!(url);
+        }
+        if let Some(t) = ev.occurred_at {
+            answer["deployment"]["occurred_at"] = json!(format_time(t));
+        }
+        if let Some(reason) = &outcome.reason {
+            answer["reason"] = json!(reason);
         }
         if !warnings.is_empty() {
             answer["warnings"] = json!(warnings);

@@ -36,6 +36,7 @@ async fn a_production_looking_name_guessed_otherwise_is_warned_about_and_fixed_b
     assert_eq!(gitlab.environments()[0].tier, "testing", "what GitLab does by itself");
 
     // The fix: `tier=production` makes the bridge create the environment with that tier first.
+    let before = gitlab.requests().len();
     let (s, r) = bridge
         .post("/hooks/generic?project=42&environment=production-eu-internal&tier=production", Some(GENERIC_SECRET), generic(SHA_A, "running"))
         .await;
@@ -44,7 +45,7 @@ async fn a_production_looking_name_guessed_otherwise_is_warned_about_and_fixed_b
     assert_eq!(r["deployment"]["tier"], "production");
     let env = gitlab.environments().into_iter().find(|e| e.name == "production-eu-internal").unwrap();
     assert_eq!(env.tier, "production");
-    let reqs: Vec<String> = gitlab.requests().iter().skip(3).map(|r| r.method.clone() + " " + r.uri.split('?').next().unwrap()).collect();
+    let reqs: Vec<String> = gitlab.requests().iter().skip(before).map(|r| r.method.clone() + " " + r.uri.split('?').next().unwrap()).collect();
     assert_eq!(reqs.first().map(String::as_str), Some("GET /api/v4/projects/42/environments"), "{reqs:?}");
     assert_eq!(reqs.get(1).map(String::as_str), Some("POST /api/v4/projects/42/environments"), "environment before deployment: {reqs:?}");
 }

@@ -118,7 +118,13 @@ async fn project_by_full_path_is_encoded() {
     let (s, r) = bridge.post("/hooks/generic?project=group/sub/app", Some(GENERIC_SECRET), body.to_string()).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(gitlab.deployments()[0].project, "77");
-    assert!(gitlab.requests().iter().all(|r| r.uri.starts_with("/api/v4/projects/group%2Fsub%2Fapp/")));
+    // The path is looked up once; every further call uses the numeric id.
+    let uris: Vec<String> = gitlab.requests().into_iter().map(|r| r.uri).collect();
+    assert_eq!(uris[0], "/api/v4/projects/group%2Fsub%2Fapp", "{uris:?}");
+    assert!(uris[1..].iter().all(|u| u.starts_with("/api/v4/projects/77/")), "{uris:?}");
+    let (s, _) = bridge.post("/hooks/generic?project=group/sub/app", Some(GENERIC_SECRET), body.to_string()).await;
+    assert_eq!(s, 200);
+    assert!(gitlab.requests().into_iter().skip(uris.len()).all(|r| r.uri.starts_with("/api/v4/projects/77/")), "looked up once per container");
 }
 
 #[tokio::test]
@@ -357,11 +363,11 @@ async fn dry_run_plans_calls_and_sends_none() {
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["dry_run"], true);
     let calls = r["gitlab_calls"].as_array().unwrap();
-    assert_eq!(calls.len(), 3, "{r}");
-    assert!(calls[0]["path"].as_str().unwrap().contains("status=running"));
-    assert_eq!(calls[2]["method"], "POST");
-    assert_eq!(calls[2]["path"], "/api/v4/projects/42/deployments");
-    assert_eq!(calls[2]["body"], json!({"environment": "production", "sha": SHA_A, "ref": "main", "tag": false, "status": "success"}));
+    assert_eq!(calls.len(), 2, "{r}");
+    assert_eq!(calls[0]["path"], "/api/v4/projects/42/deployments?environment=production&order_by=id&sort=desc&per_page=20");
+    assert_eq!(calls[1]["method"], "POST");
+    assert_eq!(calls[1]["path"], "/api/v4/projects/42/deployments");
+    assert_eq!(calls[1]["body"], json!({"environment": "production", "sha": SHA_A, "ref": "main", "tag": false, "status": "success"}));
     assert!(gitlab.requests().is_empty());
 }
 

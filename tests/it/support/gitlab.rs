@@ -109,11 +109,15 @@ pub enum Fault {
 struct StubState {
     tokens: HashSet<String>,
     commits: HashSet<String>,
+    /// Every 40-hex sha is a commit (load tests).
+    any_commit: bool,
     refs: HashSet<String>,
     deployments: Vec<StoredDeployment>,
     environments: Vec<StoredEnvironment>,
     next_id: u64,
     finished_seq: u64,
+    /// The last `iid` given in each project.
+    iids: HashMap<String, u64>,
     faults: VecDeque<(Option<String>, Fault)>,
     requests: Vec<Recorded>,
 }
@@ -180,6 +184,11 @@ impl GitLabStub {
         self.state.lock().unwrap().faults.push_back((None, f));
     }
 
+    /// Drops faults no request has met yet.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
     /// The next request with this method gets this fault.
     pub fn push_fault_for(&self, method: &str, f: Fault) {
         self.state.lock().unwrap().faults.push_back((Some(method.to_string()), f));
@@ -187,6 +196,11 @@ impl GitLabStub {
 
     pub fn deployments(&self) -> Vec<StoredDeployment> {
         self.state.lock().unwrap().deployments.clone()
+    }
+
+    /// One environment's deployments, in id order.
+    pub fn deployments_in(&self, environment: &str) -> Vec<StoredDeployment> {
+        self.state.lock().unwrap().deployments.iter().filter(|d| d.environment == environment).cloned().collect()
     }
 
     pub fn environments(&self) -> Vec<StoredEnvironment> {
@@ -215,6 +229,12 @@ impl GitLabStub {
     /// Makes `sha` a commit of every project.
     pub fn add_commits(&self, shas: impl IntoIterator<Item = String>) {
         self.state.lock().unwrap().commits.extend(shas);
+    }
+
+    /// Makes every 40-hex sha a commit of every project (`examples/load.rs`).
+    #[allow(dead_code)]
+    pub fn accept_any_commit(&self) {
+        self.state.lock().unwrap().any_commit = true;
     }
 
     /// How many requests reached the stand-in.
@@ -300,7 +320,7 @@ async fn project(Path(id): Path<String>) -> Response {
 
 fn new_deployment(s: &mut StubState, project: &str, environment: &str, sha: &str, git_ref: &str, tag: bool, status: &str) -> StoredDeployment {
     s.next_id += 1;
-    let iid = s.deployments.iter().filter(|d| d.project == project).count() as u64 + 1;
+    let iid = *s.iids.entry(project.to_string()).and_modify(|i| *i += 1).or_insert(1);
     let at = now();
     let mut d = StoredDeployment {
         id: s.next_id,
@@ -456,25 +476,22 @@ async fn list(State(st): State<Shared>, Path(id): Path<String>, Query(q): Query<
     let per_page: usize = q.get("per_page").and_then(|v| v.parse().ok()).unwrap_or(20).clamp(1, 100);
     let page: usize = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
     let s = st.lock().unwrap();
-    let mut items: Vec<&StoredDeployment> = s
-        .deployments
-        .iter()
-        .filter(|d| d.project == project)
-        .filter(|d| q.get("environment").is_none_or(|e| &d.environment == e))
-        .filter(|d| q.get("status").is_none_or(|st| &d.status == st))
-        .collect();
-    items.sort_by_key(|d| d.id);
-    if sort == "desc" {
-        items.reverse();
-    }
-    let total = items.len();
+    // Deployments are stored in id order. One more than the page tells whether a next page
+    // exists; like GitLab.com for large lists, no `x-total` is sent.
+    let wanted = |d: &&StoredDeployment| {
+        d.project == project
+            && q.get("environment").is_none_or(|e| &d.environment == e)
+            && q.get("status").is_none_or(|st| &d.status == st)
+    };
+    let ordered: Box<dyn Iterator<Item = &StoredDeployment>> =
+        if sort == "desc" { Box::new(s.deployments.iter().rev()) } else { Box::new(s.deployments.iter()) };
+    let items: Vec<&StoredDeployment> = ordered.filter(wanted).take(page * per_page + 1).collect();
     let body: Vec<Value> = items.iter().skip((page - 1) * per_page).take(per_page).map(|d| entity(d)).collect();
     let mut r = Json(Value::Array(body)).into_response();
     let h = r.headers_mut();
     h.insert("x-page", HeaderValue::from(page as u64));
     h.insert("x-per-page", HeaderValue::from(per_page as u64));
-    h.insert("x-total", HeaderValue::from(total as u64));
-    let next = if page * per_page < total { (page + 1).to_string() } else { String::new() };
+    let next = if items.len() > page * per_page { (page + 1).to_string() } else { String::new() };
     h.insert("x-next-page", HeaderValue::from_str(&next).unwrap());
     r
 }
@@ -569,7 +586,7 @@ async fn create(State(st): State<Shared>, Path(id): Path<String>, headers: Heade
     }
     // GitLab creates the environment (guessing its tier) before it validates the sha.
     find_or_create_environment(&mut s, project, &environment, None);
-    if !s.commits.contains(&sha) {
+    if !(s.commits.contains(&sha) || (s.any_commit && sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()))) {
         return err(StatusCode::BAD_REQUEST, json!({"message": {"sha": ["The commit does not exist"]}}));
     }
     // Deployments::CreateService: a success equal to the environment's last deployment
