@@ -354,7 +354,9 @@ impl Lifecycle {
             Some(t) => (t, Duration::ZERO, "by the tool's own clock"),
             None => (latest.changed_at()?, self.clock_skew, "by GitLab's clock"),
         };
-        if at + allowance >= reference {
+        // Checked: a time near the end of the calendar, or a huge skew, must not overflow.
+        let limit = time::Duration::try_from(allowance).ok().and_then(|a| at.checked_add(a));
+        if limit.is_none_or(|l| l >= reference) {
             return None;
         }
         Some(format!(

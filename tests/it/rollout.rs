@@ -298,3 +298,20 @@ async fn late_confirmations_of_older_states_do_not_hide_the_latest_change() {
     assert_eq!(action(&at(&bridge, "production", SHA_A, "running", t0 + min(2)).await), (200, "stale"));
     assert_eq!(shown(&gitlab, "production"), before);
 }
+
+#[tokio::test]
+async fn times_at_the_ends_of_the_calendar_are_answered_not_panicked_on() {
+    let (gitlab, bridge) = setup().await;
+    bridge.generic("production", SHA_A, "success").await;
+    for t in ["9999-12-31T23:59:59.999Z", "0000-01-01T00:00:00Z", "-0001-01-01T00:00:00Z"] {
+        let body = json!({"environment": "production", "sha": SHA_B, "ref": "main", "status": "running", "timestamp": t});
+        let (s, r) = bridge.post("/hooks/generic?project=42", Some(GENERIC_SECRET), body.to_string()).await;
+        assert!(s == 200 || s == 400, "{t}: {s} {r}");
+    }
+    // A skew too large for any calendar is not an error either.
+    let mut cfg = config(&gitlab.url);
+    cfg.clock_skew = std::time::Duration::from_secs(u64::MAX);
+    let huge = Bridge::start(cfg, bridge_secrets(&gitlab)).await;
+    let (s, r) = at(&huge, "production", SHA_A, "running", OffsetDateTime::now_utc() - time::Duration::days(1)).await;
+    assert_eq!(s, 200, "{r}");
+}
