@@ -315,3 +315,21 @@ async fn times_at_the_ends_of_the_calendar_are_answered_not_panicked_on() {
     let (s, r) = at(&huge, "production", SHA_A, "running", OffsetDateTime::now_utc() - time::Duration::days(1)).await;
     assert_eq!(s, 200, "{r}");
 }
+
+#[tokio::test]
+async fn what_runs_is_the_success_that_finished_last_not_the_newest_id() {
+    let (gitlab, bridge) = setup().await;
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(5));
+    // Two rollouts overlap; B started last but A finished last, so GitLab shows A as deployed.
+    bridge.generic("production", SHA_A, "running").await;
+    bridge.generic("production", SHA_B, "running").await;
+    bridge.generic("production", SHA_B, "success").await;
+    pause().await;
+    bridge.generic("production", SHA_A, "success").await;
+    assert_eq!(live(&gitlab, "production").as_deref(), Some(SHA_A));
+    pause().await;
+    // Going back to B is a rollout, not a re-sync of what runs.
+    assert_eq!(action(&bridge.generic("production", SHA_B, "running").await), (200, "created"));
+    assert_eq!(action(&bridge.generic("production", SHA_B, "success").await), (200, "updated"));
+    assert_eq!(live(&gitlab, "production").as_deref(), Some(SHA_B));
+}
