@@ -54,7 +54,7 @@ impl GitLabError {
 }
 
 /// A window of an environment's newest deployments.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Recent {
     /// Newest first.
     pub items: Vec<Deployment>,

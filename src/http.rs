@@ -83,10 +83,11 @@ async fn facade(State(st): State<AppState>, project: Result<Path<String>, PathRe
 
 impl AppState {
     async fn handle(&self, source: &str, path_project: Option<String>, req: Request) -> Response {
+        let received = Instant::now();
         let (parts, body) = req.into_parts();
         let deadline = self.deadline(&parts.extensions);
         let body = read_body(&parts, body).await;
-        let hook = Webhook { source, path_project, headers: &parts.headers, query: parts.uri.query(), body };
+        let hook = Webhook { source, path_project, headers: &parts.headers, query: parts.uri.query(), body, received };
         match self.0.handle(hook, deadline).await {
             Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
             Err(e) => e.into_response(),

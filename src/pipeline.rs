@@ -26,6 +26,8 @@ pub struct Webhook<'a> {
     pub query: Option<&'a str>,
     /// The body as the transport read it; a failure to read it is answered and logged like any other.
     pub body: Result<Bytes, Error>,
+    /// When the transport received the request (the log line's `latency_ms` counts from here).
+    pub received: Instant,
 }
 
 /// Everything a webhook needs, built once per process.
@@ -58,7 +60,7 @@ impl Pipeline {
 
     /// Handles one webhook within `deadline` and logs one line for it; returns the JSON answer.
     pub async fn handle(&self, hook: Webhook<'_>, deadline: Instant) -> Result<Value, Error> {
-        let started = Instant::now();
+        let started = hook.received;
         let source_name = hook.source;
         let ctx = CallCtx::new(deadline);
         let mut log = HookLog::default();
