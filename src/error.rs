@@ -21,6 +21,9 @@ pub enum Error {
     Unauthorized(String),
     #[error("unknown source `{name}`; this bridge knows: {known}")]
     UnknownSource { name: String, known: String },
+    /// A thing the caller named does not exist.
+    #[error("{0}")]
+    NotFound(String),
     #[error("no route for {method} {path}")]
     NoRoute { method: String, path: String },
     #[error("method {0} is not allowed here")]
@@ -41,7 +44,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Error::UnknownSource { .. } | Error::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Error::UnknownSource { .. } | Error::NoRoute { .. } | Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ToolApi { .. } => StatusCode::BAD_GATEWAY,
@@ -78,16 +81,32 @@ fn secrets_status(e: &SecretsError) -> StatusCode {
     }
 }
 
+impl Error {
+    /// The answer of the GitLab-compatible routes: what GitLab refused keeps GitLab's own status
+    /// (e.g. 404 for an unknown deployment, 400 for a status it cannot take); every error carries
+    /// GitLab's `message` beside the bridge's `error`, so GitLab clients can read it.
+    pub fn into_gitlab_response(self) -> Response {
+        let status = match &self {
+            Error::GitLab(GitLabError::Rejected { status, .. }) => StatusCode::from_u16(*status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+            other => other.status(),
+        };
+        let text = self.to_string();
+        respond(status, json!({ "message": text, "error": text }), self.retry_after())
+    }
+}
+
+fn respond(status: StatusCode, body: serde_json::Value, retry_after: Option<Duration>) -> Response {
+    let mut resp = (status, Json(body)).into_response();
+    if let Some(d) = retry_after {
+        if let Ok(v) = HeaderValue::from_str(&d.as_secs().max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let retry_after = self.retry_after();
-        let mut resp = (status, Json(json!({ "error": self.to_string() }))).into_response();
-        if let Some(d) = retry_after {
-            if let Ok(v) = HeaderValue::from_str(&d.as_secs().max(1).to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-        }
-        resp
+        respond(self.status(), json!({ "error": self.to_string() }), self.retry_after())
     }
 }

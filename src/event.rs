@@ -177,7 +177,7 @@ pub fn usable_ref(r: &str) -> Option<(String, bool)> {
     Some((name.to_string(), tag))
 }
 
-fn validate_project(p: &str) -> Result<(), Error> {
+pub fn validate_project(p: &str) -> Result<(), Error> {
     let ok = p.bytes().all(|b| b.is_ascii_digit())
         || (!p.starts_with('/')
             && !p.ends_with('/')

@@ -3,7 +3,10 @@
 //! [`crate::pipeline`]'s.
 //!
 //! - `POST /hooks/{source}?project=&environment=&ref=` — a deploy tool's webhook
-//! - `POST /api/v4/projects/{id}/deployments` — GitLab-compatible facade (the `generic` source)
+//! - `POST /api/v4/projects/{id}/deployments`, `PUT /api/v4/projects/{id}/deployments/{deployment_id}`
+//!   — the GitLab-compatible facade (the `generic` source), answered as GitLab answers: 201 on a
+//!   create and 200 on an update, with GitLab's deployment object (the bridge's answer beside it
+//!   under `bridge`), and errors with GitLab's `message` beside the bridge's `error`
 //! - `GET /healthz` — liveness; touches neither Secrets Manager nor GitLab
 
 use axum::Router;
@@ -12,7 +15,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{Extensions, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Json;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::MAX_BODY_BYTES;
 use crate::error::Error;
-use crate::pipeline::{Pipeline, Webhook};
+use crate::pipeline::{Handled, Pipeline, Webhook};
 
 /// The router's state: the pipeline, built once per process.
 #[derive(Clone)]
@@ -36,7 +39,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/hooks/{source}", post(hook))
-        .route("/api/v4/projects/{id}/deployments", post(facade))
+        .route("/api/v4/projects/{id}/deployments", post(facade_create))
+        .route("/api/v4/projects/{id}/deployments/{deployment_id}", put(facade_update))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -67,30 +71,57 @@ async fn method_not_allowed(method: Method) -> Error {
     Error::MethodNotAllowed(method.to_string())
 }
 
+/// Which answer a route gives: the bridge's own, or GitLab's (the facade).
+#[derive(Clone, Copy)]
+enum Answer {
+    Bridge,
+    GitLab { success: StatusCode },
+}
+
 async fn hook(State(st): State<AppState>, source: Result<Path<String>, PathRejection>, req: Request) -> Response {
     match source {
-        Ok(Path(source)) => st.handle(&source, None, req).await,
+        Ok(Path(source)) => st.handle(&source, None, None, Answer::Bridge, req).await,
         Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_response(),
     }
 }
 
-async fn facade(State(st): State<AppState>, project: Result<Path<String>, PathRejection>, req: Request) -> Response {
+async fn facade_create(State(st): State<AppState>, project: Result<Path<String>, PathRejection>, req: Request) -> Response {
+    let answer = Answer::GitLab { success: StatusCode::CREATED };
     match project {
-        Ok(Path(project)) => st.handle("generic", Some(project), req).await,
-        Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_response(),
+        Ok(Path(project)) => st.handle("generic", Some(project), None, answer, req).await,
+        Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_gitlab_response(),
+    }
+}
+
+async fn facade_update(
+    State(st): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    req: Request,
+) -> Response {
+    let answer = Answer::GitLab { success: StatusCode::OK };
+    match path {
+        Ok(Path((project, id))) => match id.parse::<u64>() {
+            Ok(id) => st.handle("generic", Some(project), Some(id), answer, req).await,
+            Err(_) => Error::NotFound(format!("404 Deployment Not Found: {:?} is not a deployment id", id.chars().take(40).collect::<String>()))
+                .into_gitlab_response(),
+        },
+        Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_gitlab_response(),
     }
 }
 
 impl AppState {
-    async fn handle(&self, source: &str, path_project: Option<String>, req: Request) -> Response {
+    async fn handle(&self, source: &str, path_project: Option<String>, update: Option<u64>, answer: Answer, req: Request) -> Response {
         let received = Instant::now();
         let (parts, body) = req.into_parts();
         let deadline = self.deadline(&parts.extensions);
         let body = read_body(&parts, body).await;
-        let hook = Webhook { source, path_project, headers: &parts.headers, query: parts.uri.query(), body, received };
-        match self.0.handle(hook, deadline).await {
-            Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
-            Err(e) => e.into_response(),
+        let hook = Webhook { source, path_project, update, headers: &parts.headers, query: parts.uri.query(), body, received };
+        let result = self.0.handle(hook, deadline).await;
+        match (answer, result) {
+            (Answer::Bridge, Ok(handled)) => (StatusCode::OK, Json(handled.answer)).into_response(),
+            (Answer::Bridge, Err(e)) => e.into_response(),
+            (Answer::GitLab { success }, Ok(handled)) => gitlab_answer(success, handled),
+            (Answer::GitLab { .. }, Err(e)) => e.into_gitlab_response(),
         }
     }
 
@@ -105,6 +136,19 @@ impl AppState {
             _ => cfg.local_deadline,
         };
         Instant::now() + budget
+    }
+}
+
+/// GitLab's answer to a create or update: its deployment object, with the bridge's own answer
+/// beside it under `bridge`. Without a deployment (a stale or ignored delivery) there is no
+/// GitLab object to give; the bridge's answer says why.
+fn gitlab_answer(success: StatusCode, handled: Handled) -> Response {
+    match handled.deployment.map(serde_json::to_value) {
+        Some(Ok(Value::Object(mut object))) => {
+            object.insert("bridge".into(), handled.answer);
+            (success, Json(Value::Object(object))).into_response()
+        }
+        _ => (StatusCode::OK, Json(handled.answer)).into_response(),
     }
 }
 

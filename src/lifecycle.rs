@@ -85,6 +85,16 @@ impl Outcome {
     }
 }
 
+/// The name GitLab's state machine gives the change to `status` (its error messages use it).
+fn transition_event(status: Status) -> &'static str {
+    match status {
+        Status::Running => "run",
+        Status::Success => "succeed",
+        Status::Failed => "drop",
+        Status::Canceled => "cancel",
+    }
+}
+
 /// An end whose tool time is before the start of the running deployment it would finish (as
 /// this container saw that start) belongs to an earlier attempt.
 fn ends_before_start(ev: &DeploymentEvent, running: &Written) -> Option<String> {
@@ -230,6 +240,39 @@ impl Lifecycle {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The GitLab-compatible `PUT /projects/:id/deployments/:deployment_id`: moves deployment
+    /// `id` to `status` as GitLab would, except that a finished deployment never changes (GitLab
+    /// itself lets `success` become `failed` and back); asking for the status it already has is
+    /// answered with it unchanged, so a tool's retry is harmless.
+    pub async fn set_status(&self, project: &str, id: u64, status: Status, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
+        let project = self.project_id(ctx, project).await?;
+        let found = self.gitlab.get_deployment(ctx, &project, id).await?;
+        let environment = found.environment.as_ref().map(|e| e.name.clone()).unwrap_or_default();
+        let key = (project, environment);
+        let _guard = self.lock_for(&key).lock().await;
+        // A write of this container to the deployment, made while we waited for the lock, is newer.
+        let current = match self.written(&key) {
+            Some(w) if w.deployment.id == id && w.deployment.changed_at() >= found.changed_at() => w.deployment,
+            _ => found,
+        };
+        match current.status() {
+            Some(s) if s == status => return Ok(Outcome::of(Action::Unchanged, current)),
+            Some(s @ (Status::Success | Status::Failed | Status::Canceled)) => {
+                return Err(GitLabError::Rejected {
+                    status: 400,
+                    message: format!(
+                        "status cannot transition via \"{}\": deployment {id} already finished as {s}, and the bridge never changes a finished deployment",
+                        transition_event(status)
+                    ),
+                });
+            }
+            _ => {}
+        }
+        let d = self.gitlab.update_deployment(ctx, &key.0, id, status).await?;
+        self.remember(&key, Written { deployment: d.clone(), occurred_at: None, at: Instant::now() });
+        Ok(Outcome::of(Action::Updated, d))
     }
 
     async fn apply_once(&self, ev: &DeploymentEvent, key: &EnvKey, ctx: &CallCtx) -> Result<Outcome, GitLabError> {

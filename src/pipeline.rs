@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::event::{DeploymentEvent, Overrides, SourceOutput};
+use crate::event::{DeploymentEvent, Overrides, SourceOutput, validate_project};
 use crate::gitlab::{CallCtx, GitLabError};
 use crate::lifecycle::{Action, Lifecycle};
-use crate::model::format_time;
+use crate::model::{Deployment, format_time};
 use crate::secrets::SecretProvider;
-use crate::sources;
+use crate::sources::{self, generic};
 
 /// One webhook as the transport received it.
 pub struct Webhook<'a> {
@@ -22,12 +22,23 @@ pub struct Webhook<'a> {
     pub source: &'a str,
     /// The project named by the path (the GitLab-compatible facade); it wins over the query's.
     pub path_project: Option<String>,
+    /// The deployment a GitLab-compatible `PUT .../deployments/:id` names: the webhook asks for
+    /// that deployment's status to change, not for an event's lifecycle.
+    pub update: Option<u64>,
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
     /// The body as the transport read it; a failure to read it is answered and logged like any other.
     pub body: Result<Bytes, Error>,
     /// When the transport received the request (the log line's `latency_ms` counts from here).
     pub received: Instant,
+}
+
+/// What a handled webhook answers: the bridge's JSON answer, and the GitLab deployment it
+/// created, updated or found (the GitLab-compatible routes answer with that).
+#[derive(Debug)]
+pub struct Handled {
+    pub answer: Value,
+    pub deployment: Option<Deployment>,
 }
 
 /// Everything a webhook needs, built once per process.
@@ -59,7 +70,7 @@ impl Pipeline {
     }
 
     /// Handles one webhook within `deadline` and logs one line for it; returns the JSON answer.
-    pub async fn handle(&self, hook: Webhook<'_>, deadline: Instant) -> Result<Value, Error> {
+    pub async fn handle(&self, hook: Webhook<'_>, deadline: Instant) -> Result<Handled, Error> {
         let started = hook.received;
         let source_name = hook.source;
         let ctx = CallCtx::new(deadline);
@@ -107,7 +118,7 @@ impl Pipeline {
         result
     }
 
-    async fn process(&self, hook: Webhook<'_>, ctx: &CallCtx, log: &mut HookLog) -> Result<Value, Error> {
+    async fn process(&self, hook: Webhook<'_>, ctx: &CallCtx, log: &mut HookLog) -> Result<Handled, Error> {
         let source = sources::find(hook.source)
             .ok_or_else(|| Error::UnknownSource { name: hook.source.chars().take(64).collect(), known: sources::names() })?;
         let body = hook.body?;
@@ -130,6 +141,10 @@ impl Pipeline {
         }
         log.project = overrides.project.clone();
 
+        if let Some(id) = hook.update {
+            return self.set_status(id, headers, &body, &overrides, ctx, log).await;
+        }
+
         let mut output = source.parse(headers, &body)?;
         if let SourceOutput::Event(draft) = output {
             let lookup = sources::Lookup {
@@ -145,7 +160,7 @@ impl Pipeline {
         let draft = match output {
             SourceOutput::Ignored(reason) => {
                 log.action = Some(Action::Ignored.as_str());
-                return Ok(json!({ "action": Action::Ignored, "reason": reason }));
+                return Ok(Handled { answer: json!({ "action": Action::Ignored, "reason": reason }), deployment: None });
             }
             SourceOutput::Event(d) => d,
         };
@@ -194,11 +209,48 @@ impl Pipeline {
         if !warnings.is_empty() {
             answer["warnings"] = json!(warnings);
         }
+        self.add_dry_run(&mut answer, ctx);
+        Ok(Handled { answer, deployment: outcome.deployment })
+    }
+
+    /// The GitLab-compatible status change of one deployment (`PUT .../deployments/:id`).
+    async fn set_status(
+        &self,
+        id: u64,
+        headers: &HeaderMap,
+        body: &[u8],
+        overrides: &Overrides,
+        ctx: &CallCtx,
+        log: &mut HookLog,
+    ) -> Result<Handled, Error> {
+        let status = generic::status_update(headers, body)?;
+        log.status = Some(status.as_str());
+        log.deployment_id = Some(id);
+        let project = overrides.project.as_deref().unwrap_or_default();
+        validate_project(project)?;
+        let outcome = self.lifecycle.set_status(project, id, status, ctx).await?;
+        log.action = Some(outcome.action.as_str());
+        let mut answer = json!({ "action": outcome.action, "source": "generic" });
+        if let Some(d) = &outcome.deployment {
+            log.environment = d.environment.as_ref().map(|e| e.name.clone());
+            log.sha = Some(d.sha.clone()).filter(|s| !s.is_empty());
+            answer["deployment"] = json!({
+                "id": d.id,
+                "environment": d.environment.as_ref().map(|e| e.name.as_str()),
+                "sha": d.sha,
+                "ref": d.git_ref,
+                "status": d.status,
+            });
+        }
+        self.add_dry_run(&mut answer, ctx);
+        Ok(Handled { answer, deployment: outcome.deployment })
+    }
+
+    fn add_dry_run(&self, answer: &mut Value, ctx: &CallCtx) {
         if self.config.dry_run {
             answer["dry_run"] = json!(true);
             answer["gitlab_calls"] = json!(ctx.calls());
         }
-        Ok(answer)
     }
 }
 

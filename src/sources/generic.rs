@@ -26,24 +26,8 @@ impl Source for Generic {
     }
 
     fn parse(&self, headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error> {
-        let is_form = headers
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-        let obj = if is_form {
-            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-                .map_err(|e| Error::BadRequest(format!("the form body cannot be read: {e}")))?;
-            pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<Map<_, _>>()
-        } else {
-            json_object("generic", body)?
-        };
-
-        let status = match str_field(&obj, "status") {
-            None => return Err(Error::BadRequest("`status` is missing; use running, success, failed or canceled".into())),
-            Some(s) => Status::parse(&s).ok_or_else(|| {
-                Error::BadRequest(format!("`status` must be one of running, success, failed, canceled; got {s:?}"))
-            })?,
-        };
+        let obj = fields(headers, body)?;
+        let status = status_field(&obj)?;
         let tag = match obj.get("tag") {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
@@ -71,6 +55,36 @@ impl Source for Generic {
             occurred_at,
         }))
     }
+}
+
+/// The body's fields: a JSON object, or a form (`application/x-www-form-urlencoded`), as
+/// GitLab's API accepts both.
+fn fields(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, Error> {
+    let is_form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(body).map_err(|e| Error::BadRequest(format!("the form body cannot be read: {e}")))?;
+        Ok(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+    } else {
+        json_object("generic", body)
+    }
+}
+
+fn status_field(obj: &Map<String, Value>) -> Result<Status, Error> {
+    match str_field(obj, "status") {
+        None => Err(Error::BadRequest("`status` is missing; use running, success, failed or canceled".into())),
+        Some(s) => Status::parse(&s)
+            .ok_or_else(|| Error::BadRequest(format!("`status` must be one of running, success, failed, canceled; got {s:?}"))),
+    }
+}
+
+/// The body of GitLab's `PUT /projects/:id/deployments/:deployment_id`: only `status` is read
+/// (GitLab ignores any other field there too).
+pub fn status_update(headers: &HeaderMap, body: &[u8]) -> Result<Status, Error> {
+    status_field(&fields(headers, body)?)
 }
 
 #[cfg(test)]
