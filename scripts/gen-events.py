@@ -57,14 +57,16 @@ def generic(status):
     return event("/hooks/generic", "project=42", {"authorization": "Bearer " + SECRETS["generic"]}, body)
 
 
-def argocd(phase, health):
-    # The README template's fields; a running sync has no finishedAt yet.
+def argocd(phase, health, message=""):
+    # The README template's fields (Sprig's toJson sorts the keys); a running sync has no finishedAt yet.
     finished = "" if phase in ("Running", "Terminating") else "2026-10-02T11:00:42Z"
+    source = {"repoURL": "https://gitlab.example.com/group/app.git", "targetRevision": "main", "path": "deploy"}
     body = json.dumps({
-        "app": "example-api", "phase": phase, "health": health, "revision": SHA, "revisions": [],
-        "targetRevision": "main", "externalURLs": ["https://api.example.com"],
-        "startedAt": "2026-10-02T11:00:00Z", "finishedAt": finished,
-    })
+        "annotations": {"gitlab-deploy-bridge/project": "42", "gitlab-deploy-bridge/environment": "production"},
+        "app": "example-api", "environment": "production", "externalURLs": ["https://api.example.com"],
+        "finishedAt": finished, "health": health, "images": [], "message": message, "phase": phase,
+        "revision": SHA, "revisions": [], "source": source, "sources": [], "startedAt": "2026-10-02T11:00:00Z",
+    }, sort_keys=True, separators=(",", ":"))
     return event("/hooks/argocd", "project=42&environment=production", {"authorization": "Bearer " + SECRETS["argocd"]}, body)
 
 
@@ -156,7 +158,7 @@ FILES = {
     "argocd-deployed.json": argocd("Succeeded", "Healthy"),
     "argocd-sync-failed.json": argocd("Failed", "Healthy"),
     "argocd-degraded.json": argocd("Succeeded", "Degraded"),
-    "argocd-terminating.json": argocd("Terminating", "Progressing"),
+    "argocd-terminated.json": argocd("Failed", "Healthy", "Operation terminated"),
     "heroku-build-pending.json": heroku("build", "pending", "create"),
     "heroku-build-failed.json": heroku("build", "failed"),
     "heroku-release-succeeded.json": heroku("release", "succeeded"),

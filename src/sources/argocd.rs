@@ -1,17 +1,21 @@
 //! `argocd`: Argo CD notifications through the webhook service, authenticated by
 //! `Authorization: Bearer <argocd webhook secret>` (Argo CD's webhook service sends configured
-//! headers; it has no signature scheme). The body is the one our README's template renders:
+//! headers; it has no signature scheme). The body is the one our README's template renders with
+//! Sprig's `toJson`, so every value arrives JSON-escaped:
 //!
 //! ```json
-//! {"app":"guestbook","phase":"Succeeded","health":"Healthy",
-//!  "revision":"<sync revision>","revisions":["<multi-source revisions>"],
-//!  "targetRevision":"main","externalURLs":["https://..."], "environment":"<optional>", "sha":"<optional>"}
+//! {"app":"guestbook","environment":"<annotation or empty>","phase":"Succeeded","message":"...",
+//!  "health":"Healthy","revision":"<sync revision>","revisions":["<one per source>"],
+//!  "source":{"repoURL":"...","targetRevision":"main"},"sources":[{"repoURL":"...","targetRevision":"..."}],
+//!  "externalURLs":["https://..."],"images":["..."],"startedAt":"...","finishedAt":"...","annotations":{}}
 //! ```
 //!
+//! (Bodies of the earlier README template — flat `targetRevision`/`repoURL` — are read too.)
 //! Status comes from the application's state, not from the trigger's name, so one template
 //! serves every trigger: sync `Running` → running; `Succeeded` + `Healthy` → success;
 //! `Succeeded` + `Progressing` → running (still rolling out); `Succeeded` + `Degraded`, or any
-//! `Degraded` outside a running sync, → failed; `Error`/`Failed` → failed; `Terminating` → canceled.
+//! `Degraded` outside a running sync, → failed; `Error`/`Failed` → failed, except a sync an operator
+//! terminated ("Operation terminated", how gitops-engine ends it) → canceled; `Terminating` → canceled.
 
 use axum::http::HeaderMap;
 use regex::Regex;
@@ -30,10 +34,11 @@ pub static SOURCE: &dyn Source = &ArgoCd;
 
 pub struct ArgoCd;
 
-/// Maps an application's sync phase and health to a deployment status, or says why not.
-pub fn status_of(phase: &str, health: &str) -> Result<Status, String> {
+/// Maps an application's sync phase, health and operation message to a deployment status, or says why not.
+pub fn status_of(phase: &str, health: &str, message: &str) -> Result<Status, String> {
     match (phase, health) {
         ("Running", _) => Ok(Status::Running),
+        ("Error" | "Failed", _) if terminated_by_operator(message) => Ok(Status::Canceled),
         ("Error" | "Failed", _) => Ok(Status::Failed),
         ("Terminating", _) => Ok(Status::Canceled),
         (_, "Degraded") => Ok(Status::Failed),
@@ -43,6 +48,13 @@ pub fn status_of(phase: &str, health: &str) -> Result<Status, String> {
         ("", h) => Err(format!("no sync operation and health {h:?} is not a deployment state change")),
         (p, _) => Err(format!("sync phase {p:?} is not a deployment state change")),
     }
+}
+
+/// gitops-engine ends a terminated sync as `Failed` with the message "Operation terminated"
+/// (`sync_context.go` `Terminate()`); Argo CD appends ", triggered by controller sync timeout" when
+/// its own sync timeout terminated it, which is a failure, not a cancellation.
+fn terminated_by_operator(message: &str) -> bool {
+    message.starts_with("Operation terminated") && !message.contains("triggered by")
 }
 
 /// The time of the state change: the sync's start for a running sync, its end for a finished
@@ -76,27 +88,35 @@ impl Source for ArgoCd {
                 "`phase` and `health` are both missing from the argocd body; use the README's notification template".into(),
             ));
         }
-        let status = match status_of(&phase, &health) {
+        let message = str_field(&obj, "message").unwrap_or_default();
+        let status = match status_of(&phase, &health, &message) {
             Ok(s) => s,
             Err(reason) => return Ok(SourceOutput::Ignored(reason)),
         };
 
-        // An explicit `sha` wins; then the sync revision; for multi-source apps (empty
-        // `revision`) the first entry of `revisions` that is a commit id (chart versions skipped).
+        // An explicit `sha` wins; then the sync revision; for multi-source apps (no `revision`)
+        // the first entry of `revisions` that is a commit id (chart versions skipped), whose
+        // source (same index in `sources`) gives the branch and repository.
         let revisions: Vec<String> = match obj.get("revisions") {
-            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(Value::Array(a)) => a.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect(),
             _ => Vec::new(),
         };
+        let commit_index = revisions.iter().position(|r| normalize_sha(r).is_some());
+        let source = match (str_field(&obj, "revision"), commit_index, obj.get("sources")) {
+            (None, Some(i), Some(Value::Array(sources))) => sources.get(i).and_then(Value::as_object),
+            _ => obj.get("source").and_then(Value::as_object),
+        };
+        let source_field = |key: &str| source.and_then(|s| str_field(s, key)).or_else(|| str_field(&obj, key));
         let sha = str_field(&obj, "sha")
             .or_else(|| str_field(&obj, "revision"))
-            .or_else(|| revisions.iter().find(|r| normalize_sha(r).is_some()).cloned());
+            .or_else(|| commit_index.map(|i| revisions[i].clone()));
         let external_url = match obj.get("externalURLs") {
             Some(Value::Array(a)) => a.iter().find_map(|v| v.as_str()).map(str::to_string),
             _ => None,
         };
         let explicit = str_field(&obj, "sha").is_some();
         let sha_hint = (!explicit && sha.is_some()).then(|| {
-            let repo = str_field(&obj, "repoURL").map(|r| format!(" ({r})")).unwrap_or_default();
+            let repo = source_field("repoURL").map(|r| format!(" ({r})")).unwrap_or_default();
             format!(
                 "It is the revision Argo CD synced from the application's source repository{repo}; if that is a separate GitOps (manifests) repository, send the application commit instead: a `sha` field in the notification template, the annotation named by ARGOCD_SHA_ANNOTATION, or the image tag matched by ARGOCD_IMAGE (README, \"GitOps: map the application commit\")"
             )
@@ -107,7 +127,7 @@ impl Source for ArgoCd {
         Ok(SourceOutput::Event(EventDraft {
             environment: str_field(&obj, "environment").or(app),
             sha,
-            git_ref: str_field(&obj, "targetRevision"),
+            git_ref: source_field("targetRevision"),
             tag: None,
             status: Some(status),
             external_url,
@@ -192,16 +212,19 @@ mod tests {
 
     #[test]
     fn states_map_to_statuses() {
-        assert_eq!(status_of("Running", "Progressing"), Ok(Status::Running));
-        assert_eq!(status_of("Succeeded", "Healthy"), Ok(Status::Success));
-        assert_eq!(status_of("Succeeded", "Progressing"), Ok(Status::Running));
-        assert_eq!(status_of("Succeeded", "Degraded"), Ok(Status::Failed));
-        assert_eq!(status_of("", "Degraded"), Ok(Status::Failed));
-        assert_eq!(status_of("Failed", "Healthy"), Ok(Status::Failed));
-        assert_eq!(status_of("Error", ""), Ok(Status::Failed));
-        assert_eq!(status_of("Terminating", ""), Ok(Status::Canceled));
-        assert!(status_of("Succeeded", "Suspended").is_err());
-        assert!(status_of("", "Healthy").is_err());
+        assert_eq!(status_of("Running", "Progressing", ""), Ok(Status::Running));
+        assert_eq!(status_of("Succeeded", "Healthy", ""), Ok(Status::Success));
+        assert_eq!(status_of("Succeeded", "Progressing", ""), Ok(Status::Running));
+        assert_eq!(status_of("Succeeded", "Degraded", ""), Ok(Status::Failed));
+        assert_eq!(status_of("", "Degraded", ""), Ok(Status::Failed));
+        assert_eq!(status_of("Failed", "Healthy", "one or more objects failed to apply"), Ok(Status::Failed));
+        assert_eq!(status_of("Error", "", ""), Ok(Status::Failed));
+        assert_eq!(status_of("Terminating", "", ""), Ok(Status::Canceled));
+        assert_eq!(status_of("Failed", "Healthy", "Operation terminated"), Ok(Status::Canceled));
+        assert_eq!(status_of("Failed", "Healthy", "Operation terminated (retried 2 times)."), Ok(Status::Canceled));
+        assert_eq!(status_of("Failed", "", "Operation terminated, triggered by controller sync timeout"), Ok(Status::Failed));
+        assert!(status_of("Succeeded", "Suspended", "").is_err());
+        assert!(status_of("", "Healthy", "").is_err());
     }
 
     #[test]
@@ -227,6 +250,21 @@ mod tests {
         let SourceOutput::Event(d) = parse(&body) else { panic!() };
         assert_eq!(d.sha.as_deref(), Some(other.as_str()));
         assert_eq!(d.environment.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn multi_source_ref_is_the_branch_of_the_source_the_commit_came_from() {
+        let body = format!(
+            r#"{{"app":"a","phase":"Succeeded","health":"Healthy","revision":"","revisions":["4.2.1","{SHA}"],
+                "source":{{}},"sources":[{{"repoURL":"https://charts.example.com","chart":"a","targetRevision":"4.2.1"}},
+                {{"repoURL":"https://gitlab.example.com/g/a.git","targetRevision":"release/2"}}]}}"#
+        );
+        let SourceOutput::Event(d) = parse(&body) else { panic!() };
+        assert_eq!((d.sha.as_deref(), d.git_ref.as_deref()), (Some(SHA), Some("release/2")));
+        assert!(d.sha_hint.unwrap().contains("https://gitlab.example.com/g/a.git"));
+        let single = format!(r#"{{"app":"a","phase":"Running","revision":"{SHA}","source":{{"repoURL":"r","targetRevision":"main"}}}}"#);
+        let SourceOutput::Event(d) = parse(&single) else { panic!() };
+        assert_eq!(d.git_ref.as_deref(), Some("main"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod flux;
 mod heroku;
 mod lambda;
 mod model;
+mod realclients;
 mod netlify;
 mod relay;
 mod rollout;

@@ -1,0 +1,233 @@
+//! Argo CD: the README's `argocd-notifications-cm`, copied out of README.md exactly as a user
+//! copies it (only the URL is theirs), rendered and triggered by `tests/realclients/argocd`
+//! against histories of real-shaped Application objects (`tests/realclients/argocd/histories`),
+//! sent over HTTP to the bridge, and checked in the GitLab stand-in.
+
+use serde_json::{Value, json};
+use std::ffi::OsStr;
+
+use super::{go_tool, manifest_dir, run_tool, scratch};
+use crate::support::{self, ARGOCD_SECRET, Bridge, GENERIC_SECRET, GitLabStub, SHA_A};
+
+const SHA_B: &str = "3c7e1f0a9d2b4e6f8a1c3e5d7b9f0a2c4e6d8b1f";
+const README_URL: &str = "url: https://<url-id>.lambda-url.<region>.on.aws";
+
+/// The fenced YAML block of README.md that holds the `argocd-notifications-cm` ConfigMap.
+pub fn readme_configmap() -> String {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let mut blocks = readme.split("```yaml\n").skip(1).map(|b| b.split("\n```").next().unwrap_or(""));
+    blocks
+        .find(|b| b.contains("name: argocd-notifications-cm"))
+        .expect("README.md has a ```yaml block with the argocd-notifications-cm ConfigMap")
+        .to_string()
+}
+
+fn history(name: &str) -> Value {
+    let path = manifest_dir().join("tests/realclients/argocd/histories").join(name);
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+struct Setup {
+    gitlab: GitLabStub,
+    bridge: Bridge,
+}
+
+async fn setup() -> Setup {
+    let (gitlab, bridge) = support::setup().await;
+    gitlab.add_commit(SHA_B);
+    Setup { gitlab, bridge }
+}
+
+/// Runs the engine over `history` with the ConfigMap `cm`; returns one record per send.
+async fn notify(cm: &str, history: &Value) -> Option<Vec<Value>> {
+    let tool = go_tool("argocd")?;
+    let cm = scratch("cm.yaml", cm.as_bytes());
+    let secrets = scratch("secrets.json", json!({"gitlab-deploy-bridge-secret": ARGOCD_SECRET}).to_string().as_bytes());
+    let history = scratch("history.json", history.to_string().as_bytes());
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("-cm"),
+        cm.as_os_str(),
+        OsStr::new("-secrets"),
+        secrets.as_os_str(),
+        OsStr::new("-history"),
+        history.as_os_str(),
+        OsStr::new("-retry-wait"),
+        OsStr::new("20ms"),
+    ];
+    let records = run_tool(&tool, &args).await;
+    for f in [&cm, &secrets, &history] {
+        let _ = std::fs::remove_file(f);
+    }
+    Some(records)
+}
+
+/// The README's ConfigMap pointed at `bridge`; nothing else changed.
+fn readme_cm_for(bridge: &Bridge) -> String {
+    let cm = readme_configmap();
+    assert!(cm.contains(README_URL), "the README's service URL placeholder changed; update this test");
+    cm.replace(README_URL, &format!("url: {}", bridge.url))
+}
+
+fn steps_of(records: &[Value], trigger: &str) -> Vec<u64> {
+    records.iter().filter(|r| r["trigger"] == trigger).map(|r| r["step"].as_u64().unwrap()).collect()
+}
+
+fn assert_all_delivered(records: &[Value]) {
+    for r in records {
+        assert_eq!(r["delivered"], true, "a notification was not delivered: {r:#}");
+    }
+}
+
+/// (sha, status) of every deployment in `environment`, oldest first.
+fn deployments(gitlab: &GitLabStub, environment: &str) -> Vec<(String, String)> {
+    gitlab.deployments_in(environment).into_iter().map(|d| (d.sha, d.status)).collect()
+}
+
+fn strip_key(v: &mut Value, key: &str) {
+    match v {
+        Value::Object(m) => {
+            m.remove(key);
+            m.values_mut().for_each(|x| strip_key(x, key));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| strip_key(x, key)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn success_is_sent_once_the_health_was_assessed_after_the_sync() {
+    let s = setup().await;
+    let Some(records) = notify(&readme_cm_for(&s.bridge), &history("single-source.json")).await else { return };
+    assert_all_delivered(&records);
+    // Step 2 finishes the sync while the health is still the Healthy from before it; only step 4
+    // (Healthy, assessed after the sync) may say success.
+    assert_eq!(steps_of(&records, "gitlab-deployed"), vec![0, 4], "{records:#?}");
+    assert_eq!(steps_of(&records, "gitlab-sync-running"), vec![1]);
+    assert_eq!(
+        deployments(&s.gitlab, "production"),
+        vec![(SHA_A.into(), "success".into()), (SHA_B.into(), "success".into())],
+        "one deployment per sync"
+    );
+    let b = s.gitlab.deployments_in("production").into_iter().find(|d| d.sha == SHA_B).unwrap();
+    assert_eq!(b.history, vec!["running", "success"], "B moved through its states as one deployment");
+    let answers: Vec<&str> = records.iter().map(|r| r["response"].as_str().unwrap()).collect();
+    assert!(answers.iter().all(|a| a.contains("\"environment\":\"production\"")), "{answers:?}");
+}
+
+/// Argo CD before 2.14 has no `status.health.lastTransitionTime`; the triggers must not depend on it.
+#[tokio::test]
+async fn argo_cd_without_health_transition_times_gets_the_same_record() {
+    let s = setup().await;
+    let mut h = history("single-source.json");
+    strip_key(&mut h, "lastTransitionTime");
+    let Some(records) = notify(&readme_cm_for(&s.bridge), &h).await else { return };
+    assert_all_delivered(&records);
+    assert_eq!(steps_of(&records, "gitlab-deployed"), vec![0, 4], "{records:#?}");
+    assert_eq!(
+        deployments(&s.gitlab, "production"),
+        vec![(SHA_A.into(), "success".into()), (SHA_B.into(), "success".into())]
+    );
+}
+
+/// A sync that changes nothing Argo CD assesses health on (a ConfigMap, a Service): the health stays
+/// Healthy from before the sync, and the first reconcile after it is what confirms it.
+#[tokio::test]
+async fn a_sync_that_leaves_the_health_alone_still_ends_in_success() {
+    let s = setup().await;
+    let mut h = history("single-source.json");
+    let steps = h["steps"].as_array_mut().unwrap();
+    steps.truncate(3);
+    steps.push(json!({"patch": {"status": {"reconciledAt": "2026-10-02T10:10:05Z"}}}));
+    let Some(records) = notify(&readme_cm_for(&s.bridge), &h).await else { return };
+    assert_all_delivered(&records);
+    assert_eq!(steps_of(&records, "gitlab-deployed"), vec![0, 3], "{records:#?}");
+    assert_eq!(deployments(&s.gitlab, "production").last(), Some(&(SHA_B.into(), "success".into())));
+}
+
+#[tokio::test]
+async fn every_sync_of_a_multi_source_application_ends_in_its_final_status() {
+    let s = setup().await;
+    let Some(records) = notify(&readme_cm_for(&s.bridge), &history("multi-source.json")).await else { return };
+    assert_all_delivered(&records);
+    assert_eq!(steps_of(&records, "gitlab-deployed"), vec![2, 6], "{records:#?}");
+    assert_eq!(
+        deployments(&s.gitlab, "staging"),
+        vec![(SHA_A.into(), "success".into()), (SHA_B.into(), "success".into())],
+        "{records:#?}"
+    );
+    // The ref is the branch of the source the commit came from, not the chart's version.
+    assert!(s.gitlab.deployments_in("staging").iter().all(|d| d.git_ref == "main"));
+}
+
+#[tokio::test]
+async fn a_terminated_sync_is_recorded_as_canceled() {
+    let s = setup().await;
+    let Some(records) = notify(&readme_cm_for(&s.bridge), &history("terminated.json")).await else { return };
+    assert_all_delivered(&records);
+    assert_eq!(
+        deployments(&s.gitlab, "billing-production"),
+        vec![(SHA_A.into(), "success".into()), (SHA_B.into(), "canceled".into())],
+        "{records:#?}"
+    );
+}
+
+#[tokio::test]
+async fn degraded_after_a_good_sync_ends_failed() {
+    let s = setup().await;
+    let Some(records) = notify(&readme_cm_for(&s.bridge), &history("degraded-after-sync.json")).await else { return };
+    assert_all_delivered(&records);
+    assert_eq!(steps_of(&records, "gitlab-deployed"), vec![2]);
+    assert_eq!(steps_of(&records, "gitlab-health-degraded"), vec![3]);
+    let d = deployments(&s.gitlab, "worker-production");
+    assert_eq!(d.last(), Some(&(SHA_A.into(), "failed".into())), "{d:?}");
+    assert!(d.contains(&(SHA_A.into(), "success".into())), "the success stays in the history: {d:?}");
+}
+
+/// Every application subscribed through the ConfigMap's `subscriptions`, one of them without any
+/// annotation: the templates render, and the bridge says what is missing.
+#[tokio::test]
+async fn an_application_without_annotations_gets_a_clear_refusal() {
+    let s = setup().await;
+    let cm = format!(
+        "{}\n  subscriptions: |\n    - recipients: [gitlab-deploy-bridge]\n      triggers: [gitlab-sync-running, gitlab-deployed, gitlab-sync-failed, gitlab-health-degraded]\n",
+        readme_cm_for(&s.bridge).trim_end()
+    );
+    let Some(records) = notify(&cm, &history("no-annotations.json")).await else { return };
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert!(!r["error"].as_str().unwrap_or("").starts_with("render"), "the template must render: {r:#}");
+    assert_eq!(r["status"], 400, "{r:#}");
+    let answer: Value = serde_json::from_str(r["response"].as_str().unwrap()).unwrap();
+    assert!(answer["error"].as_str().unwrap().contains("project"), "{answer}");
+    assert!(s.gitlab.requests().is_empty());
+}
+
+/// GitLab's own Argo CD example, unchanged but for URL and token, through the facade: each sync is
+/// one success deployment, and Argo CD (like any GitLab client) reads GitLab's answer.
+#[tokio::test]
+async fn gitlab_docs_example_works_through_the_facade() {
+    let s = setup().await;
+    let text = std::fs::read_to_string(manifest_dir().join("tests/realclients/argocd/gitlab-docs-configmap.yaml")).unwrap();
+    for placeholder in ["https://gitlab.com/api/v4", "<your-access-token>", "<your-project-id>"] {
+        assert!(text.contains(placeholder), "{placeholder}");
+    }
+    let cm = text
+        .replace("https://gitlab.com/api/v4", &format!("{}/api/v4", s.bridge.url))
+        .replace("<your-access-token>", GENERIC_SECRET)
+        .replace("<your-project-id>", "42");
+    let Some(records) = notify(&cm, &history("gitlab-docs-seed.json")).await else { return };
+    assert_eq!(steps_of(&records, "on-deployed"), vec![0, 2], "{records:#?}");
+    for r in &records {
+        assert_eq!(r["status"], 201, "GitLab answers a create with 201: {r:#}");
+        let d: Value = serde_json::from_str(r["response"].as_str().unwrap()).unwrap();
+        for field in ["id", "iid", "ref", "sha", "status", "created_at", "updated_at", "environment"] {
+            assert!(d.get(field).is_some(), "GitLab's deployment object has `{field}`: {d}");
+        }
+        assert_eq!(d["status"], "success");
+        assert_eq!(d["environment"]["name"], "production");
+    }
+    assert_eq!(
+        deployments(&s.gitlab, "production"),
+        vec![(SHA_A.into(), "success".into()), (SHA_B.into(), "success".into())]
+    );
+}
