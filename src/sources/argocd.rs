@@ -118,7 +118,7 @@ impl Source for ArgoCd {
         let sha_hint = (!explicit && sha.is_some()).then(|| {
             let repo = source_field("repoURL").map(|r| format!(" ({r})")).unwrap_or_default();
             format!(
-                "It is the revision Argo CD synced from the application's source repository{repo}; if that is a separate GitOps (manifests) repository, send the application commit instead: a `sha` field in the notification template, the annotation named by ARGOCD_SHA_ANNOTATION, or the image tag matched by ARGOCD_IMAGE (README, \"GitOps: map the application commit\")"
+                "It is the revision Argo CD synced from the application's source repository{repo}; if that is a separate GitOps (manifests) repository, send the application commit instead: a `sha` field in the notification template, the annotation named by ARGOCD_SHA_ANNOTATION, or the image tag matched by ARGOCD_IMAGE (README, \"Argo CD\"; docs/dora.md, \"Trap 5\")"
             )
         });
         let delivery_id = app.as_ref().map(|a| {

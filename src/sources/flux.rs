@@ -1,6 +1,6 @@
 //! `flux`: Flux notification-controller events through a `generic-hmac` Provider, signed with
-//! `X-Signature: <hash>=<hex HMAC(token, raw body)>` (sha256 by default; sha224, sha384 and
-//! sha512 are accepted too).
+//! `X-Signature: sha256=<hex HMAC(token, raw body)>` (notification-controller only ever sends
+//! sha256; sha224, sha384 and sha512 are accepted too).
 //!
 //! Reasons map to statuses: `Progressing` → running; `ReconciliationSucceeded`,
 //! `InstallSucceeded`, `UpgradeSucceeded` → success; `ReconciliationFailed`,
@@ -9,9 +9,17 @@
 //! uninstalls, ...) is ignored. Flux repeats `ReconciliationSucceeded` on every interval; the
 //! lifecycle answers those `unchanged`.
 //!
-//! The commit comes from `metadata.revision` (`main@sha1:<sha>`, or the older `main/<sha>`), else
-//! from `metadata.originRevision` (the source commit of an OCI artifact). The environment is
-//! `metadata.environment` (set it with the Alert's `eventMetadata`), else the object's name.
+//! The commit, in this order: `metadata.commit` (the annotation `event.toolkit.fluxcd.io/commit`
+//! on the Kustomization or HelmRelease — the way for a HelmRelease, whose `revision` is a chart
+//! version, and for GitOps repositories); a git `metadata.revision` as source-controller writes it
+//! (`main@sha1:<sha>`, `v1.4.0@sha1:<sha>`, `refs/heads/main@sha1:<sha>`, `sha1:<sha>` for a
+//! GitRepository pinned to a commit, or the pre-2.0 `main/<sha>`); else `metadata.originRevision`
+//! (kustomize-controller's copy of an OCI artifact's `org.opencontainers.image.revision`). The
+//! ref is the name in the git revision the commit came from — never an OCI tag such as `latest`
+//! — and a name that is a version (`v1.4.0`, `1.4.0-rc.1`) or `refs/tags/...` is sent as a tag:
+//! source-controller writes a branch and a tag the same way (`<name>@sha1:<sha>`). The
+//! environment is `metadata.environment` (set it with the Alert's `eventMetadata`), else the
+//! object's name.
 
 use axum::http::HeaderMap;
 use hmac::Hmac;
@@ -28,18 +36,40 @@ pub static SOURCE: &dyn Source = &Flux;
 
 pub struct Flux;
 
-/// `main@sha1:<sha>` or `main/<sha>` → (branch, sha); a bare sha → (None, sha).
+/// A git revision as source-controller writes it → (ref name, sha): `main@sha1:<sha>`,
+/// `refs/heads/main@sha1:<sha>`, `sha1:<sha>` (no name: pinned to a commit), `main/<sha>`, or a
+/// bare sha. Anything else — an OCI `latest@sha256:<digest>`, a Bucket `sha256:<digest>`, a chart
+/// version — is not a git revision: (None, None).
 pub fn split_revision(rev: &str) -> (Option<String>, Option<String>) {
-    if let Some((branch, digest)) = rev.rsplit_once('@') {
-        let sha = digest.strip_prefix("sha1:").and_then(normalize_sha);
-        return (Some(branch.to_string()).filter(|b| !b.is_empty()), sha);
+    let rev = rev.trim();
+    if let Some((name, digest)) = rev.rsplit_once('@') {
+        return match digest.strip_prefix("sha1:").and_then(normalize_sha) {
+            Some(sha) => (Some(name.to_string()).filter(|n| !n.is_empty()), Some(sha)),
+            None => (None, None),
+        };
     }
-    if let Some((branch, sha)) = rev.rsplit_once('/') {
+    if let Some(sha) = rev.strip_prefix("sha1:") {
+        return (None, normalize_sha(sha));
+    }
+    if let Some((name, sha)) = rev.rsplit_once('/') {
         if let Some(sha) = normalize_sha(sha) {
-            return (Some(branch.to_string()), Some(sha));
+            return (Some(name.to_string()), Some(sha));
         }
     }
     (None, normalize_sha(rev))
+}
+
+/// Whether a revision's ref name is a tag. source-controller writes a checked-out branch and tag
+/// alike (`<name>@sha1:<sha>`, fluxcd/pkg `git.Commit.String`); a `semver` ref is always a tag,
+/// and so, by convention, is a name that reads as a version.
+pub fn is_tag_name(name: &str) -> bool {
+    if name.starts_with("refs/tags/") {
+        return true;
+    }
+    let core = name.strip_prefix('v').unwrap_or(name);
+    let core = core.split(['-', '+']).next().unwrap_or(core);
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() >= 2 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn status_of(reason: &str) -> Option<Status> {
@@ -89,8 +119,9 @@ impl Source for Flux {
             })
         };
         let revision = meta("revision").unwrap_or_default();
+        let origin = meta("originRevision").unwrap_or_default();
         let (branch, sha) = split_revision(&revision);
-        let (origin_branch, origin_sha) = split_revision(&meta("originRevision").unwrap_or_default());
+        let (origin_branch, origin_sha) = split_revision(&origin);
         // GitOps mapping: an annotation `event.toolkit.fluxcd.io/commit: <application commit>` on
         // the Kustomization or HelmRelease arrives as `metadata.commit` and wins.
         let explicit = meta("commit");
@@ -100,15 +131,29 @@ impl Source for Flux {
             Some(format!("It was read from the {kind}'s annotation event.toolkit.fluxcd.io/commit"))
         } else {
             Some(format!(
-                "It is the revision Flux applied for {kind} {}; if that comes from a separate GitOps repository, annotate the {kind} with `event.toolkit.fluxcd.io/commit: <application commit>` (README, \"GitOps: map the application commit\")",
+                "It is the revision Flux applied for {kind} {}; if that comes from a separate GitOps repository, annotate the {kind} with `event.toolkit.fluxcd.io/commit: <application commit>` (README, \"Flux\")",
                 name.clone().unwrap_or_default()
             ))
         };
-        let sha = explicit.or(sha).or(origin_sha).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "`metadata.revision` ({revision:?}) holds no commit sha (a HelmRelease chart version or an OCI digest); map it with `sha=` or use a Kustomization event"
-            ))
-        })?;
+        // The ref comes with the commit it names: the revision's name when the commit is the
+        // revision's, the origin's when it is the origin's.
+        let (sha, git_ref) = match (explicit, sha, origin_sha) {
+            (Some(commit), _, _) => (commit, branch.or(origin_branch)),
+            (None, Some(sha), _) => (sha, branch),
+            (None, None, Some(sha)) => (sha, origin_branch),
+            (None, None, None) => {
+                let what = if kind == "HelmRelease" {
+                    "a HelmRelease's revision is its chart version"
+                } else {
+                    "not a git commit (an OCI or Bucket digest, or a SHA-256 git repository)"
+                };
+                let origin = if origin.is_empty() { "no `originRevision`".to_string() } else { format!("`originRevision` {origin:?} names no commit either") };
+                return Err(Error::BadRequest(format!(
+                    "the Flux event names no git commit: `metadata.revision` {revision:?} is {what}, and there is {origin}; annotate the {kind} with `event.toolkit.fluxcd.io/commit: <the application's commit sha>` (README, \"Flux\")"
+                )));
+            }
+        };
+        let tag = git_ref.as_deref().map(is_tag_name);
         let delivery_id = Some(format!(
             "{kind}/{}/{}@{sha}:{reason}",
             str_field(object, "namespace").unwrap_or_default(),
@@ -117,8 +162,8 @@ impl Source for Flux {
         Ok(SourceOutput::Event(EventDraft {
             environment: meta("environment").or(name),
             sha: Some(sha),
-            git_ref: branch.or(origin_branch),
-            tag: None,
+            git_ref,
+            tag,
             status: Some(status),
             external_url: meta("external_url"),
             delivery_id,
@@ -140,8 +185,22 @@ mod tests {
         assert_eq!(split_revision(&format!("main@sha1:{SHA}")), (Some("main".into()), Some(SHA.into())));
         assert_eq!(split_revision(&format!("main/{SHA}")), (Some("main".into()), Some(SHA.into())));
         assert_eq!(split_revision(&format!("refs/heads/main@sha1:{SHA}")), (Some("refs/heads/main".into()), Some(SHA.into())));
+        assert_eq!(split_revision(&format!("sha1:{SHA}")), (None, Some(SHA.into())));
+        assert_eq!(split_revision(&format!("v1.4.0@sha1:{SHA}")), (Some("v1.4.0".into()), Some(SHA.into())));
+        assert_eq!(split_revision("latest@sha256:5b1a0b1d0c2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e"), (None, None));
+        assert_eq!(split_revision("sha256:5b1a0b1d0c2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e"), (None, None));
         assert_eq!(split_revision("6.2.1@sha256:abcdef").1, None);
         assert_eq!(split_revision("1.2.3"), (None, None));
+    }
+
+    #[test]
+    fn version_names_are_tags() {
+        for t in ["v1.4.0", "1.4.0", "v1.4", "v2.0.0-rc.1", "1.2.3+build.5", "refs/tags/release"] {
+            assert!(is_tag_name(t), "{t}");
+        }
+        for b in ["main", "v2", "release-1.2", "1.x", "feature/v1.2.3", "v1..2", ""] {
+            assert!(!is_tag_name(b), "{b}");
+        }
     }
 
     #[test]
@@ -170,7 +229,8 @@ mod tests {
         assert_eq!((d.status, d.environment.as_deref(), d.sha.as_deref()), (Some(Status::Failed), Some("production"), Some(SHA)));
         assert!(matches!(Flux.parse(&HeaderMap::new(), ev("DependencyNotReady", &m).as_bytes()).unwrap(), SourceOutput::Ignored(_)));
         let err = Flux.parse(&HeaderMap::new(), ev("UpgradeSucceeded", r#"{"revision":"1.2.3"}"#).as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("metadata.revision"));
+        assert!(err.to_string().contains("event.toolkit.fluxcd.io/commit"), "{err}");
+        assert!(!err.to_string().contains("sha="), "{err}");
         let origin = format!(r#"{{"revision":"1.2.3","originRevision":"main@sha1:{SHA}"}}"#);
         let SourceOutput::Event(d) = Flux.parse(&HeaderMap::new(), ev("UpgradeSucceeded", &origin).as_bytes()).unwrap() else { panic!() };
         assert_eq!(d.sha.as_deref(), Some(SHA));

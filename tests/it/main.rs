@@ -7,6 +7,7 @@ mod cli;
 mod dora;
 mod events;
 mod flux;
+mod hints;
 mod heroku;
 mod lambda;
 mod model;

@@ -9,6 +9,7 @@
 //! (set by `.ci/run` once the install succeeded), where a missing toolchain is a failure.
 
 mod argocd;
+mod flux;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
