@@ -7,14 +7,17 @@
 //! `success` or `failed` (a release is `pending` while its release phase runs). Any delivery
 //! order gives the same single deployment: the rollout's start after its end changes nothing.
 //!
-//! Builds carry the commit (`data.source_blob.version`); releases do not. A release is tied to
-//! its commit in one of two modes:
-//! - with `heroku_api_token` in the secret: the release's slug commit from the Platform API
-//!   (`GET /apps/{app}/slugs/{slug}` → `commit`), which also covers rollbacks and config
-//!   changes (a config change re-releases the same commit and changes nothing in GitLab);
-//!   the app's `web_url` becomes the environment's external URL;
-//! - without it: the short sha in the description (`Deploy 3f1c2b9d`) resolved to the full
-//!   sha by GitLab; releases without one (rollbacks, config changes) are ignored.
+//! Builds carry the commit (`data.source_blob.version`). Real release deliveries carry the
+//! slug's commit too (`data.slug.commit`), though the Platform API schema gives a release's slug
+//! only an `id`; a release is tied to its commit by, in order:
+//! - `data.slug.commit`, when the delivery has it — rollbacks ("Rollback to v297") and config
+//!   changes included (a config change re-releases the same commit and changes nothing);
+//! - with `heroku_api_token` in the secret: the slug's commit from the Platform API
+//!   (`GET /apps/{app}/slugs/{slug}` → `commit`);
+//! - else the short sha in the description (`Deploy 3f1c2b9d`) resolved to the full sha by
+//!   GitLab; a release naming no commit at all is ignored.
+//!
+//! With `heroku_api_token`, the app's `web_url` also becomes the environment's external URL.
 
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -52,6 +55,15 @@ fn described_sha(description: &str) -> Option<&str> {
     let rest = description.trim().strip_prefix("Deploy ")?;
     let word = rest.split_whitespace().next()?;
     (word.len() >= 7 && word.len() <= 40 && word.bytes().all(|b| b.is_ascii_hexdigit())).then_some(word)
+}
+
+/// When the record's state began: a build or release that is still running began when it was
+/// created; a finished one when it was last updated. A build's `updated_at` is not the rollout's
+/// start: Heroku finalizes the build record after it has created (even finished) the release —
+/// in a captured push the build says 11:38:03 and its release 11:37:58 — so a release judged
+/// against it would look older than its own rollout.
+fn state_began(d: &serde_json::Map<String, Value>, status: Status) -> Option<time::OffsetDateTime> {
+    if status == Status::Running { time_field(d, "created_at") } else { time_field(d, "updated_at") }
 }
 
 impl Source for Heroku {
@@ -101,20 +113,21 @@ impl Source for Heroku {
                 return Ok(SourceOutput::Ignored(format!("{r} status {other:?} is not a deployment state change")));
             }
         };
-        // Builds carry the commit; releases get theirs in `enrich`.
+        // Builds carry the commit; releases carry their slug's, when the delivery has it (else
+        // `enrich` looks for it).
         let sha = if resource == "build" {
             Some(nested(d, "source_blob", "version").ok_or_else(|| {
                 Error::BadRequest("`data.source_blob.version` (the commit) is missing from the Heroku build".into())
             })?)
         } else {
-            None
+            nested(d, "slug", "commit")
         };
         Ok(SourceOutput::Event(EventDraft {
             environment: nested(d, "app", "name"),
             sha,
             status: Some(status),
             delivery_id,
-            occurred_at: time_field(d, "updated_at").or_else(|| time_field(&obj, "updated_at")),
+            occurred_at: state_began(d, status).or_else(|| time_field(&obj, "updated_at")),
             ..Default::default()
         }))
     }
@@ -127,32 +140,40 @@ impl Source for Heroku {
         lookup: &'a Lookup<'a>,
     ) -> BoxFuture<'a, Result<SourceOutput, Error>> {
         Box::pin(async move {
-            if draft.sha.is_some() {
+            let obj = json_object("heroku", body)?;
+            if str_field(&obj, "resource").as_deref() != Some("release") {
                 return Ok(SourceOutput::Event(draft));
             }
-            let obj = json_object("heroku", body)?;
             let d = data(&obj)?;
             let app = nested(d, "app", "id").or_else(|| nested(d, "app", "name")).unwrap_or_default();
             let description = str_field(d, "description").unwrap_or_default();
 
-            if let (Some(token), Some(slug)) = (lookup.secrets.get(API_TOKEN_KEY), nested(d, "slug", "id")) {
-                let slug_info = platform_api(lookup, token, &format!("/apps/{app}/slugs/{slug}")).await?;
-                match slug_info.get("commit").and_then(Value::as_str) {
-                    Some(commit) if !commit.is_empty() => draft.sha = Some(commit.to_string()),
-                    _ => {
-                        return Ok(SourceOutput::Ignored(format!(
-                            "release {description:?}: its slug has no commit (not built from git)"
-                        )));
+            if let Some(token) = lookup.secrets.get(API_TOKEN_KEY) {
+                if draft.sha.is_none() {
+                    if let Some(slug) = nested(d, "slug", "id") {
+                        let slug_info = platform_api(lookup, token, &format!("/apps/{app}/slugs/{slug}")).await?;
+                        match slug_info.get("commit").and_then(Value::as_str) {
+                            Some(commit) if !commit.is_empty() => draft.sha = Some(commit.to_string()),
+                            _ => {
+                                return Ok(SourceOutput::Ignored(format!(
+                                    "release {description:?}: its slug has no commit (not built from git)"
+                                )));
+                            }
+                        }
                     }
                 }
-                let app_info = platform_api(lookup, token, &format!("/apps/{app}")).await?;
-                draft.external_url = app_info.get("web_url").and_then(Value::as_str).map(str::to_string);
+                if draft.sha.is_some() {
+                    let app_info = platform_api(lookup, token, &format!("/apps/{app}")).await?;
+                    draft.external_url = app_info.get("web_url").and_then(Value::as_str).map(str::to_string);
+                }
+            }
+            if draft.sha.is_some() {
                 return Ok(SourceOutput::Event(draft));
             }
 
             let Some(short) = described_sha(&description) else {
                 return Ok(SourceOutput::Ignored(format!(
-                    "release {description:?} names no commit; add heroku_api_token to the secret to record rollbacks and releases without a \"Deploy <sha>\" description"
+                    "release {description:?} names no commit (no `data.slug.commit`, no \"Deploy <sha>\" description); add heroku_api_token to the secret to look its slug's commit up"
                 )));
             };
             let Some(project) = lookup.project else {

@@ -10,6 +10,7 @@
 
 mod argocd;
 mod flux;
+mod samples;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

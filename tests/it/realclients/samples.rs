@@ -1,0 +1,90 @@
+//! Heroku, Vercel and Netlify as they really deliver: captured deliveries and documented
+//! samples, kept verbatim under `tests/realclients/samples/` (its README names where each came
+//! from), signed as each tool signs and sent in the order the tool sends them.
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+use super::manifest_dir;
+use crate::support::{self, Bridge, GitLabStub, HEROKU_SECRET, sign};
+
+fn sample_path(tool: &str, name: &str) -> PathBuf {
+    manifest_dir().join("tests/realclients/samples").join(tool).join(name)
+}
+
+fn sample(tool: &str, name: &str) -> String {
+    std::fs::read_to_string(sample_path(tool, name)).unwrap_or_else(|e| panic!("{tool}/{name}: {e}"))
+}
+
+async fn heroku(bridge: &Bridge, body: &str) -> (u16, Value) {
+    let path = "/hooks/heroku?project=group/app&environment=production";
+    bridge.post_with(path, &[("heroku-webhook-hmac-sha256", sign::heroku(HEROKU_SECRET, body))], body).await
+}
+
+fn production(gitlab: &GitLabStub) -> Vec<(String, String)> {
+    gitlab.deployments_in("production").into_iter().map(|d| (d.sha, d.status)).collect()
+}
+
+/// zulip's captured `git push` (heroku-24, 2025): build pending → build succeeded → release
+/// pending → release succeeded (not yet current) → release succeeded (current). One deployment,
+/// running then success, with no Heroku API token: the release's `data.slug.commit` names it.
+#[tokio::test]
+async fn a_captured_heroku_push_is_one_deployment() {
+    const SHA: &str = "1a5f89db9a6a62f29689b6eeea65e6b6eb0879cd";
+    let (gitlab, bridge) = support::setup().await;
+    gitlab.add_commit(SHA);
+    let mut actions = Vec::new();
+    for name in ["build_create", "build_update", "release_pending", "release_update_not_current", "release_update"] {
+        let (s, r) = heroku(&bridge, &sample("heroku", &format!("zulip-{name}.json"))).await;
+        assert_eq!(s, 200, "{name}: {r}");
+        actions.push(r["action"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(actions, ["created", "unchanged", "unchanged", "updated", "unchanged"]);
+    let d = gitlab.deployments_in("production");
+    assert_eq!(d.len(), 1);
+    assert_eq!((d[0].sha.as_str(), d[0].history.clone()), (SHA, vec!["running".to_string(), "success".to_string()]));
+    // The release named its commit itself: GitLab was not asked to resolve a short sha.
+    assert!(!gitlab.requests().iter().any(|r| r.uri.contains("/repository/commits/")), "{:?}", gitlab.requests());
+}
+
+#[tokio::test]
+async fn a_captured_failed_heroku_build_is_failed() {
+    const SHA: &str = "1a5f89db9a6a62f29689b6eeea65e6b6eb0879cd";
+    let (gitlab, bridge) = support::setup().await;
+    gitlab.add_commit(SHA);
+    for name in ["build_create", "build_failed"] {
+        let (s, r) = heroku(&bridge, &sample("heroku", &format!("zulip-{name}.json"))).await;
+        assert_eq!(s, 200, "{name}: {r}");
+    }
+    assert_eq!(production(&gitlab), vec![(SHA.to_string(), "failed".to_string())]);
+}
+
+/// A rollback is a release like any other: "Rollback to v6644", with the slug (and so the
+/// commit) of the release it brings back. No public capture of one exists, so this is unsplash's
+/// captured release with a rollback's description, version and times — the only fields that differ.
+#[tokio::test]
+async fn a_heroku_rollback_release_is_recorded_without_an_api_token() {
+    const A: &str = "1a5f89db9a6a62f29689b6eeea65e6b6eb0879cd";
+    const B: &str = "69eec518969cc409e116940aa5304ab6ab237a4d";
+    let (gitlab, bridge) = support::setup().await;
+    gitlab.add_commit(A);
+    gitlab.add_commit(B);
+    let release_b = sample("heroku", "mercury-release.json");
+    let (s, r) = heroku(&bridge, &release_b).await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("created")), "{r}");
+    let (s, r) = heroku(&bridge, &sample("heroku", "zulip-release_update.json")).await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("created")), "{r}");
+
+    let mut rollback: Value = serde_json::from_str(&release_b).unwrap();
+    rollback["data"]["description"] = "Rollback to v6644".into();
+    rollback["data"]["version"] = 6645.into();
+    rollback["data"]["created_at"] = "2025-05-17T12:30:00Z".into();
+    rollback["data"]["updated_at"] = "2025-05-17T12:30:00Z".into();
+    rollback["webhook_metadata"]["delivery"]["id"] = "7c1f2a9e-rollback".into();
+    let (s, r) = heroku(&bridge, &rollback.to_string()).await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("created")), "a rollback is a new deployment: {r}");
+    assert_eq!(
+        production(&gitlab),
+        vec![(B.to_string(), "success".to_string()), (A.to_string(), "success".to_string()), (B.to_string(), "success".to_string())]
+    );
+}
