@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 use super::manifest_dir;
-use crate::support::{self, Bridge, GitLabStub, HEROKU_SECRET, sign};
+use crate::support::{self, Bridge, GitLabStub, HEROKU_SECRET, NETLIFY_SECRET, VERCEL_SECRET, sign};
 
 fn sample_path(tool: &str, name: &str) -> PathBuf {
     manifest_dir().join("tests/realclients/samples").join(tool).join(name)
@@ -87,4 +87,88 @@ async fn a_heroku_rollback_release_is_recorded_without_an_api_token() {
         production(&gitlab),
         vec![(B.to_string(), "success".to_string()), (A.to_string(), "success".to_string()), (B.to_string(), "success".to_string())]
     );
+}
+
+async fn vercel(bridge: &Bridge, body: &str) -> (u16, Value) {
+    bridge.post_with("/hooks/vercel?project=group/app", &[("x-vercel-signature", sign::vercel(VERCEL_SECRET, body))], body).await
+}
+
+async fn netlify(bridge: &Bridge, body: &str) -> (u16, Value) {
+    bridge.post_with("/hooks/netlify?project=group/app", &[("x-webhook-signature", sign::netlify(NETLIFY_SECRET, body))], body).await
+}
+
+fn deployments(gitlab: &GitLabStub, environment: &str) -> Vec<(String, Vec<String>)> {
+    gitlab.deployments_in(environment).into_iter().map(|d| (d.sha, d.history)).collect()
+}
+
+/// One Vercel project's real deliveries (zulip's captured fixtures, an integration webhook,
+/// 2025-01), in the order Vercel sent them: a redeploy succeeded and was promoted, another
+/// deployment of the same commit was canceled, then a new commit's deployment failed.
+#[tokio::test]
+async fn a_captured_vercel_history_is_recorded_as_it_happened() {
+    const A: &str = "5af715d255d94d94fafee1d2254315e2b233c21c";
+    const B: &str = "d8282fc3c718d84ee3eb331a6e7a30f0790f3b69";
+    let (gitlab, bridge) = support::setup().await;
+    gitlab.add_commit(A);
+    gitlab.add_commit(B);
+    let mut actions = Vec::new();
+    for name in ["succeeded", "promoted", "canceled", "created", "error"] {
+        let (s, r) = vercel(&bridge, &sample("vercel", &format!("zulip-deployment_{name}.json"))).await;
+        assert_eq!(s, 200, "{name}: {r}");
+        actions.push(r["action"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(actions, ["created", "unchanged", "created", "created", "updated"]);
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        deployments(&gitlab, "production"),
+        vec![(A.to_string(), s(&["success"])), (A.to_string(), s(&["canceled"])), (B.to_string(), s(&["running", "failed"]))]
+    );
+}
+
+/// trigger.dev's captured preview deployment (`target: null`, 2023-10): a preview environment
+/// named after the branch, running then success.
+#[tokio::test]
+async fn a_captured_vercel_preview_goes_to_its_branchs_preview_environment() {
+    const SHA: &str = "d298272f30b0ece055912eb50739ce5106c3d716";
+    let (gitlab, bridge) = support::setup().await;
+    gitlab.add_commit(SHA);
+    gitlab.add_ref("test-webhook");
+    for name in ["created", "succeeded"] {
+        let (s, r) = vercel(&bridge, &sample("vercel", &format!("triggerdev-deployment_{name}.json"))).await;
+        assert_eq!(s, 200, "{name}: {r}");
+    }
+    assert_eq!(deployments(&gitlab, "preview/test-webhook"), vec![(SHA.to_string(), vec!["running".to_string(), "success".to_string()])]);
+}
+
+/// Sentry's capture of Vercel's (ZEIT's) retired format, `type: "deployment"`: not one of the
+/// events the bridge records, and said so rather than refused.
+#[tokio::test]
+async fn vercels_retired_webhook_format_is_ignored_with_a_reason() {
+    let (gitlab, bridge) = support::setup().await;
+    let (s, r) = vercel(&bridge, &sample("vercel", "sentry-deployment_legacy.json")).await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("ignored")), "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("\"deployment\""), "{r}");
+    assert!(gitlab.requests().is_empty());
+}
+
+/// zulip's captured Netlify deliveries (2018) have `commit_ref: null` — deploys not built from
+/// git — and are refused with a 400 naming it; a deploy built from git (raymondcamden's captured
+/// deploy object) is recorded.
+#[tokio::test]
+async fn captured_netlify_deploys_are_recorded_when_built_from_git_and_refused_clearly_otherwise() {
+    let (gitlab, bridge) = support::setup().await;
+    for name in ["building", "created", "failed"] {
+        let (s, r) = netlify(&bridge, &sample("netlify", &format!("zulip-deploy_{name}.json"))).await;
+        assert_eq!(s, 400, "{name}: {r}");
+        assert!(r["error"].as_str().unwrap().contains("commit_ref"), "{name}: {r}");
+    }
+    assert!(gitlab.requests().is_empty());
+
+    const SHA: &str = "b10e3145baf01f900cd3376257102ee89c5a1c3e";
+    gitlab.add_commit(SHA);
+    gitlab.add_ref("master");
+    let (s, r) = netlify(&bridge, &sample("netlify", "raymondcamden-deploy_succeeded_function_event.json")).await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("created")), "{r}");
+    assert_eq!(deployments(&gitlab, "production"), vec![(SHA.to_string(), vec!["success".to_string()])]);
+    assert_eq!(gitlab.deployments()[0].git_ref, "master");
 }

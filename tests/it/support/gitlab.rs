@@ -231,6 +231,11 @@ impl GitLabStub {
         self.state.lock().unwrap().commits.extend(shas);
     }
 
+    /// Makes `name` a branch (or tag) of every project.
+    pub fn add_ref(&self, name: &str) {
+        self.state.lock().unwrap().refs.insert(name.to_string());
+    }
+
     /// Makes every 40-hex sha a commit of every project (`examples/load.rs`).
     #[allow(dead_code)]
     pub fn accept_any_commit(&self) {
