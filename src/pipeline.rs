@@ -69,7 +69,8 @@ impl Pipeline {
         &self.config
     }
 
-    /// Handles one webhook within `deadline` and logs one line for it; returns the JSON answer.
+    /// Handles one webhook within `deadline` and logs one line for it; returns the answer (and
+    /// the GitLab deployment, for the routes that answer as GitLab does).
     pub async fn handle(&self, hook: Webhook<'_>, deadline: Instant) -> Result<Handled, Error> {
         let started = hook.received;
         let source_name = hook.source;
@@ -226,7 +227,8 @@ impl Pipeline {
         let status = generic::status_update(headers, body)?;
         log.status = Some(status.as_str());
         log.deployment_id = Some(id);
-        let project = overrides.project.as_deref().unwrap_or_default();
+        let project = overrides.project.as_deref().map(str::trim).filter(|p| !p.is_empty());
+        let project = project.ok_or_else(|| Error::BadRequest("the path names no project".into()))?;
         validate_project(project)?;
         let outcome = self.lifecycle.set_status(project, id, status, ctx).await?;
         log.action = Some(outcome.action.as_str());

@@ -147,9 +147,9 @@ impl Source for Flux {
                 } else {
                     "not a git commit (an OCI or Bucket digest, or a SHA-256 git repository)"
                 };
-                let origin = if origin.is_empty() { "no `originRevision`".to_string() } else { format!("`originRevision` {origin:?} names no commit either") };
+                let origin = if origin.is_empty() { "there is no `originRevision`".to_string() } else { format!("`originRevision` {origin:?} names no commit either") };
                 return Err(Error::BadRequest(format!(
-                    "the Flux event names no git commit: `metadata.revision` {revision:?} is {what}, and there is {origin}; annotate the {kind} with `event.toolkit.fluxcd.io/commit: <the application's commit sha>` (README, \"Flux\")"
+                    "the Flux event names no git commit: `metadata.revision` {revision:?} is {what}, and {origin}; annotate the {kind} with `event.toolkit.fluxcd.io/commit: <the application's commit sha>` (README, \"Flux\")"
                 )));
             }
         };
