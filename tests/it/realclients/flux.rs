@@ -1,25 +1,48 @@
 //! Flux: events as kustomize-controller and helm-controller record them, carried through
 //! notification-controller's metadata rewrite and generic-hmac forwarder by
 //! `tests/realclients/flux` (Go `encoding/json` + `crypto/hmac`), with every revision format
-//! source-controller writes.
+//! source-controller writes. The Secret, Provider and Alert are the README's, copied out of
+//! README.md (only the URL and the token are the test's).
 
 use serde_json::{Value, json};
 use std::ffi::OsStr;
 
-use super::{go_tool, run_tool, scratch};
+use super::{go_tool, manifest_dir, run_tool, scratch};
 use crate::support::{self, Bridge, FLUX_SECRET, GitLabStub, SHA_A, SHA_B};
 
 const DIGEST: &str = "sha256:5b1a0b1d0c2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e";
 
+const README_ADDRESS: &str = "https://<url-id>.lambda-url.<region>.on.aws/hooks/flux";
+
+/// The README's Flux manifests (the fenced YAML block with the generic-hmac Provider), pointed at
+/// `bridge` and carrying the test's token.
+fn readme_manifests(bridge: &Bridge) -> String {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let block = readme
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("\n```").next().unwrap_or(""))
+        .find(|b| b.contains("type: generic-hmac"))
+        .expect("README.md has a ```yaml block with the Flux Provider");
+    for placeholder in [README_ADDRESS, "token: <flux_webhook_secret>"] {
+        assert!(block.contains(placeholder), "the README's Flux manifests changed: {placeholder}");
+    }
+    block.replace(README_ADDRESS, &format!("{}/hooks/flux", bridge.url)).replace("<flux_webhook_secret>", FLUX_SECRET)
+}
+
 fn kustomization(annotations: Value) -> Value {
-    json!({"kind": "Kustomization", "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "namespace": "flux-system",
-           "name": "web", "uid": "4c1e9f3a-2b7d-4a8e-9c6f-1d3b5e7a9c2f", "resourceVersion": "918273",
+    object("Kustomization", "my-app", annotations)
+}
+
+fn object(kind: &str, name: &str, annotations: Value) -> Value {
+    json!({"kind": kind, "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "namespace": "flux-system",
+           "name": name, "uid": "4c1e9f3a-2b7d-4a8e-9c6f-1d3b5e7a9c2f", "resourceVersion": "918273",
            "annotations": annotations})
 }
 
 fn helmrelease(annotations: Value) -> Value {
-    json!({"kind": "HelmRelease", "apiVersion": "helm.toolkit.fluxcd.io/v2", "namespace": "apps",
-           "name": "podinfo", "uid": "7a2c4e6f-8b1d-4f3a-a5c7-9e1b3d5f7a9c", "resourceVersion": "551902",
+    json!({"kind": "HelmRelease", "apiVersion": "helm.toolkit.fluxcd.io/v2", "namespace": "flux-system",
+           "name": "my-app", "uid": "7a2c4e6f-8b1d-4f3a-a5c7-9e1b3d5f7a9c", "resourceVersion": "551902",
            "annotations": annotations})
 }
 
@@ -49,16 +72,19 @@ fn reconcile(revision: &str, origin: Option<&str>, minute: u32) -> Vec<Value> {
 
 async fn forward(bridge: &Bridge, events: Vec<Value>) -> Option<Vec<Value>> {
     let tool = go_tool("flux")?;
-    let scenario = json!({
-        "address": format!("{}/hooks/flux?project=group/app", bridge.url),
-        "token": FLUX_SECRET,
-        "alert": {"eventMetadata": {"environment": "production"}},
-        "events": events,
-    });
-    let file = scratch("flux.json", scenario.to_string().as_bytes());
-    let args = [OsStr::new("-scenario"), file.as_os_str(), OsStr::new("-retry-wait"), OsStr::new("20ms")];
+    let file = scratch("flux.json", json!({ "events": events }).to_string().as_bytes());
+    let manifests = scratch("flux.yaml", readme_manifests(bridge).as_bytes());
+    let args = [
+        OsStr::new("-manifests"),
+        manifests.as_os_str(),
+        OsStr::new("-scenario"),
+        file.as_os_str(),
+        OsStr::new("-retry-wait"),
+        OsStr::new("20ms"),
+    ];
     let records = run_tool(&tool, &args).await;
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&manifests);
     Some(records)
 }
 
@@ -129,7 +155,7 @@ async fn a_helmrelease_is_deployed_by_its_commit_annotation_and_refused_clearly_
     let annotated = helmrelease(json!({"event.toolkit.fluxcd.io/commit": SHA_B}));
     let upgrade = |obj: &Value, minute: u32| {
         event(obj, "info", &format!("2026-10-02T11:{minute:02}:00Z"), "UpgradeSucceeded",
-              "Helm upgrade succeeded for release apps/podinfo.v4 with chart podinfo@6.6.1+0cc9a8446c95", meta.clone())
+              "Helm upgrade succeeded for release flux-system/my-app.v4 with chart podinfo@6.6.1+0cc9a8446c95", meta.clone())
     };
     let Some(records) = forward(&bridge, vec![upgrade(&annotated, 0)]).await else { return };
     assert_ok(&records);
@@ -153,4 +179,17 @@ async fn a_full_reference_name_is_deployed_on_its_branch() {
     let Some(records) = forward(&bridge, reconcile(&format!("refs/heads/main@sha1:{SHA_A}"), None, 0)).await else { return };
     assert_ok(&records);
     assert_eq!(production(&gitlab), vec![(SHA_A.into(), "main".into(), "success".into(), false)]);
+}
+
+/// The README's Alert lists its sources: an event of another Kustomization never reaches the
+/// bridge, and so never reaches GitLab.
+#[tokio::test]
+async fn only_the_alerts_sources_reach_the_bridge() {
+    let (gitlab, bridge) = support::setup().await;
+    let infra = object("Kustomization", "infrastructure", json!({}));
+    let meta = json!({"kustomize.toolkit.fluxcd.io/revision": format!("main@sha1:{SHA_A}")});
+    let ev = event(&infra, "info", "2026-10-02T10:00:01Z", "ReconciliationSucceeded", "Reconciliation finished in 2s, next run in 10m0s", meta);
+    let Some(records) = forward(&bridge, vec![ev]).await else { return };
+    assert_eq!(records[0]["forwarded"], false, "{records:#?}");
+    assert!(gitlab.requests().is_empty());
 }

@@ -129,7 +129,8 @@ pub struct GitLabStub {
 }
 
 /// Projects the stand-in knows: numeric ids, and full paths.
-const PROJECTS: &[(&str, &str)] = &[("42", "42"), ("group/app", "42"), ("group/sub/app", "77"), ("77", "77")];
+/// (`my-group/my-app` is the README's example path.)
+const PROJECTS: &[(&str, &str)] = &[("42", "42"), ("group/app", "42"), ("my-group/my-app", "42"), ("group/sub/app", "77"), ("77", "77")];
 
 impl GitLabStub {
     /// Starts on a free loopback port; `token` is the only valid GitLab token.

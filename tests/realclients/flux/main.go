@@ -13,16 +13,19 @@
 //     combineEventMetadata builds the metadata anew, later writes winning: the event-group keys
 //     (prefix stripped), the Alert's spec.eventMetadata, spec.summary, the object-group keys
 //     (prefix stripped).
+//   - internal/server/event_handlers.go eventMatchesAlertSource: an Alert takes an event when
+//     one of its eventSources has the event's kind, its namespace (the Alert's when empty) and
+//     its name (or "*"), and the Alert's eventSeverity is the event's or "info".
 //   - internal/notifier/forwarder.go: body = json.Marshal(event); X-Signature =
 //     "sha256=" + hex(HMAC-SHA256(token, body)); gotk-component = reportingController;
 //     Content-Type application/json; POST; go-retryablehttp retries connection errors, 429 and
 //     5xx but 501 (RetryMax 4).
 //
-// Usage: flux-forward -scenario scenario.json [-retry-wait 10ms]
-// scenario: {"address": url, "token": "...", "alert": {"eventMetadata": {...}, "summary": ""},
-//            "events": [{"object": {...ObjectReference, "annotations": {...}}, "severity", "timestamp",
-//                        "message", "reason", "metadata": {...}, "reportingController", "reportingInstance"}]}
-// Output: one JSON line per event: {"index", "body", "status", "response", "error"}.
+// Usage: flux-forward -manifests flux.yaml -scenario scenario.json [-retry-wait 10ms]
+// manifests: the Secret, Provider (generic-hmac) and Alert a user applies (multi-document YAML).
+// scenario: {"events": [{"object": {...ObjectReference, "annotations": {...}}, "severity", "timestamp",
+//            "message", "reason", "metadata": {...}, "reportingController", "reportingInstance"}]}
+// Output: one JSON line per event: {"index", "forwarded", "body", "status", "response", "error"}.
 package main
 
 import (
@@ -37,6 +40,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/ghodss/yaml"
 )
 
 // ObjectReference is corev1.ObjectReference's JSON layout.
@@ -91,13 +96,34 @@ type Event struct {
 
 const eventGroup = "event.toolkit.fluxcd.io"
 
-type scenario struct {
-	Address string `json:"address"`
-	Token   string `json:"token"`
-	Alert   struct {
+type manifest struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	} `json:"metadata"`
+	StringData map[string]string `json:"stringData"`
+	Spec       struct {
+		Type      string `json:"type"`
+		Address   string `json:"address"`
+		SecretRef struct {
+			Name string `json:"name"`
+		} `json:"secretRef"`
+		ProviderRef struct {
+			Name string `json:"name"`
+		} `json:"providerRef"`
+		EventSeverity string `json:"eventSeverity"`
+		EventSources  []struct {
+			Kind      string `json:"kind"`
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"eventSources"`
 		EventMetadata map[string]string `json:"eventMetadata"`
 		Summary       string            `json:"summary"`
-	} `json:"alert"`
+	} `json:"spec"`
+}
+
+type scenario struct {
 	Events []struct {
 		Object struct {
 			ObjectReference
@@ -126,6 +152,7 @@ func die(format string, args ...any) {
 }
 
 func main() {
+	manifestsPath := flag.String("manifests", "", "Secret, Provider and Alert (multi-document YAML)")
 	path := flag.String("scenario", "", "scenario (JSON)")
 	retryWait := flag.Duration("retry-wait", 2*time.Second, "wait between retries")
 	flag.Parse()
@@ -136,6 +163,29 @@ func main() {
 	var sc scenario
 	if err := json.Unmarshal(raw, &sc); err != nil {
 		die("scenario: %v", err)
+	}
+	raw, err = os.ReadFile(*manifestsPath)
+	if err != nil {
+		die("%v", err)
+	}
+	byKind := map[string]manifest{}
+	for _, doc := range strings.Split("\n"+string(raw), "\n---\n") {
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		var m manifest
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			die("manifests: %v", err)
+		}
+		byKind[m.Kind] = m
+	}
+	provider, alert, secret := byKind["Provider"], byKind["Alert"], byKind["Secret"]
+	if provider.Spec.Type != "generic-hmac" || alert.Spec.ProviderRef.Name != provider.Metadata.Name || provider.Spec.SecretRef.Name != secret.Metadata.Name {
+		die("manifests: need a generic-hmac Provider, an Alert referring to it, and the Secret it names")
+	}
+	token := secret.StringData["token"]
+	if token == "" {
+		die("manifests: the Secret has no token")
 	}
 	out := json.NewEncoder(os.Stdout)
 	client := &http.Client{Timeout: 15 * time.Second}
@@ -164,10 +214,26 @@ func main() {
 			die("%v", err)
 		}
 
-		// notification-controller receives it.
+		// notification-controller receives it, and the Alert takes it or not.
 		var event Event
 		if err := json.Unmarshal(wire, &event); err != nil {
 			die("%v", err)
+		}
+		matched := false
+		for _, src := range alert.Spec.EventSources {
+			ns := src.Namespace
+			if ns == "" {
+				ns = alert.Metadata.Namespace
+			}
+			if event.InvolvedObject.Namespace == ns && event.InvolvedObject.Kind == src.Kind &&
+				(event.Severity == alert.Spec.EventSeverity || alert.Spec.EventSeverity == "info") &&
+				(src.Name == "*" || src.Name == event.InvolvedObject.Name) {
+				matched = true
+			}
+		}
+		if !matched {
+			_ = out.Encode(map[string]any{"index": i, "forwarded": false})
+			continue
 		}
 		objectGroup := group(event.InvolvedObject.APIVersion) + "/"
 		kept := map[string]string{}
@@ -184,11 +250,11 @@ func main() {
 				combined[strings.TrimPrefix(k, eventGroup+"/")] = v
 			}
 		}
-		for k, v := range sc.Alert.EventMetadata {
+		for k, v := range alert.Spec.EventMetadata {
 			combined[k] = v
 		}
-		if sc.Alert.Summary != "" {
-			combined["summary"] = sc.Alert.Summary
+		if alert.Spec.Summary != "" {
+			combined["summary"] = alert.Spec.Summary
 		}
 		for k, v := range kept {
 			if strings.HasPrefix(k, objectGroup) {
@@ -206,12 +272,12 @@ func main() {
 		if err != nil {
 			die("%v", err)
 		}
-		mac := hmac.New(sha256.New, []byte(sc.Token))
+		mac := hmac.New(sha256.New, []byte(token))
 		mac.Write(body)
 		signature := fmt.Sprintf("sha256=%x", mac.Sum(nil))
-		rec := map[string]any{"index": i, "body": string(body)}
+		rec := map[string]any{"index": i, "forwarded": true, "body": string(body)}
 		for attempt := 0; attempt <= 4; attempt++ {
-			req, err := http.NewRequest(http.MethodPost, sc.Address, bytes.NewReader(body))
+			req, err := http.NewRequest(http.MethodPost, provider.Spec.Address, bytes.NewReader(body))
 			if err != nil {
 				die("%v", err)
 			}
