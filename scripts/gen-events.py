@@ -64,7 +64,7 @@ def argocd(phase, health, message=""):
     body = json.dumps({
         "annotations": {"gitlab-deploy-bridge/project": "42", "gitlab-deploy-bridge/environment": "production"},
         "app": "example-api", "environment": "production", "externalURLs": ["https://api.example.com"],
-        "finishedAt": finished, "health": health, "images": [], "message": message, "phase": phase,
+        "finishedAt": finished, "health": health, "healthAt": "2026-10-02T11:00:50Z", "images": [], "message": message, "phase": phase,
         "revision": SHA, "revisions": [], "source": source, "sources": [], "startedAt": "2026-10-02T11:00:00Z",
     }, sort_keys=True, separators=(",", ":"))
     return event("/hooks/argocd", "project=42&environment=production", {"authorization": "Bearer " + SECRETS["argocd"]}, body)

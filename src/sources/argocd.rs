@@ -7,7 +7,8 @@
 //! {"app":"guestbook","environment":"<annotation or empty>","phase":"Succeeded","message":"...",
 //!  "health":"Healthy","revision":"<sync revision>","revisions":["<one per source>"],
 //!  "source":{"repoURL":"...","targetRevision":"main"},"sources":[{"repoURL":"...","targetRevision":"..."}],
-//!  "externalURLs":["https://..."],"images":["..."],"startedAt":"...","finishedAt":"...","annotations":{}}
+//!  "externalURLs":["https://..."],"images":["..."],"startedAt":"...","finishedAt":"...",
+//!  "healthAt":"<health lastTransitionTime>","annotations":{}}
 //! ```
 //!
 //! (Bodies of the earlier README template — flat `targetRevision`/`repoURL` — are read too.)
@@ -58,11 +59,13 @@ fn terminated_by_operator(message: &str) -> bool {
 }
 
 /// The time of the state change: the sync's start for a running sync, its end for a finished
-/// one. A failure found by health alone (`Degraded` after the sync) has no time in the payload.
+/// one; for a failure found by health alone (`Degraded` after the sync), when the health became
+/// what it is (`healthAt`, the health's `lastTransitionTime`, which Argo CD has since 2.14).
 fn occurred_at(obj: &serde_json::Map<String, Value>, phase: &str, health: &str) -> Option<OffsetDateTime> {
     match (phase, health) {
         ("Running" | "Terminating", _) | ("Succeeded", "Progressing" | "") => time_field(obj, "startedAt"),
         ("Error" | "Failed", _) | ("Succeeded", "Healthy") => time_field(obj, "finishedAt").or_else(|| time_field(obj, "startedAt")),
+        (_, "Degraded") => time_field(obj, "healthAt"),
         _ => None,
     }
 }
@@ -277,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn the_time_is_the_syncs_start_or_end_and_none_for_health_alone() {
+    fn the_time_is_the_syncs_start_or_end_or_the_healths_transition() {
         let at = |phase: &str, health: &str| {
             let body = format!(
                 r#"{{"app":"a","phase":"{phase}","health":"{health}","revision":"{SHA}","startedAt":"2026-10-02T11:00:00Z","finishedAt":"2026-10-02T11:00:42Z"}}"#
@@ -288,8 +291,11 @@ mod tests {
         assert_eq!(at("Running", "Progressing").as_deref(), Some("2026-10-02T11:00:00Z"));
         assert_eq!(at("Succeeded", "Healthy").as_deref(), Some("2026-10-02T11:00:42Z"));
         assert_eq!(at("Failed", "Healthy").as_deref(), Some("2026-10-02T11:00:42Z"));
-        assert_eq!(at("Succeeded", "Degraded"), None);
+        assert_eq!(at("Succeeded", "Degraded"), None, "no healthAt: no time");
         assert_eq!(at("", "Degraded"), None);
+        let body = format!(r#"{{"app":"a","phase":"Succeeded","health":"Degraded","revision":"{SHA}","healthAt":"2026-10-02T11:09:00Z"}}"#);
+        let SourceOutput::Event(d) = parse(&body) else { panic!() };
+        assert_eq!(d.occurred_at.map(crate::model::format_time).as_deref(), Some("2026-10-02T11:09:00Z"));
         let body = format!(r#"{{"app":"a","phase":"Running","revision":"{SHA}","startedAt":"<no value>"}}"#);
         let SourceOutput::Event(d) = parse(&body) else { panic!() };
         assert_eq!(d.occurred_at, None);

@@ -3,6 +3,7 @@
 //! against histories of real-shaped Application objects (`tests/realclients/argocd/histories`),
 //! sent over HTTP to the bridge, and checked in the GitLab stand-in.
 
+use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::ffi::OsStr;
 
@@ -230,4 +231,164 @@ async fn gitlab_docs_example_works_through_the_facade() {
         deployments(&s.gitlab, "production"),
         vec![(SHA_A.into(), "success".into()), (SHA_B.into(), "success".into())]
     );
+}
+
+/// How a generated sync ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    Success,
+    Failed,
+    Terminated,
+    /// Succeeds and is Healthy, then its pods crash: Degraded.
+    DegradedLater,
+}
+
+#[derive(Debug, Clone)]
+struct Sync {
+    sha: usize,
+    outcome: Outcome,
+    /// The sync ends while the health shown is still the one from before it.
+    left_over_health: bool,
+    /// The sync changes no workload: the health stays as it was (no Progressing).
+    health_unchanged: bool,
+}
+
+const SHAS: [&str; 3] = [SHA_A, SHA_B, "5f2d8e4c6a0b1d3f5e7c9a1b3d5f7e9c1a3b5d7f"];
+
+/// The history's clock: it starts a minute from now, so that a state change without a time of its
+/// own (a health degradation), which GitLab stamps with its clock, precedes the syncs after it —
+/// as it does when Argo CD reports in real time.
+fn clock() -> impl Fn(usize, u64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let base = (time::OffsetDateTime::now_utc() + time::Duration::minutes(1)).replace_nanosecond(0).unwrap();
+    move |sync, seconds| {
+        (base + time::Duration::minutes(10 * sync as i64) + time::Duration::seconds(seconds as i64)).format(&Rfc3339).unwrap()
+    }
+}
+
+/// The application's successive states, as Argo CD shows them, through `syncs`.
+fn generated_history(syncs: &[Sync]) -> Value {
+    let at = clock();
+    let mut app = json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "generated", "namespace": "argocd", "annotations": {
+            "gitlab-deploy-bridge/project": "group/app", "gitlab-deploy-bridge/environment": "production",
+            "notifications.argoproj.io/subscribe.gitlab-sync-running.gitlab-deploy-bridge": "",
+            "notifications.argoproj.io/subscribe.gitlab-deployed.gitlab-deploy-bridge": "",
+            "notifications.argoproj.io/subscribe.gitlab-sync-failed.gitlab-deploy-bridge": "",
+            "notifications.argoproj.io/subscribe.gitlab-health-degraded.gitlab-deploy-bridge": ""}},
+        "spec": {"project": "default", "source": {"repoURL": "https://gitlab.example.com/group/app.git", "targetRevision": "main", "path": "k8s"},
+                 "destination": {"server": "https://kubernetes.default.svc", "namespace": "generated"}},
+        "status": {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}, "reconciledAt": "2026-10-01T09:00:00Z"}
+    });
+    let mut steps = Vec::new();
+    for (k, s) in syncs.iter().enumerate() {
+        let sha = SHAS[s.sha];
+        let status = &mut app["status"];
+        status["operationState"] = json!({"operation": {"sync": {"revision": sha}}, "phase": "Running", "message": "", "startedAt": at(k, 0)});
+        steps.push(json!({"app": app.clone()}));
+        let finished = at(k, 10);
+        let status = &mut app["status"];
+        match s.outcome {
+            Outcome::Failed => {
+                status["operationState"]["phase"] = json!("Failed");
+                status["operationState"]["message"] = json!("one or more objects failed to apply, reason: Deployment.apps \"generated\" is invalid");
+                status["operationState"]["finishedAt"] = json!(finished);
+                status["reconciledAt"] = json!(at(k, 11));
+                steps.push(json!({"app": app.clone()}));
+            }
+            Outcome::Terminated => {
+                status["operationState"]["phase"] = json!("Terminating");
+                status["operationState"]["message"] = json!("operation is terminating");
+                steps.push(json!({"app": app.clone()}));
+                let status = &mut app["status"];
+                status["operationState"]["phase"] = json!("Failed");
+                status["operationState"]["message"] = json!("Operation terminated");
+                status["operationState"]["finishedAt"] = json!(finished);
+                steps.push(json!({"app": app.clone()}));
+            }
+            Outcome::Success | Outcome::DegradedLater => {
+                status["operationState"]["phase"] = json!("Succeeded");
+                status["operationState"]["message"] = json!("successfully synced (all tasks run)");
+                status["operationState"]["syncResult"] = json!({"revision": sha});
+                status["operationState"]["finishedAt"] = json!(finished);
+                if !s.left_over_health {
+                    status["reconciledAt"] = json!(at(k, 10));
+                }
+                steps.push(json!({"app": app.clone()}));
+                if !s.health_unchanged {
+                    let status = &mut app["status"];
+                    status["health"] = json!({"status": "Progressing"});
+                    status["reconciledAt"] = json!(at(k, 11));
+                    steps.push(json!({"app": app.clone()}));
+                }
+                let status = &mut app["status"];
+                status["health"] = json!({"status": "Healthy"});
+                status["reconciledAt"] = json!(at(k, 40));
+                steps.push(json!({"app": app.clone()}));
+                if s.outcome == Outcome::DegradedLater {
+                    let status = &mut app["status"];
+                    status["health"] = json!({"status": "Degraded", "lastTransitionTime": at(k, 300), "message": "Deployment \"generated\" exceeded its progress deadline"});
+                    status["reconciledAt"] = json!(at(k, 300));
+                    steps.push(json!({"app": app.clone()}));
+                }
+            }
+        }
+    }
+    json!({ "steps": steps })
+}
+
+fn sync_strategy() -> impl Strategy<Value = Sync> {
+    let outcome = prop_oneof![4 => Just(Outcome::Success), 1 => Just(Outcome::Failed), 1 => Just(Outcome::Terminated), 1 => Just(Outcome::DegradedLater)];
+    (0..SHAS.len(), outcome, any::<bool>(), any::<bool>())
+        .prop_map(|(sha, outcome, left_over_health, health_unchanged)| Sync { sha, outcome, left_over_health, health_unchanged })
+}
+
+fn generated_cases() -> u32 {
+    std::env::var("REAL_CLIENT_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: generated_cases(), max_shrink_iters: 200, ..ProptestConfig::default() })]
+
+    /// Random sequences of syncs — rollbacks, re-syncs, failures, terminations, health left over
+    /// from the sync before, degradations — through the README's ConfigMap and Argo CD's engine.
+    /// After each history: every notification was accepted; no deployment is left running; each
+    /// deployment went `running` → final or was created final; no sync made two deployments; what
+    /// runs in GitLab is the sha that last synced successfully; and a sync that ended badly last
+    /// is GitLab's latest change, with its status.
+    #[test]
+    fn every_generated_sync_history_ends_as_argo_cd_left_it(syncs in prop::collection::vec(sync_strategy(), 1..6)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let s = setup().await;
+            s.gitlab.add_commit(SHAS[2]);
+            let Some(records) = notify(&readme_cm_for(&s.bridge), &generated_history(&syncs)).await else { return Ok(()) };
+            for r in &records {
+                prop_assert_eq!(&r["delivered"], &json!(true), "{:#}", r);
+            }
+            let deps = s.gitlab.deployments_in("production");
+            for d in &deps {
+                let h: Vec<&str> = d.history.iter().map(String::as_str).collect();
+                prop_assert!(matches!(h.as_slice(), [f] | ["running", f] if *f != "running"), "deployment #{} went {:?}", d.id, h);
+            }
+            let degraded = syncs.iter().filter(|x| x.outcome == Outcome::DegradedLater).count();
+            prop_assert!(deps.len() <= syncs.len() + degraded, "{} deployments for {} syncs: {:?}", deps.len(), syncs.len(), deps);
+            if let Some(last_good) = syncs.iter().rev().find(|x| matches!(x.outcome, Outcome::Success | Outcome::DegradedLater)) {
+                let live = deps.iter().filter(|d| d.status == "success").max_by_key(|d| d.finished_seq);
+                prop_assert_eq!(live.map(|d| d.sha.as_str()), Some(SHAS[last_good.sha]), "what runs: {:#?}\n{:#?}", records, deps);
+            }
+            let last = syncs.last().unwrap();
+            let bad = match last.outcome {
+                Outcome::Failed | Outcome::DegradedLater => Some("failed"),
+                Outcome::Terminated => Some("canceled"),
+                Outcome::Success => None,
+            };
+            if let Some(status) = bad {
+                let latest = deps.iter().max_by_key(|d| (d.updated_at, d.id)).unwrap();
+                prop_assert_eq!((latest.sha.as_str(), latest.status.as_str()), (SHAS[last.sha], status), "latest change");
+            }
+            Ok(())
+        })?;
+    }
 }
