@@ -7,21 +7,11 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::ffi::OsStr;
 
-use super::{go_tool, manifest_dir, run_tool, scratch};
+use super::{go_tool, manifest_dir, readme_yaml, run_tool, scratch};
 use crate::support::{self, ARGOCD_SECRET, Bridge, GENERIC_SECRET, GitLabStub, SHA_A};
 
 const SHA_B: &str = "3c7e1f0a9d2b4e6f8a1c3e5d7b9f0a2c4e6d8b1f";
 const README_URL: &str = "url: https://<url-id>.lambda-url.<region>.on.aws";
-
-/// The fenced YAML block of README.md that holds the `argocd-notifications-cm` ConfigMap.
-pub fn readme_configmap() -> String {
-    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
-    let mut blocks = readme.split("```yaml\n").skip(1).map(|b| b.split("\n```").next().unwrap_or(""));
-    blocks
-        .find(|b| b.contains("name: argocd-notifications-cm"))
-        .expect("README.md has a ```yaml block with the argocd-notifications-cm ConfigMap")
-        .to_string()
-}
 
 fn history(name: &str) -> Value {
     let path = manifest_dir().join("tests/realclients/argocd/histories").join(name);
@@ -64,7 +54,7 @@ async fn notify(cm: &str, history: &Value) -> Option<Vec<Value>> {
 
 /// The README's ConfigMap pointed at `bridge`; nothing else changed.
 fn readme_cm_for(bridge: &Bridge) -> String {
-    let cm = readme_configmap();
+    let cm = readme_yaml("name: argocd-notifications-cm");
     assert!(cm.contains(README_URL), "the README's service URL placeholder changed; update this test");
     cm.replace(README_URL, &format!("url: {}", bridge.url))
 }

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use std::ffi::OsStr;
 
-use super::{go_tool, manifest_dir, run_tool, scratch};
+use super::{go_tool, readme_yaml, run_tool, scratch};
 use crate::support::{self, Bridge, FLUX_SECRET, GitLabStub, SHA_A, SHA_B};
 
 const DIGEST: &str = "sha256:5b1a0b1d0c2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e";
@@ -17,13 +17,7 @@ const README_ADDRESS: &str = "https://<url-id>.lambda-url.<region>.on.aws/hooks/
 /// The README's Flux manifests (the fenced YAML block with the generic-hmac Provider), pointed at
 /// `bridge` and carrying the test's token.
 fn readme_manifests(bridge: &Bridge) -> String {
-    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
-    let block = readme
-        .split("```yaml\n")
-        .skip(1)
-        .map(|b| b.split("\n```").next().unwrap_or(""))
-        .find(|b| b.contains("type: generic-hmac"))
-        .expect("README.md has a ```yaml block with the Flux Provider");
+    let block = readme_yaml("type: generic-hmac");
     for placeholder in [README_ADDRESS, "token: <flux_webhook_secret>"] {
         assert!(block.contains(placeholder), "the README's Flux manifests changed: {placeholder}");
     }

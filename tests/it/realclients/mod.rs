@@ -25,6 +25,13 @@ fn required() -> bool {
     std::env::var("REAL_CLIENTS").as_deref() == Ok("required")
 }
 
+/// The fenced YAML block of README.md that contains `marker`, as a user copies it.
+pub fn readme_yaml(marker: &str) -> String {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let mut blocks = readme.split("```yaml\n").skip(1).map(|b| b.split("\n```").next().unwrap_or(""));
+    blocks.find(|b| b.contains(marker)).unwrap_or_else(|| panic!("README.md has no ```yaml block with {marker:?}")).to_string()
+}
+
 /// A scratch file under Cargo's per-test-binary temporary directory.
 pub fn scratch(name: &str, contents: &[u8]) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("realclients");
