@@ -1,11 +1,13 @@
 //! `netlify`: Netlify outgoing deploy webhooks, signed with `X-Webhook-Signature`: a JWS (HS256)
 //! made with the webhook's JWS secret whose claims are `iss: "netlify"` and
-//! `sha256: <hex SHA-256 of the raw body>`. Both the signature and the body hash are checked.
+//! `sha256: <hex SHA-256 of the raw body>`. The signature, the issuer (required) and the body
+//! hash are all checked; `exp` and `nbf`, which Netlify does not send, are enforced when present.
 //!
-//! The event is `X-Netlify-Event` (`deploy_building` → running, `deploy_created` → success,
-//! `deploy_failed` → failed, others ignored), else the deploy's `state` (`building`, `ready`,
-//! `error`). The commit is `commit_ref`, which Netlify leaves null for deploys not built from
-//! git (CLI or drag-and-drop): those get a 400 naming it.
+//! The status comes from what the JWS covers — the deploy's `state` (`building` → running,
+//! `ready` → success, `error` → failed) — never from the unsigned `X-Netlify-Event` header, which
+//! may only make the bridge ignore a delivery (`deploy_locked`, `deploy_request_*`, ...). The
+//! commit is `commit_ref`, which Netlify leaves null for deploys not built from git (CLI or
+//! drag-and-drop): those get a 400 naming it.
 //!
 //! Environments: `context: production` → `production`; `deploy-preview` → `preview/<branch>`;
 //! `branch-deploy` → `branch-deploy/<branch>`; any other context → its name.
@@ -39,8 +41,9 @@ impl Source for Netlify {
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
         let token = required_header(headers, "x-webhook-signature", "missing X-Webhook-Signature header; set a JWS secret on the Netlify webhook")?;
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
+        validation.required_spec_claims = ["iss".to_string()].into_iter().collect();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.set_issuer(&["netlify"]);
         let claims = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret.expose_secret().as_bytes()), &validation)
@@ -57,17 +60,16 @@ impl Source for Netlify {
     fn parse(&self, headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error> {
         let obj = json_object("netlify", body)?;
         let state = str_field(&obj, "state").unwrap_or_default();
-        let status = match headers.get("x-netlify-event").and_then(|v| v.to_str().ok()) {
-            Some("deploy_building") => Status::Running,
-            Some("deploy_created") => Status::Success,
-            Some("deploy_failed") => Status::Failed,
-            Some(other) => return Ok(SourceOutput::Ignored(format!("Netlify event {other:?} is not a deployment state change"))),
-            None => match state.as_str() {
-                "building" => Status::Running,
-                "ready" => Status::Success,
-                "error" => Status::Failed,
-                other => return Ok(SourceOutput::Ignored(format!("deploy state {other:?} is not a deployment state change"))),
-            },
+        // The unsigned event header may only make the bridge ignore a delivery, never choose a status.
+        let event = headers.get("x-netlify-event").and_then(|v| v.to_str().ok());
+        if let Some(other) = event.filter(|e| !matches!(*e, "deploy_building" | "deploy_created" | "deploy_failed")) {
+            return Ok(SourceOutput::Ignored(format!("Netlify event {other:?} is not a deployment state change")));
+        }
+        let status = match state.as_str() {
+            "building" => Status::Running,
+            "ready" => Status::Success,
+            "error" => Status::Failed,
+            other => return Ok(SourceOutput::Ignored(format!("deploy state {other:?} is not a deployment state change"))),
         };
         let sha = str_field(&obj, "commit_ref").ok_or_else(|| {
             Error::BadRequest("`commit_ref` is missing (null) in the Netlify deploy: deploys not built from git cannot be recorded".into())
@@ -109,8 +111,28 @@ mod tests {
     const SHA: &str = "c0ffee1234567890abcdef1234567890abcdef12";
 
     fn sign(secret: &str, iss: &str, body: &[u8]) -> String {
-        let claims = json!({"iss": iss, "sha256": hex::encode(Sha256::digest(body))});
+        sign_claims(secret, json!({"iss": iss, "sha256": hex::encode(Sha256::digest(body))}))
+    }
+
+    fn sign_claims(secret: &str, claims: serde_json::Value) -> String {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn the_issuer_is_required_and_exp_and_nbf_are_enforced_when_present() {
+        let secret = SecretString::from("jws");
+        let body = br#"{"state":"ready"}"#;
+        let hash = hex::encode(Sha256::digest(body));
+        let check = |claims: serde_json::Value| {
+            let mut h = HeaderMap::new();
+            h.insert("x-webhook-signature", sign_claims("jws", claims).parse().unwrap());
+            Netlify.verify(&h, body, &secret)
+        };
+        assert!(check(json!({"sha256": hash})).is_err(), "no iss");
+        assert!(check(json!({"iss": "netlify", "sha256": hash, "exp": 978307200})).is_err(), "expired in 2001");
+        let later = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+        assert!(check(json!({"iss": "netlify", "sha256": hash, "nbf": later})).is_err(), "not yet valid");
+        assert!(check(json!({"iss": "netlify", "sha256": hash, "exp": later})).is_ok());
     }
 
     #[test]
@@ -144,6 +166,9 @@ mod tests {
         h.insert("x-netlify-event", "deploy_failed".parse().unwrap());
         let SourceOutput::Event(d) = Netlify.parse(&h, b("error", "branch-deploy").as_bytes()).unwrap() else { panic!() };
         assert_eq!((d.status, d.environment.as_deref()), (Some(Status::Failed), Some("branch-deploy/feat")));
+        // The header is not signed: it cannot turn a signed "building" into a failure.
+        let SourceOutput::Event(d) = Netlify.parse(&h, b("building", "production").as_bytes()).unwrap() else { panic!() };
+        assert_eq!(d.status, Some(Status::Running));
         h.insert("x-netlify-event", "deploy_locked".parse().unwrap());
         assert!(matches!(Netlify.parse(&h, b("ready", "production").as_bytes()).unwrap(), SourceOutput::Ignored(_)));
         let no_commit = json!({"state": "building", "commit_ref": null}).to_string();

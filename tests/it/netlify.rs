@@ -49,3 +49,33 @@ async fn forged_or_missing_signatures_and_missing_commits() {
     assert_eq!(s, 400);
     assert!(r["error"].as_str().unwrap().contains("commit_ref"), "{r}");
 }
+
+/// The event header is not covered by the JWS: a captured signed "building" body resent with
+/// `X-Netlify-Event: deploy_failed` must not fail the deployment.
+#[tokio::test]
+async fn the_unsigned_event_header_cannot_change_the_status() {
+    let (gitlab, bridge) = setup().await;
+    let body = deploy("building", json!(SHA_A), "production");
+    let (_, r) = send(&bridge, "deploy_building", &body).await;
+    assert_eq!(r["action"], "created", "{r}");
+    let (s, r) = send(&bridge, "deploy_failed", &body).await;
+    assert_eq!((s, r["action"].as_str(), r["deployment"]["status"].as_str()), (200, Some("unchanged"), Some("running")), "{r}");
+    assert_eq!(gitlab.deployments()[0].history, vec!["running"]);
+}
+
+/// README: "`iss: netlify`" is checked; a JWS without it is refused like a forged one.
+#[tokio::test]
+async fn a_jws_without_the_netlify_issuer_is_refused() {
+    let (gitlab, bridge) = setup().await;
+    let body = deploy("ready", json!(SHA_A), "production");
+    let claims = json!({"sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()))});
+    let jws = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(NETLIFY_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (s, r) = bridge.post_with("/hooks/netlify?project=42", &[("X-Webhook-Signature", jws)], &body).await;
+    assert_eq!(s, 401, "{r}");
+    assert!(gitlab.requests().is_empty());
+}
