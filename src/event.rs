@@ -177,11 +177,11 @@ pub fn usable_ref(r: &str) -> Option<(String, bool)> {
     Some((name.to_string(), tag))
 }
 
+/// A numeric id, or a full path whose segments are names: never empty, `.` or `..` (which URL
+/// parsing would resolve away, sending the call — and the token — to another GitLab endpoint).
 pub fn validate_project(p: &str) -> Result<(), Error> {
-    let ok = p.bytes().all(|b| b.is_ascii_digit())
-        || (!p.starts_with('/')
-            && !p.ends_with('/')
-            && !p.contains("//")
+    let ok = (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        || (p.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
             && p.chars().all(|c| c.is_alphanumeric() || "/-_.+".contains(c)));
     if ok {
         Ok(())
@@ -232,6 +232,16 @@ mod tests {
 
     fn overrides(project: &str) -> Overrides {
         Overrides { project: Some(project.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn project_paths_have_no_empty_or_dot_segments() {
+        for ok in ["42", "group/app", "group/sub/my.app", "a+b/c_d-e"] {
+            assert!(validate_project(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "../x", "group/..", "group/./app", "/group/app", "group/app/", "group//app", "group/app%2F.."] {
+            assert!(validate_project(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -179,8 +179,19 @@ impl GitLabClient {
         &self.http
     }
 
+    /// `<GITLAB_URL>/api/v4/projects/<project>/<rest>`, and nothing else: a `.` or `..` segment
+    /// (a project or a revision named so) would be resolved away by URL parsing and aim the
+    /// token at another endpoint, so it is refused.
     fn url(&self, project: &str, rest: &str) -> Result<Url, GitLabError> {
-        let p = utf8_percent_encode(project, PATH_SEGMENT);
+        let p = utf8_percent_encode(project, PATH_SEGMENT).to_string();
+        // The project is one segment (its `/` encoded); `rest` is ours, with encoded values.
+        let dot = |seg: &str| seg == "." || seg == "..";
+        if dot(&p) || rest.split('/').any(dot) {
+            return Err(GitLabError::Rejected {
+                status: 400,
+                message: format!("{project:?} / {rest:?} cannot be part of a GitLab API path (a `.` or `..` segment)"),
+            });
+        }
         Url::parse(&format!("{}/api/v4/projects/{p}{rest}", self.base))
             .map_err(|e| GitLabError::InvalidResponse(format!("cannot build a URL from GITLAB_URL: {e}")))
     }
@@ -552,6 +563,20 @@ mod tests {
         let c = client();
         assert_eq!(c.url("group/sub/app", "/deployments").unwrap().path(), "/api/v4/projects/group%2Fsub%2Fapp/deployments");
         assert_eq!(c.url("42", "").unwrap().path(), "/api/v4/projects/42");
+        assert_eq!(c.url("group/my.app", "").unwrap().path(), "/api/v4/projects/group%2Fmy.app");
+    }
+
+    /// Every call stays under `/api/v4/projects/<one segment>/`: dot segments, which URL parsing
+    /// resolves away, are refused wherever they come from.
+    #[test]
+    fn dot_segments_never_leave_the_project() {
+        let c = client();
+        for project in [".", ".."] {
+            assert!(c.url(project, "/deployments").is_err(), "{project}");
+        }
+        let rev = utf8_percent_encode("..", PATH_SEGMENT).to_string();
+        assert!(c.url("42", &format!("/repository/commits/{rev}")).is_err());
+        assert!(c.url("group/..", "").is_ok(), "one segment, %2F-encoded: stays under projects/");
     }
 
     #[test]

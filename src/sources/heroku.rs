@@ -148,10 +148,12 @@ impl Source for Heroku {
             let app = nested(d, "app", "id").or_else(|| nested(d, "app", "name")).unwrap_or_default();
             let description = str_field(d, "description").unwrap_or_default();
 
-            if let Some(token) = lookup.secrets.get(API_TOKEN_KEY) {
+            // A dry run calls no one: not GitLab, and not Heroku with a real token either.
+            let token = lookup.secrets.get(API_TOKEN_KEY).filter(|_| !lookup.config.dry_run);
+            if let Some(token) = token {
                 if draft.sha.is_none() {
                     if let Some(slug) = nested(d, "slug", "id") {
-                        let slug_info = platform_api(lookup, token, &format!("/apps/{app}/slugs/{slug}")).await?;
+                        let slug_info = platform_api(lookup, token, &["apps", &app, "slugs", &slug]).await?;
                         match slug_info.get("commit").and_then(Value::as_str) {
                             Some(commit) if !commit.is_empty() => draft.sha = Some(commit.to_string()),
                             _ => {
@@ -163,7 +165,7 @@ impl Source for Heroku {
                     }
                 }
                 if draft.sha.is_some() {
-                    let app_info = platform_api(lookup, token, &format!("/apps/{app}")).await?;
+                    let app_info = platform_api(lookup, token, &["apps", &app]).await?;
                     draft.external_url = app_info.get("web_url").and_then(Value::as_str).map(str::to_string);
                 }
             }
@@ -192,8 +194,26 @@ impl Source for Heroku {
     }
 }
 
+/// The Heroku Platform API path of `segments`, each one a single path segment whatever the
+/// payload put in it (`/`, `#`, `?`, `%` encoded; `.` and `..` refused), so an app id such as
+/// `a/../../users/me#` cannot aim the API token at another endpoint.
+fn api_path(segments: &[&str]) -> Result<String, Error> {
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    let mut path = String::new();
+    for seg in segments {
+        if seg.is_empty() || *seg == "." || *seg == ".." {
+            return Err(Error::BadRequest(format!("{seg:?} is not a Heroku app or slug id")));
+        }
+        path.push('/');
+        path.extend(percent_encoding::utf8_percent_encode(seg, SEGMENT));
+    }
+    Ok(path)
+}
+
 /// One GET on the Heroku Platform API with the optional API token.
-async fn platform_api(lookup: &Lookup<'_>, token: &SecretString, path: &str) -> Result<Value, Error> {
+async fn platform_api(lookup: &Lookup<'_>, token: &SecretString, segments: &[&str]) -> Result<Value, Error> {
+    let path = api_path(segments)?;
     let url = format!("{}{path}", lookup.config.heroku_api_url);
     let unavailable = |message: String| Error::ToolApi { service: "the Heroku Platform API", message };
     let remaining = lookup.ctx.remaining().ok_or_else(|| unavailable("no time left before the deadline".into()))?;
@@ -215,6 +235,16 @@ async fn platform_api(lookup: &Lookup<'_>, token: &SecretString, path: &str) -> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn api_paths_keep_every_payload_value_in_its_segment() {
+        assert_eq!(super::api_path(&["apps", "3c4d", "slugs", "1d2e"]).unwrap(), "/apps/3c4d/slugs/1d2e");
+        assert_eq!(super::api_path(&["apps", "a/../../users/me#"]).unwrap(), "/apps/a%2F..%2F..%2Fusers%2Fme%23");
+        assert_eq!(super::api_path(&["apps", "x?y=1%2F"]).unwrap(), "/apps/x%3Fy%3D1%252F");
+        for bad in ["..", ".", ""] {
+            assert!(super::api_path(&["apps", bad]).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
     use hmac::Mac;
 

@@ -8,6 +8,7 @@ mod dora;
 mod events;
 mod flux;
 mod hints;
+mod hardening;
 mod heroku;
 mod lambda;
 mod model;

@@ -1,0 +1,110 @@
+//! Issue 10's findings, each reproduced as it was reported: what a delivery may not make the
+//! bridge do, whatever its query, path or payload says.
+
+use crate::support::*;
+use axum::Router;
+use axum::http::Uri;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+/// `project=.`/`..` (also percent-encoded, and on the facade path) used to reach
+/// `GET /api/v4/deployments` with the token. Now every one is a 400 and GitLab hears nothing.
+#[tokio::test]
+async fn dot_projects_never_reach_gitlab() {
+    let (gitlab, bridge) = setup().await;
+    let body = json!({"environment": "production", "sha": SHA_A, "ref": "main", "status": "running"}).to_string();
+    for project in [".", "..", "%2E%2E", "%2e", "group%2F..", "..%2F..%2Fusers"] {
+        let (s, r) = bridge.post(&format!("/hooks/generic?project={project}"), Some(GENERIC_SECRET), body.clone()).await;
+        assert_eq!(s, 400, "{project}: {r}");
+        assert!(r["error"].as_str().unwrap().contains("project"), "{r}");
+    }
+    // HTTP clients resolve `%2E%2E` segments before sending; a raw request does not.
+    for project in ["%2E%2E", "%2E", "group%2F%2E%2E", ".."] {
+        let (status, answer) = raw_post(&bridge, &format!("/api/v4/projects/{project}/deployments"), &body).await;
+        assert_eq!(status, 400, "facade {project}: {answer}");
+    }
+    assert!(gitlab.requests().is_empty(), "{:?}", gitlab.requests());
+}
+
+/// POSTs `body` to `path` exactly as written (no client-side normalization), with the generic
+/// secret; returns the status and the answer's text.
+async fn raw_post(bridge: &Bridge, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = bridge.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nprivate-token: {GENERIC_SECRET}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+/// A stand-in for the Heroku Platform API that records every URI it is asked for.
+async fn heroku_api() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    let app = Router::new().fallback(move |uri: Uri| {
+        let record = record.clone();
+        async move {
+            record.lock().unwrap().push(uri.to_string());
+            axum::Json(json!({"commit": SHA_B, "web_url": "https://example.herokuapp.com/"}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+fn release(app_id: &str) -> String {
+    json!({
+        "id": "2b3c", "action": "update", "resource": "release",
+        "data": {"id": "9f0a", "version": 17, "status": "succeeded", "description": "Rollback to v16", "current": true,
+                 "app": {"id": app_id, "name": "example"}, "slug": {"id": "1d2e"}},
+        "webhook_metadata": {"delivery": {"id": "d-1"}}
+    })
+    .to_string()
+}
+
+/// The Heroku API path was built from payload fields without escaping: `data.app.id =
+/// "a/../../users/me#"` sent the Heroku token to `GET /users/me`.
+#[tokio::test]
+async fn payload_values_stay_inside_their_heroku_api_path_segment() {
+    let (heroku_url, seen) = heroku_api().await;
+    let token = fastrand_token();
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_B);
+    let mut cfg = config(&gitlab.url);
+    cfg.heroku_api_url = heroku_url;
+    let bridge = Bridge::start(cfg, static_secrets_with(&token, &[("heroku_api_token", "heroku-api-token")])).await;
+    let body = release("a/../../users/me#");
+    let (s, r) = bridge
+        .post_with("/hooks/heroku?project=42&environment=production", &[("Heroku-Webhook-Hmac-SHA256", sign::heroku(HEROKU_SECRET, &body))], &body)
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    for uri in &seen {
+        assert!(uri.starts_with("/apps/a%2F..%2F..%2Fusers%2Fme%23"), "{uri}");
+    }
+}
+
+/// A dry run calls no one: it used to call the Heroku API with the real token.
+#[tokio::test]
+async fn a_dry_run_does_not_call_the_heroku_api() {
+    let (heroku_url, seen) = heroku_api().await;
+    let mut cfg = config("http://127.0.0.1:9");
+    cfg.heroku_api_url = heroku_url;
+    cfg.dry_run = true;
+    let bridge = Bridge::start(cfg, static_secrets_with("t", &[("heroku_api_token", "heroku-api-token")])).await;
+    let body = release("3c4d");
+    let (s, r): (u16, Value) = bridge
+        .post_with("/hooks/heroku?project=42&environment=production", &[("Heroku-Webhook-Hmac-SHA256", sign::heroku(HEROKU_SECRET, &body))], &body)
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(seen.lock().unwrap().is_empty(), "{:?}", seen.lock().unwrap());
+}
