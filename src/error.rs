@@ -82,6 +82,15 @@ fn secrets_status(e: &SecretsError) -> StatusCode {
 }
 
 impl Error {
+    /// The text a caller reads. The log line has the full error; the answer leaves out what an
+    /// unauthenticated caller must not learn (the secret's ARN, an endpoint's address).
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Secrets(s) | Error::GitLab(GitLabError::Secrets(s)) => s.public_message(),
+            other => other.to_string(),
+        }
+    }
+
     /// The answer of the GitLab-compatible routes: what GitLab refused keeps GitLab's own status
     /// (e.g. 404 for an unknown deployment, 400 for a status it cannot take); every error carries
     /// GitLab's `message` beside the bridge's `error`, so GitLab clients can read it.
@@ -90,7 +99,7 @@ impl Error {
             Error::GitLab(GitLabError::Rejected { status, .. }) => StatusCode::from_u16(*status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
             other => other.status(),
         };
-        let text = self.to_string();
+        let text = self.public_message();
         respond(status, json!({ "message": text, "error": text }), self.retry_after())
     }
 }
@@ -107,6 +116,6 @@ fn respond(status: StatusCode, body: serde_json::Value, retry_after: Option<Dura
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        respond(self.status(), json!({ "error": self.to_string() }), self.retry_after())
+        respond(self.status(), json!({ "error": self.public_message() }), self.retry_after())
     }
 }

@@ -126,14 +126,17 @@ impl Pipeline {
         let headers = hook.headers;
 
         let secrets = self.secrets.current().await?;
-        let Some(secret) = secrets.webhook_secret(source.name()) else {
-            tracing::warn!(source = source.name(), "no webhook secret configured for this source; refusing all its calls");
-            return Err(Error::Unauthorized(format!(
-                "the {} source has no webhook secret configured, so every call is refused",
-                source.name()
-            )));
-        };
-        source.verify(headers, &body, secret)?;
+        match secrets.webhook_secret(source.name()) {
+            Some(secret) => source.verify(headers, &body, secret)?,
+            // Refused whatever the call carries, in the words the source uses for a wrong
+            // credential (it is checked against a secret nobody holds), so the answer does not
+            // tell which sources are configured. The log says why.
+            None => {
+                tracing::warn!(source = source.name(), "no webhook secret configured for this source; refusing all its calls");
+                let refusal = source.verify(headers, &body, &unknowable_secret());
+                return Err(refusal.err().unwrap_or_else(|| Error::Unauthorized("the credentials do not match".into())));
+            }
+        }
 
         let mut overrides: Overrides = serde_urlencoded::from_str(hook.query.unwrap_or(""))
             .map_err(|e| Error::BadRequest(format!("the query string cannot be read: {e}")))?;
@@ -254,6 +257,12 @@ impl Pipeline {
             answer["gitlab_calls"] = json!(ctx.calls());
         }
     }
+}
+
+/// A secret to check an unconfigured source's credentials against (the call is refused even
+/// if they match it).
+fn unknowable_secret() -> secrecy::SecretString {
+    secrecy::SecretString::from((0..48).map(|_| fastrand::alphanumeric()).collect::<String>())
 }
 
 /// GitLab's "The commit does not exist" names neither the sha nor where it came from; when the

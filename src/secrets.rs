@@ -40,6 +40,22 @@ pub enum SecretsError {
     Unavailable(String),
 }
 
+impl SecretsError {
+    /// What an (unauthenticated) caller may read: the kind of problem, without the secret's
+    /// name or ARN (account id, region) or the endpoint's address; the log has those.
+    pub fn public_message(&self) -> String {
+        match self {
+            SecretsError::NotConfigured(m) => format!("secrets are not configured: {m}"),
+            SecretsError::NotFound(_) => "Secrets Manager has no secret named by SECRET_ID (check SECRET_ID and the function's region)".into(),
+            SecretsError::Invalid { reason, .. } => format!("the secret named by SECRET_ID is unusable: {reason}"),
+            SecretsError::MissingKey { key, .. } => {
+                format!("the secret named by SECRET_ID has no key {key:?}; add it to the secret's JSON object")
+            }
+            SecretsError::Unavailable(_) => "Secrets Manager is unavailable; a redelivery may succeed (the function's log has the cause)".into(),
+        }
+    }
+}
+
 /// One consistent set of secret values, as read at one moment.
 #[derive(Debug)]
 pub struct SecretBundle {

@@ -108,3 +108,29 @@ async fn a_dry_run_does_not_call_the_heroku_api() {
     assert_eq!(s, 200, "{r}");
     assert!(seen.lock().unwrap().is_empty(), "{:?}", seen.lock().unwrap());
 }
+
+/// A 401 used to say "the vercel source has no webhook secret configured": an unauthenticated
+/// caller could map which sources a bridge serves. Now an unconfigured source refuses in the words
+/// a configured one uses for a wrong credential.
+#[tokio::test]
+async fn a_refusal_does_not_tell_which_sources_are_configured() {
+    use gitlab_deploy_bridge::secrets::StaticSecrets;
+    use secrecy::SecretString;
+    let gitlab = GitLabStub::start("t").await;
+    let without_vercel = StaticSecrets::new(
+        [("gitlab_token", "t"), ("generic_webhook_secret", GENERIC_SECRET)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), SecretString::from(v.to_string())))
+            .collect(),
+    );
+    let unconfigured = Bridge::start(config(&gitlab.url), Arc::new(without_vercel)).await;
+    let configured = Bridge::start(config(&gitlab.url), static_secrets("t")).await;
+    let body = r#"{"type":"deployment.created","payload":{}}"#;
+    for headers in [vec![], vec![("x-vercel-signature", "00".repeat(20))]] {
+        let (s1, r1) = unconfigured.post_with("/hooks/vercel?project=42", &headers, body).await;
+        let (s2, r2) = configured.post_with("/hooks/vercel?project=42", &headers, body).await;
+        assert_eq!((s1, s2), (401, 401));
+        assert_eq!(r1, r2, "the two refusals must read the same");
+    }
+    assert!(gitlab.requests().is_empty());
+}

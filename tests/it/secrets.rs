@@ -88,8 +88,27 @@ async fn unusable_secrets_give_clear_5xx_errors() {
         let (s, r) = bridge.generic("production", SHA_A, "running").await;
         assert_eq!(s, 500, "{name}: {r}");
         assert!(r["error"].as_str().unwrap().contains(needle), "{name}: {r}");
+        // The caller is not authenticated yet: it learns the kind of problem, not the secret's name.
+        assert!(!r.to_string().contains(&name), "{name}: {r}");
     }
+    // An ARN names the account and the region: none of it is answered.
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:gitlab-deploy-bridge-AbCdEf";
+    let (bridge, _) = bridge_with_secret(&gitlab, arn, Duration::from_secs(300)).await;
+    let (s, r) = bridge.generic("production", SHA_A, "running").await;
+    assert_eq!(s, 500, "{r}");
+    assert!(!r.to_string().contains("123456789012") && !r.to_string().contains("eu-west-1"), "{r}");
     assert!(gitlab.requests().is_empty());
+}
+
+/// Secrets Manager unreachable: 503 (a redelivery may succeed), without the endpoint's address.
+#[tokio::test]
+async fn an_unreachable_secrets_manager_is_503_without_its_address() {
+    let gitlab = GitLabStub::start("t").await;
+    let provider = SecretsManager::new(moto::client("http://127.0.0.1:9"), "bridge/secret", Duration::from_secs(300));
+    let bridge = Bridge::start(config(&gitlab.url), Arc::new(provider)).await;
+    let (s, r) = bridge.generic("production", SHA_A, "running").await;
+    assert_eq!(s, 503, "{r}");
+    assert!(!r.to_string().contains("127.0.0.1") && !r.to_string().contains(":9"), "{r}");
 }
 
 #[tokio::test]
