@@ -13,7 +13,7 @@ use crate::event::{DeploymentEvent, Overrides, SourceOutput, validate_project};
 use crate::gitlab::{CallCtx, GitLabError};
 use crate::lifecycle::{Action, Lifecycle};
 use crate::model::{Deployment, format_time};
-use crate::secrets::SecretProvider;
+use crate::secrets::{SecretProvider, SecretsError};
 use crate::sources::{self, generic};
 
 /// One webhook as the transport received it.
@@ -125,7 +125,13 @@ impl Pipeline {
         let body = hook.body?;
         let headers = hook.headers;
 
-        let secrets = self.secrets.current().await?;
+        // The read is bounded by this request's deadline: a slow Secrets Manager, or requests
+        // queued behind its read, answer in time instead of minutes later.
+        let secrets = match ctx.remaining() {
+            Some(left) => tokio::time::timeout(left, self.secrets.current()).await.ok(),
+            None => None,
+        }
+        .unwrap_or_else(|| Err(SecretsError::Unavailable("the secret could not be read before this request's deadline".into())))?;
         match secrets.webhook_secret(source.name()) {
             Some(secret) => source.verify(headers, &body, secret)?,
             // Refused whatever the call carries, in the words the source uses for a wrong

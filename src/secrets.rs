@@ -165,12 +165,23 @@ struct Cached {
     fetched: Instant,
 }
 
+/// What the last read gave: a bundle (kept for the TTL), or a failure (kept briefly, so that
+/// requests queued behind a read that failed do not each repeat it, one after another).
+#[derive(Default)]
+struct CacheState {
+    ok: Option<Cached>,
+    failed: Option<(Instant, SecretsError)>,
+}
+
+/// How long a failed read is answered from memory.
+const FAILURE_HOLD: Duration = Duration::from_secs(5);
+
 /// AWS Secrets Manager, read on first use and cached for `ttl`.
 pub struct SecretsManager {
     client: aws_sdk_secretsmanager::Client,
     secret_id: String,
     ttl: Duration,
-    cache: Mutex<Option<Cached>>,
+    cache: Mutex<CacheState>,
     generation: AtomicU64,
 }
 
@@ -180,7 +191,7 @@ impl SecretsManager {
             client,
             secret_id: secret_id.into(),
             ttl,
-            cache: Mutex::new(None),
+            cache: Mutex::new(CacheState::default()),
             generation: AtomicU64::new(0),
         }
     }
@@ -222,22 +233,34 @@ impl SecretProvider for SecretsManager {
         Box::pin(async move {
             // Holding the lock while fetching makes concurrent first requests share one read.
             let mut cache = self.cache.lock().await;
-            if let Some(c) = cache.as_ref() {
+            if let Some(c) = cache.ok.as_ref() {
                 if c.fetched.elapsed() < self.ttl {
                     return Ok(c.bundle.clone());
                 }
             }
-            let bundle = self.fetch().await?;
-            *cache = Some(Cached { bundle: bundle.clone(), fetched: Instant::now() });
-            Ok(bundle)
+            if let Some((at, e)) = cache.failed.as_ref() {
+                if at.elapsed() < FAILURE_HOLD {
+                    return Err(e.clone());
+                }
+            }
+            match self.fetch().await {
+                Ok(bundle) => {
+                    *cache = CacheState { ok: Some(Cached { bundle: bundle.clone(), fetched: Instant::now() }), failed: None };
+                    Ok(bundle)
+                }
+                Err(e) => {
+                    cache.failed = Some((Instant::now(), e.clone()));
+                    Err(e)
+                }
+            }
         })
     }
 
     fn invalidate<'a>(&'a self, stale: &'a SecretBundle) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let mut cache = self.cache.lock().await;
-            if cache.as_ref().is_some_and(|c| c.bundle.generation == stale.generation) {
-                *cache = None;
+            if cache.ok.as_ref().is_some_and(|c| c.bundle.generation == stale.generation) {
+                cache.ok = None;
             }
         })
     }

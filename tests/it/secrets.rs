@@ -120,3 +120,41 @@ async fn a_missing_webhook_secret_key_is_401() {
     assert_eq!(s, 401, "{r}");
     assert!(gitlab.requests().is_empty());
 }
+
+/// Secrets Manager accepts connections and never answers. The read is bounded by each request's
+/// deadline and a failed read is not repeated by every request queued behind it: eight
+/// concurrent webhooks are all answered by their deadline (they waited 10, 20, ... 80 s before).
+#[tokio::test]
+async fn a_hanging_secrets_manager_is_answered_within_each_requests_deadline() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let gitlab = GitLabStub::start("t").await;
+    let provider = SecretsManager::new(moto::client(&endpoint), "bridge/secret", Duration::from_secs(300));
+    let mut cfg = config(&gitlab.url);
+    cfg.local_deadline = Duration::from_secs(2);
+    let bridge = Arc::new(Bridge::start(cfg, Arc::new(provider)).await);
+    let calls = (0..8).map(|i| {
+        let bridge = bridge.clone();
+        tokio::spawn(async move { bridge.generic(&format!("env{i}"), SHA_A, "running").await })
+    });
+    let answers = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut out = Vec::new();
+        for c in calls {
+            out.push(c.await.unwrap());
+        }
+        out
+    })
+    .await
+    .expect("every webhook is answered (by its 2 s deadline), none waits on another's read");
+    hold.abort();
+    for (s, r) in answers {
+        assert_eq!(s, 503, "{r}");
+    }
+    assert!(gitlab.requests().is_empty());
+}
