@@ -101,8 +101,22 @@ impl Config {
                 .map(|v| v.parse::<u64>().map_err(|_| ConfigError(format!("{k} must be a whole number, got {v:?}"))))
                 .transpose()
         };
+        // Every duration is bounded (a day): a time that large is a mistake, and one near u64::MAX
+        // would overflow the clock arithmetic of the request it is added to.
+        const MAX_SECONDS: u64 = 86_400;
+        let bounded = |k: &str, v: Option<u64>, per_second: u64| -> Result<Option<u64>, ConfigError> {
+            match v {
+                Some(n) if n > MAX_SECONDS * per_second => {
+                    Err(ConfigError(format!("{k} must be at most {} (a day), got {n}", MAX_SECONDS * per_second)))
+                }
+                other => Ok(other),
+            }
+        };
         let ms = |k: &str, dflt: Duration| -> Result<Duration, ConfigError> {
-            Ok(num(k)?.map(Duration::from_millis).unwrap_or(dflt))
+            Ok(bounded(k, num(k)?, 1000)?.map(Duration::from_millis).unwrap_or(dflt))
+        };
+        let secs = |k: &str, dflt: Duration| -> Result<Duration, ConfigError> {
+            Ok(bounded(k, num(k)?, 1)?.map(Duration::from_secs).unwrap_or(dflt))
         };
         let gitlab_url = get("GITLAB_URL").unwrap_or(d.gitlab_url).trim_end_matches('/').to_string();
         let gitlab_url = gitlab_url.strip_suffix("/api/v4").unwrap_or(&gitlab_url).to_string();
@@ -133,10 +147,10 @@ impl Config {
         Ok(Config {
             gitlab_url,
             secret_id: get("SECRET_ID"),
-            secret_ttl: num("SECRET_CACHE_TTL_SECONDS")?.map(Duration::from_secs).unwrap_or(d.secret_ttl),
+            secret_ttl: secs("SECRET_CACHE_TTL_SECONDS", d.secret_ttl)?,
             default_ref: get("DEFAULT_REF").unwrap_or(d.default_ref),
             dry_run,
-            local_deadline: num("REQUEST_DEADLINE_SECONDS")?.map(Duration::from_secs).unwrap_or(d.local_deadline),
+            local_deadline: secs("REQUEST_DEADLINE_SECONDS", d.local_deadline)?,
             deadline_margin: ms("DEADLINE_MARGIN_MS", d.deadline_margin)?,
             connect_timeout: ms("GITLAB_CONNECT_TIMEOUT_MS", d.connect_timeout)?,
             request_timeout: ms("GITLAB_REQUEST_TIMEOUT_MS", d.request_timeout)?,
@@ -145,7 +159,7 @@ impl Config {
             retry_max: ms("GITLAB_RETRY_MAX_MS", d.retry_max)?,
             heroku_api_url: get("HEROKU_API_URL").unwrap_or(d.heroku_api_url).trim_end_matches('/').to_string(),
             environments,
-            clock_skew: num("CLOCK_SKEW_SECONDS")?.map(Duration::from_secs).unwrap_or(d.clock_skew),
+            clock_skew: secs("CLOCK_SKEW_SECONDS", d.clock_skew)?,
             argocd_sha_annotation: get("ARGOCD_SHA_ANNOTATION"),
             argocd_image,
         })
@@ -173,6 +187,17 @@ mod tests {
         assert_eq!(c.gitlab_url, "https://git.example.com");
         assert!(c.dry_run);
         assert_eq!(c.secret_ttl, Duration::from_secs(60));
+    }
+
+    /// `REQUEST_DEADLINE_SECONDS=18446744073709551615` panicked the first request (the deadline
+    /// overflowed the clock); every duration now has a bound, named in the refusal.
+    #[test]
+    fn durations_are_bounded() {
+        for k in ["REQUEST_DEADLINE_SECONDS", "SECRET_CACHE_TTL_SECONDS", "CLOCK_SKEW_SECONDS", "GITLAB_REQUEST_TIMEOUT_MS", "DEADLINE_MARGIN_MS"] {
+            let err = cfg(&[(k, "18446744073709551615")]).unwrap_err().to_string();
+            assert!(err.contains(k) && err.contains("at most"), "{k}: {err}");
+        }
+        assert_eq!(cfg(&[("REQUEST_DEADLINE_SECONDS", "86400")]).unwrap().local_deadline, Duration::from_secs(86_400));
     }
 
     #[test]

@@ -135,7 +135,8 @@ impl AppState {
             }
             _ => cfg.local_deadline,
         };
-        Instant::now() + budget
+        let now = Instant::now();
+        now.checked_add(budget).unwrap_or(now + Duration::from_secs(86_400))
     }
 }
 

@@ -134,3 +134,23 @@ async fn a_refusal_does_not_tell_which_sources_are_configured() {
     }
     assert!(gitlab.requests().is_empty());
 }
+
+/// `REQUEST_DEADLINE_SECONDS=18446744073709551615` panicked on the first request (the deadline
+/// overflowed the clock). The setting is refused by name and the process answers, not dies.
+#[test]
+fn a_huge_deadline_setting_is_refused_not_panicked_on() {
+    let event = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/generic-running.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gitlab-deploy-bridge"))
+        .args(["invoke", "--dry-run"])
+        .arg(&event)
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("SECRET_ID")
+        .envs(demo_env())
+        .env("REQUEST_DEADLINE_SECONDS", "18446744073709551615")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let text = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(text.contains("REQUEST_DEADLINE_SECONDS"), "{text}");
+}
