@@ -171,10 +171,27 @@ pub fn usable_ref(r: &str) -> Option<(String, bool)> {
         (r, false)
     };
     let looks_like_sha = name.len() >= 7 && name.len() <= 40 && name.bytes().all(|b| b.is_ascii_hexdigit());
-    if name.is_empty() || name == "HEAD" || name.starts_with("refs/") || looks_like_sha {
+    if name.is_empty() || name == "HEAD" || name.starts_with("refs/") || looks_like_sha || !is_ref_name(name) {
         return None;
     }
     Some((name.to_string(), tag))
+}
+
+/// Git's rules for a branch or tag name (`git check-ref-format`): no control characters, space
+/// or `~^:?*[\`, no `..`, `@{` or `//`, no `.`-led component, not ending in `/`, `.` or `.lock`.
+fn is_ref_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "@"
+        && !name.chars().any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c))
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name.contains("//")
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && !name.ends_with('.')
+        && !name.ends_with(".lock")
+        && !name.split('/').any(|c| c.starts_with('.'))
 }
 
 /// A numeric id, or a full path whose segments are names: never empty, `.` or `..` (which URL
@@ -232,6 +249,16 @@ mod tests {
 
     fn overrides(project: &str) -> Overrides {
         Overrides { project: Some(project.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn refs_that_git_would_refuse_are_not_sent() {
+        for bad in ["refs/heads/\rrefs/heads/", "refs/heads/\rmain", "ma\nin", "a b", "a..b", "a~1", "x:y", "a@{1}", "feat//x", ".hidden", "a/.b", "x.lock", "x/", "refs/heads/"] {
+            assert_eq!(usable_ref(bad), None, "{bad:?}");
+        }
+        for ok in ["main", "feature/x-1", "release/2.0", "refs/heads/main", "v1.4.0"] {
+            assert!(usable_ref(ok).is_some(), "{ok:?}");
+        }
     }
 
     #[test]
