@@ -73,7 +73,13 @@ impl Pipeline {
     /// the GitLab deployment, for the routes that answer as GitLab does).
     pub async fn handle(&self, hook: Webhook<'_>, deadline: Instant) -> Result<Handled, Error> {
         let started = hook.received;
-        let source_name = hook.source;
+        // The path is the caller's: an unknown name is logged escaped and shortened, so `%0A`
+        // in it cannot forge a line in a text log.
+        let source_name: std::borrow::Cow<'static, str> = match sources::find(hook.source) {
+            Some(s) => s.name().into(),
+            None => printable(hook.source).into(),
+        };
+        let source_name = source_name.as_ref();
         let ctx = CallCtx::new(deadline);
         let mut log = HookLog::default();
         let result = self.process(hook, &ctx, &mut log).await;
@@ -121,7 +127,7 @@ impl Pipeline {
 
     async fn process(&self, hook: Webhook<'_>, ctx: &CallCtx, log: &mut HookLog) -> Result<Handled, Error> {
         let source = sources::find(hook.source)
-            .ok_or_else(|| Error::UnknownSource { name: hook.source.chars().take(64).collect(), known: sources::names() })?;
+            .ok_or_else(|| Error::UnknownSource { name: printable(hook.source), known: sources::names() })?;
         let body = hook.body?;
         let headers = hook.headers;
 
@@ -263,6 +269,12 @@ impl Pipeline {
             answer["gitlab_calls"] = json!(ctx.calls());
         }
     }
+}
+
+/// A caller's text as it may appear in a log line or an answer: at most 64 characters, control
+/// characters (and quotes, backslashes) escaped.
+fn printable(text: &str) -> String {
+    text.chars().take(64).flat_map(char::escape_debug).collect()
 }
 
 /// A secret to check an unconfigured source's credentials against (the call is refused even

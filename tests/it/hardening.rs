@@ -154,3 +154,21 @@ fn a_huge_deadline_setting_is_refused_not_panicked_on() {
     let text = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
     assert!(text.contains("REQUEST_DEADLINE_SECONDS"), "{text}");
 }
+
+/// `/hooks/x%0A<forged line>` put a raw newline into the error, which a text log prints as a
+/// line of its own. The name is escaped now, in the answer and in the log.
+#[tokio::test]
+async fn an_unknown_source_name_cannot_forge_a_log_line() {
+    let (gitlab, bridge) = setup().await;
+    let (s, r) = bridge.post("/hooks/x%0A2026-11-29T00:00:00Z%20INFO%20webhook%20handled", Some(GENERIC_SECRET), "{}").await;
+    assert_eq!(s, 404, "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(!error.contains('\n') && error.contains("x\\n2026"), "{error}");
+    for line in logs().lines().filter(|l| l.contains("2026-11-29T00:00:00Z")) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        for field in ["source", "error"] {
+            assert!(!v[field].as_str().unwrap_or_default().contains('\n'), "{line}");
+        }
+    }
+    assert!(gitlab.requests().is_empty());
+}
