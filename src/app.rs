@@ -68,7 +68,7 @@ fn gitlab_settings(config: &Config) -> gitlab::Settings {
 }
 
 pub async fn run_lambda(app: Router) -> Result<(), BoxError> {
-    lambda_http::run(app).await
+    crate::lambda::run(app).await
 }
 
 pub async fn serve(app: Router, listen: SocketAddr) -> Result<(), BoxError> {
@@ -88,7 +88,7 @@ pub async fn invoke(app: Router, files: &[PathBuf]) -> Result<bool, BoxError> {
     let mut all_ok = true;
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let request = lambda_http::request::from_str(&text)
+        let request = crate::lambda::request_from_str(&text)
             .map_err(|e| format!("{}: not a Lambda function URL / HTTP API v2 event: {e}", file.display()))?;
         let response = app.clone().oneshot(request).await?;
         let status = response.status();

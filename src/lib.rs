@@ -5,7 +5,8 @@
 //! `source.enrich` → [`event::DeploymentEvent`] (query overrides applied, fields validated) →
 //! [`lifecycle::Lifecycle::apply`] (the rollout rules against GitLab) → JSON answer.
 //! [`http`] is the one axum `Router` in front of it; [`app`] builds both and runs the router
-//! under Lambda, as a local server, or on event files.
+//! under Lambda (through [`lambda`], which makes events safe for lambda_http), as a local
+//! server, or on event files.
 //!
 //! Imports point one way: `http` → `pipeline` → `sources` / `lifecycle` → `environment` →
 //! `gitlab` → `model` (the vocabulary) and `secrets`.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod event;
 pub mod gitlab;
 pub mod http;
+pub mod lambda;
 pub mod lifecycle;
 pub mod model;
 pub mod pipeline;

@@ -172,3 +172,39 @@ async fn an_unknown_source_name_cannot_forge_a_log_line() {
     }
     assert!(gitlab.requests().is_empty());
 }
+
+/// The reproducer events through `invoke`, which converts events as Lambda does: each is
+/// answered (401: unsigned), none panics.
+#[test]
+fn invoke_answers_events_lambda_http_would_panic_on() {
+    let base: Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/generic-running.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reproducers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for (n, (header, value)) in [("host", "bad host with spaces"), ("host", "[::1"), ("x-forwarded-proto", "")].iter().enumerate() {
+        let mut ev = base.clone();
+        ev["headers"][*header] = json!(value);
+        ev["headers"]["authorization"] = json!("Bearer not-the-secret");
+        let f = dir.join(format!("reproducer-{n}.json"));
+        std::fs::write(&f, ev.to_string()).unwrap();
+        files.push(f);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gitlab-deploy-bridge"))
+        .args(["invoke", "--dry-run"])
+        .args(&files)
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("SECRET_ID")
+        .envs(demo_env())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let answers: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(answers.len(), 3, "{stderr}");
+    for a in answers {
+        assert_eq!(a["statusCode"], 401, "{a}");
+    }
+}

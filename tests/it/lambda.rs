@@ -242,3 +242,36 @@ async fn without_secret_id_environment_secrets_serve_as_under_cargo_lambda_watch
     assert_eq!(gitlab.deployments().len(), 1);
     assert!(!function.output().contains(&token));
 }
+
+/// lambda_http 1.3.2 panicked (`Url::parse(..).unwrap()`) on an invalid `host` header or an
+/// empty `x-forwarded-proto`, killing the process before the router ran. Each reproducer is now
+/// answered, as a 4xx for what it is (these are unsigned), and the process goes on to serve a
+/// real event.
+#[tokio::test]
+async fn events_lambda_http_would_panic_on_are_answered_and_the_process_lives() {
+    let token = fastrand_token();
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(EVENT_SHA);
+    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
+    let mut env: Vec<(String, String)> = demo_env();
+    env.push(("GITLAB_TOKEN".into(), token.clone()));
+    env.push(("GITLAB_URL".into(), gitlab.url.clone()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let function = start_function(&runtime, &env_refs).await;
+    let base: Value = serde_json::from_str(&event_file("generic-running.json")).unwrap();
+    let reproducers = [
+        ("host", json!("bad host with spaces")),
+        ("host", json!("[::1")),
+        ("x-forwarded-proto", json!("")),
+    ];
+    for (header, value) in reproducers {
+        let mut ev = base.clone();
+        ev["headers"][header] = value.clone();
+        ev["headers"]["authorization"] = json!("Bearer not-the-secret");
+        let (code, body) = invoke(&runtime, &ev.to_string()).await;
+        assert_eq!(code, 401, "{header}={value}: {body}");
+    }
+    let (code, body) = invoke(&runtime, &event_file("generic-running.json")).await;
+    assert_eq!((code, body["action"].as_str()), (200, Some("created")), "{body}");
+    assert!(!function.output().contains("panicked"), "{}", function.output());
+}
