@@ -233,16 +233,14 @@ impl SecretProvider for SecretsManager {
         Box::pin(async move {
             // Holding the lock while fetching makes concurrent first requests share one read.
             let mut cache = self.cache.lock().await;
-            if let Some(c) = cache.ok.as_ref() {
-                if c.fetched.elapsed() < self.ttl {
+            if let Some(c) = cache.ok.as_ref()
+                && c.fetched.elapsed() < self.ttl {
                     return Ok(c.bundle.clone());
                 }
-            }
-            if let Some((at, e)) = cache.failed.as_ref() {
-                if at.elapsed() < FAILURE_HOLD {
+            if let Some((at, e)) = cache.failed.as_ref()
+                && at.elapsed() < FAILURE_HOLD {
                     return Err(e.clone());
                 }
-            }
             match self.fetch().await {
                 Ok(bundle) => {
                     *cache = CacheState { ok: Some(Cached { bundle: bundle.clone(), fetched: Instant::now() }), failed: None };

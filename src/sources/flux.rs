@@ -51,11 +51,10 @@ pub fn split_revision(rev: &str) -> (Option<String>, Option<String>) {
     if let Some(sha) = rev.strip_prefix("sha1:") {
         return (None, normalize_sha(sha));
     }
-    if let Some((name, sha)) = rev.rsplit_once('/') {
-        if let Some(sha) = normalize_sha(sha) {
+    if let Some((name, sha)) = rev.rsplit_once('/')
+        && let Some(sha) = normalize_sha(sha) {
             return (Some(name.to_string()), Some(sha));
         }
-    }
     (None, normalize_sha(rev))
 }
 

@@ -151,8 +151,8 @@ impl Source for Heroku {
             // A dry run calls no one: not GitLab, and not Heroku with a real token either.
             let token = lookup.secrets.get(API_TOKEN_KEY).filter(|_| !lookup.config.dry_run);
             if let Some(token) = token {
-                if draft.sha.is_none() {
-                    if let Some(slug) = nested(d, "slug", "id") {
+                if draft.sha.is_none()
+                    && let Some(slug) = nested(d, "slug", "id") {
                         let slug_info = platform_api(lookup, token, &["apps", &app, "slugs", &slug]).await?;
                         match slug_info.get("commit").and_then(Value::as_str) {
                             Some(commit) if !commit.is_empty() => draft.sha = Some(commit.to_string()),
@@ -163,7 +163,6 @@ impl Source for Heroku {
                             }
                         }
                     }
-                }
                 if draft.sha.is_some() {
                     let app_info = platform_api(lookup, token, &["apps", &app]).await?;
                     draft.external_url = app_info.get("web_url").and_then(Value::as_str).map(str::to_string);

@@ -105,11 +105,10 @@ pub fn secret_eq(given: &[u8], expected: &SecretString) -> bool {
 pub fn bearer_or_private_token(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
-        if let Some((scheme, rest)) = v.split_once(' ') {
-            if scheme.eq_ignore_ascii_case("bearer") {
+        if let Some((scheme, rest)) = v.split_once(' ')
+            && scheme.eq_ignore_ascii_case("bearer") {
                 return Some(rest.trim());
             }
-        }
     }
     headers.get("private-token").and_then(|v| v.to_str().ok()).map(str::trim)
 }
