@@ -107,9 +107,10 @@ impl Error {
 fn respond(status: StatusCode, body: serde_json::Value, retry_after: Option<Duration>) -> Response {
     let mut resp = (status, Json(body)).into_response();
     if let Some(d) = retry_after
-        && let Ok(v) = HeaderValue::from_str(&d.as_secs().max(1).to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+        && let Ok(v) = HeaderValue::from_str(&d.as_secs().max(1).to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     resp
 }
 

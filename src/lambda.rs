@@ -81,11 +81,12 @@ fn sanitize_v2(ag: &mut ApiGatewayV2httpRequest) {
     }
 
     if let Some(query) = ag.raw_query_string.as_deref()
-        && Uri::try_from(format!("https://localhost{full_path}?{query}")).is_err() {
-            let encoded = utf8_percent_encode(query, QUERY).to_string();
-            let usable = Uri::try_from(format!("https://localhost{full_path}?{encoded}")).is_ok();
-            ag.raw_query_string = usable.then_some(encoded);
-        }
+        && Uri::try_from(format!("https://localhost{full_path}?{query}")).is_err()
+    {
+        let encoded = utf8_percent_encode(query, QUERY).to_string();
+        let usable = Uri::try_from(format!("https://localhost{full_path}?{encoded}")).is_ok();
+        ag.raw_query_string = usable.then_some(encoded);
+    }
 }
 
 #[cfg(test)]

@@ -299,9 +299,10 @@ impl Lifecycle {
         let items = &recent.items;
         // What this container remembers of a deployment that has changed since is no longer true.
         if let Some(w) = self.written(key)
-            && items.iter().any(|d| d.id == w.deployment.id && !w.describes(d)) {
-                self.forget(key);
-            }
+            && items.iter().any(|d| d.id == w.deployment.id && !w.describes(d))
+        {
+            self.forget(key);
+        }
         let running = items.iter().find(|d| d.is_of(&ev.sha) && d.status() == Some(Status::Running));
         // The environment's latest change, and what runs: the success that finished last (as
         // GitLab's `last_deployment`, by `finished_at`, which a success's `updated_at` is),

@@ -234,13 +234,15 @@ impl SecretProvider for SecretsManager {
             // Holding the lock while fetching makes concurrent first requests share one read.
             let mut cache = self.cache.lock().await;
             if let Some(c) = cache.ok.as_ref()
-                && c.fetched.elapsed() < self.ttl {
-                    return Ok(c.bundle.clone());
-                }
+                && c.fetched.elapsed() < self.ttl
+            {
+                return Ok(c.bundle.clone());
+            }
             if let Some((at, e)) = cache.failed.as_ref()
-                && at.elapsed() < FAILURE_HOLD {
-                    return Err(e.clone());
-                }
+                && at.elapsed() < FAILURE_HOLD
+            {
+                return Err(e.clone());
+            }
             match self.fetch().await {
                 Ok(bundle) => {
                     *cache = CacheState { ok: Some(Cached { bundle: bundle.clone(), fetched: Instant::now() }), failed: None };

@@ -52,9 +52,10 @@ pub fn split_revision(rev: &str) -> (Option<String>, Option<String>) {
         return (None, normalize_sha(sha));
     }
     if let Some((name, sha)) = rev.rsplit_once('/')
-        && let Some(sha) = normalize_sha(sha) {
-            return (Some(name.to_string()), Some(sha));
-        }
+        && let Some(sha) = normalize_sha(sha)
+    {
+        return (Some(name.to_string()), Some(sha));
+    }
     (None, normalize_sha(rev))
 }
 

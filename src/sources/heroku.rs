@@ -152,17 +152,18 @@ impl Source for Heroku {
             let token = lookup.secrets.get(API_TOKEN_KEY).filter(|_| !lookup.config.dry_run);
             if let Some(token) = token {
                 if draft.sha.is_none()
-                    && let Some(slug) = nested(d, "slug", "id") {
-                        let slug_info = platform_api(lookup, token, &["apps", &app, "slugs", &slug]).await?;
-                        match slug_info.get("commit").and_then(Value::as_str) {
-                            Some(commit) if !commit.is_empty() => draft.sha = Some(commit.to_string()),
-                            _ => {
-                                return Ok(SourceOutput::Ignored(format!(
-                                    "release {description:?}: its slug has no commit (not built from git)"
-                                )));
-                            }
+                    && let Some(slug) = nested(d, "slug", "id")
+                {
+                    let slug_info = platform_api(lookup, token, &["apps", &app, "slugs", &slug]).await?;
+                    match slug_info.get("commit").and_then(Value::as_str) {
+                        Some(commit) if !commit.is_empty() => draft.sha = Some(commit.to_string()),
+                        _ => {
+                            return Ok(SourceOutput::Ignored(format!(
+                                "release {description:?}: its slug has no commit (not built from git)"
+                            )));
                         }
                     }
+                }
                 if draft.sha.is_some() {
                     let app_info = platform_api(lookup, token, &["apps", &app]).await?;
                     draft.external_url = app_info.get("web_url").and_then(Value::as_str).map(str::to_string);

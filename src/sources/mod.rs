@@ -106,9 +106,10 @@ pub fn bearer_or_private_token(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         if let Some((scheme, rest)) = v.split_once(' ')
-            && scheme.eq_ignore_ascii_case("bearer") {
-                return Some(rest.trim());
-            }
+            && scheme.eq_ignore_ascii_case("bearer")
+        {
+            return Some(rest.trim());
+        }
     }
     headers.get("private-token").and_then(|v| v.to_str().ok()).map(str::trim)
 }

@@ -475,9 +475,10 @@ async fn list(State(st): State<Shared>, Path(id): Path<String>, Query(q): Query<
         return err(StatusCode::BAD_REQUEST, json!({"error": "sort does not have a valid value"}));
     }
     if let Some(s) = q.get("status")
-        && !STATUSES.contains(&s.as_str()) {
-            return err(StatusCode::BAD_REQUEST, json!({"error": "status does not have a valid value"}));
-        }
+        && !STATUSES.contains(&s.as_str())
+    {
+        return err(StatusCode::BAD_REQUEST, json!({"error": "status does not have a valid value"}));
+    }
     let per_page: usize = q.get("per_page").and_then(|v| v.parse().ok()).unwrap_or(20).clamp(1, 100);
     let page: usize = q.get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
     let s = st.lock().unwrap();
