@@ -23,6 +23,8 @@ pub struct Config {
     pub dry_run: bool,
     /// Time budget of one webhook when no Lambda deadline is known (`REQUEST_DEADLINE_SECONDS`).
     pub local_deadline: Duration,
+    /// How long a request's body may take to arrive (`BODY_TIMEOUT_SECONDS`, default 10).
+    pub body_timeout: Duration,
     /// Kept free before Lambda's own deadline so an answer can still be sent (`DEADLINE_MARGIN_MS`).
     pub deadline_margin: Duration,
     /// TCP+TLS connect timeout towards GitLab (`GITLAB_CONNECT_TIMEOUT_MS`).
@@ -67,6 +69,7 @@ impl Default for Config {
             default_ref: "main".into(),
             dry_run: false,
             local_deadline: Duration::from_secs(25),
+            body_timeout: Duration::from_secs(10),
             deadline_margin: Duration::from_millis(1000),
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
@@ -151,6 +154,7 @@ impl Config {
             default_ref: get("DEFAULT_REF").unwrap_or(d.default_ref),
             dry_run,
             local_deadline: secs("REQUEST_DEADLINE_SECONDS", d.local_deadline)?,
+            body_timeout: secs("BODY_TIMEOUT_SECONDS", d.body_timeout)?,
             deadline_margin: ms("DEADLINE_MARGIN_MS", d.deadline_margin)?,
             connect_timeout: ms("GITLAB_CONNECT_TIMEOUT_MS", d.connect_timeout)?,
             request_timeout: ms("GITLAB_REQUEST_TIMEOUT_MS", d.request_timeout)?,

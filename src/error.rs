@@ -30,6 +30,8 @@ pub enum Error {
     MethodNotAllowed(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the request body did not arrive within {0:?}")]
+    RequestTimeout(Duration),
     /// A deploy tool's own API (e.g. Heroku's) failed while completing the event; a redelivery may succeed.
     #[error("{service} is unavailable: {message}")]
     ToolApi { service: &'static str, message: String },
@@ -47,6 +49,7 @@ impl Error {
             Error::UnknownSource { .. } | Error::NoRoute { .. } | Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::ToolApi { .. } => StatusCode::BAD_GATEWAY,
             Error::GitLab(e) => match e {
                 // GitLab refused the data itself: a redelivery of the same body cannot succeed.

@@ -114,7 +114,10 @@ impl AppState {
         let received = Instant::now();
         let (parts, body) = req.into_parts();
         let deadline = self.deadline(&parts.extensions);
-        let body = read_body(&parts, body).await;
+        let body = match self.0.precheck(source, &parts.headers) {
+            Ok(()) => read_body(&parts, body, self.0.config().body_timeout).await,
+            Err(e) => Err(e),
+        };
         let hook = Webhook { source, path_project, update, headers: &parts.headers, query: parts.uri.query(), body, received };
         let result = self.0.handle(hook, deadline).await;
         match (answer, result) {
@@ -153,7 +156,9 @@ fn gitlab_answer(success: StatusCode, handled: Handled) -> Response {
     }
 }
 
-async fn read_body(parts: &axum::http::request::Parts, body: Body) -> Result<bytes::Bytes, Error> {
+/// The body, at most `MAX_BODY_BYTES`, read within `timeout` (a client that sends it slowly
+/// gets 408 rather than holding the request open).
+async fn read_body(parts: &axum::http::request::Parts, body: Body, timeout: Duration) -> Result<bytes::Bytes, Error> {
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -162,7 +167,10 @@ async fn read_body(parts: &axum::http::request::Parts, body: Body) -> Result<byt
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(Error::PayloadTooLarge(MAX_BODY_BYTES));
     }
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES))
+        .await
+        .map_err(|_| Error::RequestTimeout(timeout))?;
+    read.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");

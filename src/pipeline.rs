@@ -69,6 +69,14 @@ impl Pipeline {
         &self.config
     }
 
+    /// What can be refused before the body is read: an unknown source, and a request without
+    /// the source's credential header — so an unauthenticated caller cannot make the bridge
+    /// buffer a body. The refusal is answered and logged as the webhook's (through its body).
+    pub fn precheck(&self, source: &str, headers: &HeaderMap) -> Result<(), Error> {
+        let source = sources::find(source).ok_or_else(|| Error::UnknownSource { name: printable(source), known: sources::names() })?;
+        source.credentials(headers)
+    }
+
     /// Handles one webhook within `deadline` and logs one line for it; returns the answer (and
     /// the GitLab deployment, for the routes that answer as GitLab does).
     pub async fn handle(&self, hook: Webhook<'_>, deadline: Instant) -> Result<Handled, Error> {

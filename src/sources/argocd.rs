@@ -25,7 +25,7 @@ use serde_json::Value;
 use std::sync::Mutex;
 use time::OffsetDateTime;
 
-use super::{Lookup, Source, json_object, str_field, time_field, verify_token};
+use super::{Lookup, Source, json_object, str_field, time_field, token, verify_token};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput, normalize_sha};
 use crate::model::Status;
@@ -73,6 +73,10 @@ fn occurred_at(obj: &serde_json::Map<String, Value>, phase: &str, health: &str) 
 impl Source for ArgoCd {
     fn name(&self) -> &'static str {
         "argocd"
+    }
+
+    fn credentials(&self, headers: &HeaderMap) -> Result<(), Error> {
+        token(self.name(), headers).map(drop)
     }
 
     fn verify(&self, headers: &HeaderMap, _body: &[u8], secret: &SecretString) -> Result<(), Error> {

@@ -82,13 +82,21 @@ fn status_of(reason: &str) -> Option<Status> {
     })
 }
 
+fn signature(headers: &HeaderMap) -> Result<&str, Error> {
+    required_header(headers, "x-signature", "missing X-Signature header; use a Provider of type generic-hmac")
+}
+
 impl Source for Flux {
     fn name(&self) -> &'static str {
         "flux"
     }
 
+    fn credentials(&self, headers: &HeaderMap) -> Result<(), Error> {
+        signature(headers).map(drop)
+    }
+
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
-        let header = required_header(headers, "x-signature", "missing X-Signature header; use a Provider of type generic-hmac")?;
+        let header = signature(headers)?;
         let (alg, hex_mac) = header
             .split_once('=')
             .ok_or_else(|| Error::Unauthorized("X-Signature must look like sha256=<hex>".into()))?;

@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
-use super::{Source, json_object, str_field, verify_token};
+use super::{Source, json_object, str_field, token, verify_token};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput};
 use crate::model::{Status, parse_time};
@@ -19,6 +19,10 @@ pub struct Generic;
 impl Source for Generic {
     fn name(&self) -> &'static str {
         "generic"
+    }
+
+    fn credentials(&self, headers: &HeaderMap) -> Result<(), Error> {
+        token(self.name(), headers).map(drop)
     }
 
     fn verify(&self, headers: &HeaderMap, _body: &[u8], secret: &SecretString) -> Result<(), Error> {

@@ -66,13 +66,21 @@ fn state_began(d: &serde_json::Map<String, Value>, status: Status) -> Option<tim
     if status == Status::Running { time_field(d, "created_at") } else { time_field(d, "updated_at") }
 }
 
+fn signature(headers: &HeaderMap) -> Result<&str, Error> {
+    required_header(headers, SIGNATURE_HEADER, "missing Heroku-Webhook-Hmac-SHA256 header")
+}
+
 impl Source for Heroku {
     fn name(&self) -> &'static str {
         "heroku"
     }
 
+    fn credentials(&self, headers: &HeaderMap) -> Result<(), Error> {
+        signature(headers).map(drop)
+    }
+
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
-        let given = required_header(headers, SIGNATURE_HEADER, "missing Heroku-Webhook-Hmac-SHA256 header")?;
+        let given = signature(headers)?;
         let given = base64::engine::general_purpose::STANDARD
             .decode(given)
             .map_err(|_| Error::Unauthorized("Heroku-Webhook-Hmac-SHA256 is not base64".into()))?;

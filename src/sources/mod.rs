@@ -23,6 +23,10 @@ use crate::secrets::{BoxFuture, SecretBundle};
 pub trait Source: Send + Sync {
     /// Path segment in `/hooks/{name}`; the secret key is `<name>_webhook_secret`.
     fn name(&self) -> &'static str;
+    /// Whether the request carries the tool's credential at all (its signature or token
+    /// header), checked before the body is read so that an unauthenticated caller cannot make
+    /// the bridge buffer a body. `Err` is always 401, worded as [`Source::verify`] words it.
+    fn credentials(&self, headers: &HeaderMap) -> Result<(), Error>;
     /// Checks the tool's native authentication over the raw body. `Err` is always 401.
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error>;
     /// Reads the body into a draft event, or says why it is not a deployment state change.
@@ -115,12 +119,15 @@ pub fn bearer_or_private_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Verifies a bearer/PRIVATE-TOKEN credential against the source's secret.
+/// The token of `Authorization: Bearer` or `PRIVATE-TOKEN`, or the 401 that names them.
+pub fn token<'h>(source: &str, headers: &'h HeaderMap) -> Result<&'h str, Error> {
+    bearer_or_private_token(headers).ok_or_else(|| {
+        Error::Unauthorized(format!("missing credentials: send `Authorization: Bearer <{source} webhook secret>`"))
+    })
+}
+
 pub fn verify_token(source: &str, headers: &HeaderMap, secret: &SecretString) -> Result<(), Error> {
-    let Some(given) = bearer_or_private_token(headers) else {
-        return Err(Error::Unauthorized(format!(
-            "missing credentials: send `Authorization: Bearer <{source} webhook secret>`"
-        )));
-    };
+    let given = token(source, headers)?;
     if secret_eq(given.as_bytes(), secret) {
         Ok(())
     } else {

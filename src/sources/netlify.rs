@@ -33,13 +33,21 @@ struct Claims {
     sha256: String,
 }
 
+fn signature(headers: &HeaderMap) -> Result<&str, Error> {
+    required_header(headers, "x-webhook-signature", "missing X-Webhook-Signature header; set a JWS secret on the Netlify webhook")
+}
+
 impl Source for Netlify {
     fn name(&self) -> &'static str {
         "netlify"
     }
 
+    fn credentials(&self, headers: &HeaderMap) -> Result<(), Error> {
+        signature(headers).map(drop)
+    }
+
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
-        let token = required_header(headers, "x-webhook-signature", "missing X-Webhook-Signature header; set a JWS secret on the Netlify webhook")?;
+        let token = signature(headers)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.required_spec_claims = ["iss".to_string()].into_iter().collect();
         validation.validate_exp = true;

@@ -49,13 +49,21 @@ fn git_of(deployment: &Map<String, Value>) -> (Option<String>, Option<String>) {
     }
 }
 
+fn signature(headers: &HeaderMap) -> Result<&str, Error> {
+    required_header(headers, "x-vercel-signature", "missing x-vercel-signature header")
+}
+
 impl Source for Vercel {
     fn name(&self) -> &'static str {
         "vercel"
     }
 
+    fn credentials(&self, headers: &HeaderMap) -> Result<(), Error> {
+        signature(headers).map(drop)
+    }
+
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
-        let given = required_header(headers, "x-vercel-signature", "missing x-vercel-signature header")?;
+        let given = signature(headers)?;
         let given = hex::decode(given).map_err(|_| Error::Unauthorized("x-vercel-signature is not hexadecimal".into()))?;
         if hmac_matches::<Hmac<Sha1>>(secret, body, &given) {
             Ok(())

@@ -208,3 +208,44 @@ fn invoke_answers_events_lambda_http_would_panic_on() {
         assert_eq!(a["statusCode"], 401, "{a}");
     }
 }
+
+/// Sends a request head (and the first `sent` bytes of its body) and waits at most 8 s for the
+/// status line, without ever sending the rest.
+async fn partial_request(bridge: &Bridge, head: &str, sent: &[u8]) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(bridge.url.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(sent).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(8), stream.read(&mut buf)).await.ok()?.ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+}
+
+/// A caller without the source's credential header used to make the bridge buffer up to 1 MiB
+/// before it was refused (150 half-sent bodies: 169 MB of RSS). Now it is refused on its headers.
+#[tokio::test]
+async fn an_unauthenticated_body_is_never_waited_for() {
+    let (gitlab, bridge) = setup().await;
+    for path in ["/hooks/flux?project=42", "/hooks/generic?project=42", "/hooks/nosuchtool", "/api/v4/projects/42/deployments"] {
+        let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1048576\r\n\r\n");
+        let status = partial_request(&bridge, &head, b"{").await;
+        let expected = if path.contains("nosuchtool") { 404 } else { 401 };
+        assert_eq!(status, Some(expected), "{path}: answered before the body arrived");
+    }
+    assert!(gitlab.requests().is_empty());
+}
+
+/// An authenticated-looking request whose body trickles in is cut off with 408.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_is_cut_off() {
+    let gitlab = GitLabStub::start("t").await;
+    let mut cfg = config(&gitlab.url);
+    cfg.body_timeout = std::time::Duration::from_secs(1);
+    let bridge = Bridge::start(cfg, static_secrets("t")).await;
+    let head = format!(
+        "POST /hooks/generic?project=42 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {GENERIC_SECRET}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
+    );
+    assert_eq!(partial_request(&bridge, &head, b"{\"environment\":").await, Some(408));
+    assert!(gitlab.requests().is_empty());
+}
