@@ -71,15 +71,59 @@ pub async fn run_lambda(app: Router) -> Result<(), BoxError> {
     crate::lambda::run(app).await
 }
 
-pub async fn serve(app: Router, listen: SocketAddr) -> Result<(), BoxError> {
+/// Serves `app` over HTTP/1.1 on `listen` until Ctrl-C (see [`serve_on`]).
+pub async fn serve(app: Router, listen: SocketAddr, header_timeout: std::time::Duration, max_connections: usize) -> Result<(), BoxError> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    serve_on(listener, app, header_timeout, max_connections, shutdown).await;
     Ok(())
+}
+
+/// Serves `app` on `listener` as a server one can put on a network: a request's headers (and
+/// a kept-alive connection's wait for the next request) must arrive within `header_timeout`, a
+/// body within `BODY_TIMEOUT_SECONDS` (the router's), and at most `max_connections` are served
+/// at once — a connection beyond that is closed at once. HTTP/1.1 serves one request at a time
+/// per connection, so that also caps the requests in flight. Stops accepting when `shutdown` ends.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: std::time::Duration,
+    max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(max_connections, "connection refused: the server is at its connection limit");
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
 }
 
 /// Runs each function-URL event file through the router, as Lambda would, and prints the

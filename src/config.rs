@@ -25,6 +25,12 @@ pub struct Config {
     pub local_deadline: Duration,
     /// How long a request's body may take to arrive (`BODY_TIMEOUT_SECONDS`, default 10).
     pub body_timeout: Duration,
+    /// `serve`: how long a request's headers may take to arrive, and how long a kept-alive
+    /// connection may wait idle for the next request (`SERVE_HEADER_TIMEOUT_SECONDS`, default 10).
+    pub serve_header_timeout: Duration,
+    /// `serve`: connections served at once (`SERVE_MAX_CONNECTIONS`, default 256); one request
+    /// at a time per connection (HTTP/1.1), so this also caps the requests in flight.
+    pub serve_max_connections: usize,
     /// Kept free before Lambda's own deadline so an answer can still be sent (`DEADLINE_MARGIN_MS`).
     pub deadline_margin: Duration,
     /// TCP+TLS connect timeout towards GitLab (`GITLAB_CONNECT_TIMEOUT_MS`).
@@ -70,6 +76,8 @@ impl Default for Config {
             dry_run: false,
             local_deadline: Duration::from_secs(25),
             body_timeout: Duration::from_secs(10),
+            serve_header_timeout: Duration::from_secs(10),
+            serve_max_connections: 256,
             deadline_margin: Duration::from_millis(1000),
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
@@ -155,6 +163,8 @@ impl Config {
             dry_run,
             local_deadline: secs("REQUEST_DEADLINE_SECONDS", d.local_deadline)?,
             body_timeout: secs("BODY_TIMEOUT_SECONDS", d.body_timeout)?,
+            serve_header_timeout: secs("SERVE_HEADER_TIMEOUT_SECONDS", d.serve_header_timeout)?,
+            serve_max_connections: num("SERVE_MAX_CONNECTIONS")?.map(|n| n.clamp(1, 65_536) as usize).unwrap_or(d.serve_max_connections),
             deadline_margin: ms("DEADLINE_MARGIN_MS", d.deadline_margin)?,
             connect_timeout: ms("GITLAB_CONNECT_TIMEOUT_MS", d.connect_timeout)?,
             request_timeout: ms("GITLAB_REQUEST_TIMEOUT_MS", d.request_timeout)?,

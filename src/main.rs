@@ -63,9 +63,10 @@ async fn local(cli: Cli) -> Result<ExitCode, app::BoxError> {
     let mut config = Config::from_env()?;
     config.dry_run |= cli.dry_run;
     let secrets = app::secret_provider(&config, false).await;
+    let (header_timeout, max_connections) = (config.serve_header_timeout, config.serve_max_connections);
     let router = app::build(config, secrets)?;
     match cli.command {
-        Command::Serve { listen } => app::serve(router, listen).await.map(|_| ExitCode::SUCCESS),
+        Command::Serve { listen } => app::serve(router, listen, header_timeout, max_connections).await.map(|_| ExitCode::SUCCESS),
         Command::Invoke { events } => {
             let ok = app::invoke(router, &events).await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })

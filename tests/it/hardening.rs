@@ -249,3 +249,68 @@ async fn a_body_that_does_not_arrive_is_cut_off() {
     assert_eq!(partial_request(&bridge, &head, b"{\"environment\":").await, Some(408));
     assert!(gitlab.requests().is_empty());
 }
+
+/// `serve` with small limits (1 s header timeout, 8 connections), in-process on a free port.
+async fn small_server(gitlab: &GitLabStub) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let router = gitlab_deploy_bridge::app::build(config(&gitlab.url), static_secrets("t")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gitlab_deploy_bridge::app::serve_on(listener, router, std::time::Duration::from_secs(1), 8, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// Whether the server closes the connection (read returns 0 or fails) within `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // a 408 or similar before closing
+        }
+    }
+}
+
+async fn healthz(addr: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.ok()?;
+    let mut out = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(3), s.read_to_string(&mut out)).await.ok()?.ok()?;
+    out.split_whitespace().nth(1).and_then(|c| c.parse().ok())
+}
+
+/// Slow headers used to hold a connection for 40 s and more: they now get the header timeout.
+#[tokio::test]
+async fn serve_closes_a_connection_whose_headers_trickle() {
+    use tokio::io::AsyncWriteExt;
+    let gitlab = GitLabStub::start("t").await;
+    let (addr, _stop) = small_server(&gitlab).await;
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /hooks/generic?project=42 HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    assert!(closed_within(&mut s, std::time::Duration::from_secs(5)).await, "the connection stayed open");
+}
+
+/// Idle connections up to the cap (300 idle ones used to starve `/healthz`): a connection beyond
+/// it is refused at once, and once the idle ones have timed out the server answers again.
+#[tokio::test]
+async fn serve_caps_connections_and_drops_idle_ones() {
+    let gitlab = GitLabStub::start("t").await;
+    let (addr, _stop) = small_server(&gitlab).await;
+    assert_eq!(healthz(&addr).await, Some(200));
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(closed_within(&mut extra, std::time::Duration::from_secs(1)).await, "a connection over the cap was kept");
+    for s in idle.iter_mut() {
+        assert!(closed_within(s, std::time::Duration::from_secs(5)).await, "an idle connection was kept past the header timeout");
+    }
+    assert_eq!(healthz(&addr).await, Some(200));
+}
