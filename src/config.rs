@@ -25,6 +25,9 @@ pub struct Config {
     pub local_deadline: Duration,
     /// How long a request's body may take to arrive (`BODY_TIMEOUT_SECONDS`, default 10).
     pub body_timeout: Duration,
+    /// Replay windows in seconds by source, overriding each source's own (`REPLAY_WINDOWS`,
+    /// a JSON object; 0 turns a source's off, `"*"` applies to every source).
+    pub replay_windows: HashMap<String, u64>,
     /// `serve`: how long a request's headers may take to arrive, and how long a kept-alive
     /// connection may wait idle for the next request (`SERVE_HEADER_TIMEOUT_SECONDS`, default 10).
     pub serve_header_timeout: Duration,
@@ -76,6 +79,7 @@ impl Default for Config {
             dry_run: false,
             local_deadline: Duration::from_secs(25),
             body_timeout: Duration::from_secs(10),
+            replay_windows: HashMap::new(),
             serve_header_timeout: Duration::from_secs(10),
             serve_max_connections: 256,
             deadline_margin: Duration::from_millis(1000),
@@ -163,6 +167,12 @@ impl Config {
             dry_run,
             local_deadline: secs("REQUEST_DEADLINE_SECONDS", d.local_deadline)?,
             body_timeout: secs("BODY_TIMEOUT_SECONDS", d.body_timeout)?,
+            replay_windows: match get("REPLAY_WINDOWS") {
+                None => HashMap::new(),
+                Some(v) => serde_json::from_str(&v).map_err(|e| {
+                    ConfigError(format!("REPLAY_WINDOWS must be a JSON object of seconds such as {{\"flux\": 600, \"heroku\": 0}} ({e})"))
+                })?,
+            },
             serve_header_timeout: secs("SERVE_HEADER_TIMEOUT_SECONDS", d.serve_header_timeout)?,
             serve_max_connections: num("SERVE_MAX_CONNECTIONS")?.map(|n| n.clamp(1, 65_536) as usize).unwrap_or(d.serve_max_connections),
             deadline_margin: ms("DEADLINE_MARGIN_MS", d.deadline_margin)?,

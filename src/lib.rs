@@ -22,6 +22,7 @@ pub mod lambda;
 pub mod lifecycle;
 pub mod model;
 pub mod pipeline;
+pub mod replay;
 pub mod secrets;
 pub mod sources;
 pub mod telemetry;

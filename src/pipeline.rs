@@ -13,6 +13,7 @@ use crate::event::{DeploymentEvent, Overrides, SourceOutput, validate_project};
 use crate::gitlab::{CallCtx, GitLabError};
 use crate::lifecycle::{Action, Lifecycle};
 use crate::model::{Deployment, format_time};
+use crate::replay::Replays;
 use crate::secrets::{SecretProvider, SecretsError};
 use crate::sources::{self, generic};
 
@@ -46,6 +47,7 @@ pub struct Pipeline {
     config: Config,
     secrets: Arc<dyn SecretProvider>,
     lifecycle: Lifecycle,
+    replays: Replays,
 }
 
 /// What the one log line of a webhook carries.
@@ -62,7 +64,8 @@ struct HookLog {
 
 impl Pipeline {
     pub fn new(config: Config, secrets: Arc<dyn SecretProvider>, lifecycle: Lifecycle) -> Self {
-        Pipeline { config, secrets, lifecycle }
+        let replays = Replays::new(&config);
+        Pipeline { config, secrets, lifecycle, replays }
     }
 
     pub fn config(&self) -> &Config {
@@ -158,28 +161,63 @@ impl Pipeline {
             }
         }
 
-        let mut overrides: Overrides = serde_urlencoded::from_str(hook.query.unwrap_or(""))
+        // A dry run plans what a live run would do with the delivery, so it only says when a live
+        // run would refuse it as a replay.
+        let (admitted, replay_note) = match self.replays.admit(source, headers, &body) {
+            Ok(admitted) => (Some(admitted), None),
+            Err(reason) if self.config.dry_run => (None, Some(format!("a live run would change nothing: {reason}"))),
+            Err(reason) => {
+                log.action = Some(Action::Ignored.as_str());
+                return Ok(Handled { answer: json!({ "action": Action::Ignored, "reason": reason }), deployment: None });
+            }
+        };
+        let mut result = self.process_verified(source, hook.query, hook.path_project, hook.update, headers, &body, &secrets, ctx, log).await;
+        if let Ok(handled) = &mut result {
+            if let Some(admitted) = admitted.filter(|_| !self.config.dry_run) {
+                self.replays.handled(admitted);
+            }
+            if let Some(note) = replay_note {
+                handled.answer["replay"] = json!(note);
+            }
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn process_verified(
+        &self,
+        source: &'static dyn sources::Source,
+        query: Option<&str>,
+        path_project: Option<String>,
+        update: Option<u64>,
+        headers: &HeaderMap,
+        body: &[u8],
+        secrets: &crate::secrets::SecretBundle,
+        ctx: &CallCtx,
+        log: &mut HookLog,
+    ) -> Result<Handled, Error> {
+        let mut overrides: Overrides = serde_urlencoded::from_str(query.unwrap_or(""))
             .map_err(|e| Error::BadRequest(format!("the query string cannot be read: {e}")))?;
-        if hook.path_project.is_some() {
-            overrides.project = hook.path_project;
+        if path_project.is_some() {
+            overrides.project = path_project;
         }
         log.project = overrides.project.clone();
 
-        if let Some(id) = hook.update {
-            return self.set_status(id, headers, &body, &overrides, ctx, log).await;
+        if let Some(id) = update {
+            return self.set_status(id, headers, body, &overrides, ctx, log).await;
         }
 
-        let mut output = source.parse(headers, &body)?;
+        let mut output = source.parse(headers, body)?;
         if let SourceOutput::Event(draft) = output {
             let lookup = sources::Lookup {
                 config: &self.config,
                 project: overrides.project.as_deref(),
-                secrets: &secrets,
+                secrets,
                 gitlab: self.lifecycle.gitlab(),
                 http: self.lifecycle.gitlab().http(),
                 ctx,
             };
-            output = source.enrich(headers, &body, draft, &lookup).await?;
+            output = source.enrich(headers, body, draft, &lookup).await?;
         }
         let draft = match output {
             SourceOutput::Ignored(reason) => {

@@ -27,7 +27,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use sha2::{Sha224, Sha256, Sha384, Sha512};
 
-use super::{Source, hmac_matches, json_object, required_header, str_field, time_field};
+use super::{Source, body_field, body_hash, hmac_matches, json_object, required_header, str_field, time_field};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput, normalize_sha};
 use crate::model::Status;
@@ -93,6 +93,22 @@ impl Source for Flux {
 
     fn credentials(&self, headers: &HeaderMap) -> Result<(), Error> {
         signature(headers).map(drop)
+    }
+
+    /// The event's `timestamp`: the body is signed whole.
+    fn signed_at(&self, _headers: &HeaderMap, body: &[u8]) -> Option<time::OffsetDateTime> {
+        body_field(body, "timestamp").and_then(|v| v.as_str().and_then(crate::model::parse_time))
+    }
+
+    /// notification-controller retries with the same bytes (and Flux sends no id).
+    fn delivery_key(&self, _headers: &HeaderMap, body: &[u8]) -> Option<String> {
+        Some(body_hash(body))
+    }
+
+    /// Its retries end within the Provider's `spec.timeout` (15 s by default; about a minute
+    /// with the forwarder's back-off): ten minutes.
+    fn replay_window(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(600))
     }
 
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {

@@ -26,7 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{Lookup, Source, hmac_matches, json_object, required_header, str_field, time_field};
+use super::{Lookup, Source, body_field, hmac_matches, json_object, required_header, str_field, time_field};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput};
 use crate::model::Status;
@@ -77,6 +77,23 @@ impl Source for Heroku {
 
     fn credentials(&self, headers: &HeaderMap) -> Result<(), Error> {
         signature(headers).map(drop)
+    }
+
+    /// The event's `created_at` (in the signed body).
+    fn signed_at(&self, _headers: &HeaderMap, body: &[u8]) -> Option<time::OffsetDateTime> {
+        body_field(body, "created_at").and_then(|v| v.as_str().and_then(crate::model::parse_time))
+    }
+
+    /// `webhook_metadata.delivery.id`: the same for every attempt at one delivery.
+    fn delivery_key(&self, _headers: &HeaderMap, body: &[u8]) -> Option<String> {
+        let meta = body_field(body, "webhook_metadata")?;
+        meta.get("delivery")?.get("id")?.as_str().map(str::to_string)
+    }
+
+    /// Level `sync` retries for 72 hours (Heroku's 2023 changelog; its webhooks-docs still say
+    /// about seven days), and deliveries queue behind a failing one: eight days.
+    fn replay_window(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(8 * 86_400))
     }
 
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {

@@ -29,6 +29,19 @@ pub trait Source: Send + Sync {
     fn credentials(&self, headers: &HeaderMap) -> Result<(), Error>;
     /// Checks the tool's native authentication over the raw body. `Err` is always 401.
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error>;
+    /// The time the tool signed into the delivery, where it signs one (replay defence).
+    fn signed_at(&self, _headers: &HeaderMap, _body: &[u8]) -> Option<OffsetDateTime> {
+        None
+    }
+    /// What identifies one delivery across the tool's redeliveries of it, where the tool gives
+    /// something (replay defence).
+    fn delivery_key(&self, _headers: &HeaderMap, _body: &[u8]) -> Option<String> {
+        None
+    }
+    /// How old a signed time may be: longer than the tool's own redelivery horizon.
+    fn replay_window(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Reads the body into a draft event, or says why it is not a deployment state change.
     fn parse(&self, headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error>;
     /// Completes a draft that the payload alone cannot (e.g. a Heroku release names no commit)
@@ -148,6 +161,18 @@ pub fn json_object(source: &str, body: &[u8]) -> Result<serde_json::Map<String, 
 /// tool's time of an event only protects against late deliveries, so a bad one never blocks it.
 pub fn time_field(obj: &serde_json::Map<String, Value>, key: &str) -> Option<OffsetDateTime> {
     str_field(obj, key).as_deref().and_then(parse_time)
+}
+
+/// The hex SHA-256 of a body: the identity of a delivery whose retries are byte-identical.
+pub fn body_hash(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(body))
+}
+
+/// A top-level field of a JSON body, if the body is a JSON object that has it.
+pub fn body_field(body: &[u8], key: &str) -> Option<Value> {
+    let obj: serde_json::Map<String, Value> = serde_json::from_slice(body).ok()?;
+    obj.get(key).cloned()
 }
 
 /// A string field (numbers are accepted and turned into text); `None` when absent, null or blank.

@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 use sha1::Sha1;
 
-use super::{Source, hmac_matches, json_object, required_header, str_field};
+use super::{Source, body_field, hmac_matches, json_object, required_header, str_field};
 use crate::error::Error;
 use crate::event::{EventDraft, SourceOutput};
 use crate::model::Status;
@@ -60,6 +60,22 @@ impl Source for Vercel {
 
     fn credentials(&self, headers: &HeaderMap) -> Result<(), Error> {
         signature(headers).map(drop)
+    }
+
+    /// The envelope's `createdAt` (milliseconds; in the signed body).
+    fn signed_at(&self, _headers: &HeaderMap, body: &[u8]) -> Option<time::OffsetDateTime> {
+        let ms = body_field(body, "createdAt")?.as_i64()?;
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    }
+
+    /// The envelope's `id`, the delivery's.
+    fn delivery_key(&self, _headers: &HeaderMap, body: &[u8]) -> Option<String> {
+        body_field(body, "id")?.as_str().map(str::to_string)
+    }
+
+    /// Vercel retries a failed delivery for up to 24 hours: two days.
+    fn replay_window(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(2 * 86_400))
     }
 
     fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
