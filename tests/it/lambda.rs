@@ -228,8 +228,9 @@ async fn the_invocation_deadline_bounds_gitlab_retries() {
     assert!(posted.deadline_ms - posted.at_ms < 2500, "gave up {} ms before the deadline", posted.deadline_ms - posted.at_ms);
 }
 
-#[tokio::test]
-async fn without_secret_id_environment_secrets_serve_as_under_cargo_lambda_watch() {
+/// The function without `SECRET_ID`: the GitLab token and the demo webhook secrets from the
+/// environment (as under `cargo lambda watch`), against a fresh GitLab stand-in.
+async fn function_with_environment_secrets() -> (String, GitLabStub, RuntimeApi, Function) {
     let token = fastrand_token();
     let gitlab = GitLabStub::start(&token).await;
     gitlab.add_commit(EVENT_SHA);
@@ -239,6 +240,12 @@ async fn without_secret_id_environment_secrets_serve_as_under_cargo_lambda_watch
     env.push(("GITLAB_URL".into(), gitlab.url.clone()));
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let function = start_function(&runtime, &env_refs).await;
+    (token, gitlab, runtime, function)
+}
+
+#[tokio::test]
+async fn without_secret_id_environment_secrets_serve_as_under_cargo_lambda_watch() {
+    let (token, gitlab, runtime, function) = function_with_environment_secrets().await;
     let (code, body) = invoke(&runtime, &event_file("netlify-deploy-building.json")).await;
     assert_eq!((code, body["action"].as_str()), (200, Some("created")), "{body}");
     assert_eq!(gitlab.deployments().len(), 1);
@@ -251,15 +258,7 @@ async fn without_secret_id_environment_secrets_serve_as_under_cargo_lambda_watch
 /// real event.
 #[tokio::test]
 async fn events_lambda_http_would_panic_on_are_answered_and_the_process_lives() {
-    let token = fastrand_token();
-    let gitlab = GitLabStub::start(&token).await;
-    gitlab.add_commit(EVENT_SHA);
-    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
-    let mut env: Vec<(String, String)> = demo_env();
-    env.push(("GITLAB_TOKEN".into(), token.clone()));
-    env.push(("GITLAB_URL".into(), gitlab.url.clone()));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let function = start_function(&runtime, &env_refs).await;
+    let (_token, gitlab, runtime, function) = function_with_environment_secrets().await;
     let base: Value = serde_json::from_str(&event_file("generic-running.json")).unwrap();
     let reproducers = [
         ("host", json!("bad host with spaces")),
@@ -275,5 +274,6 @@ async fn events_lambda_http_would_panic_on_are_answered_and_the_process_lives() 
     }
     let (code, body) = invoke(&runtime, &event_file("generic-running.json")).await;
     assert_eq!((code, body["action"].as_str()), (200, Some("created")), "{body}");
+    assert_eq!(gitlab.deployments().len(), 1, "only the real event reached GitLab");
     assert!(!function.output().contains("panicked"), "{}", function.output());
 }
