@@ -416,3 +416,35 @@ async fn a_dry_run_plans_an_old_delivery_and_says_a_live_run_would_not() {
     assert_eq!((s, r["action"].as_str()), (200, Some("created")), "{r}");
     assert!(r["replay"].as_str().unwrap().contains("a live run would change nothing"), "{r}");
 }
+
+/// GitLab (or something in front of it) answering with a redirect: the bridge follows none, so
+/// the token never reaches the other host, and the answer says what to fix.
+#[tokio::test]
+async fn a_redirect_from_gitlab_is_not_followed() {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    let elsewhere = Router::new().fallback(move |uri: Uri, headers: axum::http::HeaderMap| {
+        let record = record.clone();
+        async move {
+            record.lock().unwrap().push(format!("{uri} {:?}", headers.get("private-token")));
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, elsewhere).await.unwrap() });
+    let target = elsewhere_url.clone();
+    let redirecting = Router::new().fallback(move || {
+        let target = target.clone();
+        async move { (axum::http::StatusCode::FOUND, [(axum::http::header::LOCATION, format!("{target}/api/v4/steal"))]) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gitlab_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirecting).await.unwrap() });
+
+    let bridge = Bridge::start(config(&gitlab_url), static_secrets("glpat-must-stay-home")).await;
+    let (s, r) = bridge.generic("production", SHA_A, "running").await;
+    assert_eq!(s, 502, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("redirect"), "{r}");
+    assert!(seen.lock().unwrap().is_empty(), "the redirect was followed: {:?}", seen.lock().unwrap());
+}
