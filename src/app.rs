@@ -46,6 +46,11 @@ pub async fn secret_provider(config: &Config, in_lambda: bool) -> Arc<dyn Secret
 
 /// The router with its state, from a configuration and a secret provider.
 pub fn build(config: Config, secrets: Arc<dyn SecretProvider>) -> Result<Router, BoxError> {
+    for (name, route) in config.routes.iter() {
+        if crate::sources::find(&route.source).is_none() {
+            return Err(format!("configuration: ROUTES: route {name:?} names source {:?}; this bridge knows: {}", route.source, crate::sources::names()).into());
+        }
+    }
     let settings = gitlab_settings(&config);
     let http = GitLabClient::http_client(&settings)?;
     let gitlab = GitLabClient::new(&settings, http, secrets.clone());

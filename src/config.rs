@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::model::Tier;
+use crate::routes::Routes;
 
 /// The largest webhook body accepted (1 MiB); larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -53,6 +54,11 @@ pub struct Config {
     /// How much later than a tool's own time of an event GitLab's clock may record it before the
     /// event counts as older than what GitLab shows (`CLOCK_SKEW_SECONDS`).
     pub clock_skew: Duration,
+    /// What each route's credential may touch (`ROUTES`, see [`crate::routes`]).
+    pub routes: Routes,
+    /// Whether `/hooks/{source}` without a route is served, its project and environment chosen
+    /// by the unsigned query (`UNBOUND_HOOKS=allow`; default `refuse`, except in a dry run).
+    pub unbound_hooks: bool,
     /// Argo CD application annotation holding the application commit (`ARGOCD_SHA_ANNOTATION`).
     pub argocd_sha_annotation: Option<String>,
     /// Container image whose tag is the application commit: an image name (`registry/app`), or a
@@ -91,6 +97,8 @@ impl Default for Config {
             heroku_api_url: "https://api.heroku.com".into(),
             environments: HashMap::new(),
             clock_skew: Duration::from_secs(30),
+            routes: Routes::default(),
+            unbound_hooks: false,
             argocd_sha_annotation: None,
             argocd_image: None,
         }
@@ -151,6 +159,15 @@ impl Config {
                 ))
             })?,
         };
+        let routes = match get("ROUTES") {
+            None => Routes::default(),
+            Some(v) => Routes::parse(&v).map_err(ConfigError)?,
+        };
+        let unbound_hooks = match get("UNBOUND_HOOKS").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("refuse") => false,
+            Some("allow") => true,
+            Some(other) => return Err(ConfigError(format!("UNBOUND_HOOKS must be `refuse` or `allow`, got {other:?}"))),
+        };
         let argocd_image = get("ARGOCD_IMAGE");
         if let Some(pattern) = argocd_image.as_deref().filter(|p| p.contains('(')) {
             let re = regex::Regex::new(pattern).map_err(|e| ConfigError(format!("ARGOCD_IMAGE is not a valid regex: {e}")))?;
@@ -184,6 +201,8 @@ impl Config {
             heroku_api_url: get("HEROKU_API_URL").unwrap_or(d.heroku_api_url).trim_end_matches('/').to_string(),
             environments,
             clock_skew: secs("CLOCK_SKEW_SECONDS", d.clock_skew)?,
+            routes,
+            unbound_hooks,
             argocd_sha_annotation: get("ARGOCD_SHA_ANNOTATION"),
             argocd_image,
         })
@@ -230,6 +249,9 @@ mod tests {
         assert!(cfg(&[("GITLAB_MAX_ATTEMPTS", "x")]).unwrap_err().to_string().contains("GITLAB_MAX_ATTEMPTS"));
         assert!(cfg(&[("DRY_RUN", "maybe")]).unwrap_err().to_string().contains("DRY_RUN"));
         assert!(cfg(&[("ENVIRONMENTS", r#"{"p": {"tier": "prod"}}"#)]).unwrap_err().to_string().contains("ENVIRONMENTS"));
+        assert!(cfg(&[("UNBOUND_HOOKS", "yes")]).unwrap_err().to_string().contains("UNBOUND_HOOKS"));
+        assert!(cfg(&[("ROUTES", "[]")]).unwrap_err().to_string().contains("ROUTES"));
+        assert!(!cfg(&[]).unwrap().unbound_hooks && cfg(&[("UNBOUND_HOOKS", "allow")]).unwrap().unbound_hooks);
         assert!(cfg(&[("ARGOCD_IMAGE", "app:(a)(b)")]).unwrap_err().to_string().contains("one capture group"));
     }
 

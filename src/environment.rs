@@ -71,6 +71,24 @@ pub struct Environments {
 }
 
 impl Environments {
+    /// Whether giving `project`'s environment `name` the tier `tier` would change it (it does
+    /// not exist yet, or has another tier). Reads; remembers a tier found right.
+    pub async fn tier_differs(&self, gitlab: &GitLabClient, ctx: &CallCtx, project: &str, name: &str, tier: Tier) -> Result<bool, GitLabError> {
+        let key = (project.to_string(), name.to_string());
+        if self.ensured.lock().map(|m| m.get(&key).is_some_and(|e| e.tier == Some(tier))).unwrap_or(false) {
+            return Ok(false);
+        }
+        match gitlab.find_environment(ctx, project, name).await? {
+            Some(e) if e.tier.as_deref() == Some(tier.as_str()) => {
+                if let Ok(mut m) = self.ensured.lock() {
+                    m.insert(key, Ensured { tier: Some(tier), external_url: e.external_url });
+                }
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+
     /// Ensures `project`'s environment `name` exists with `tier` and `external_url` (each only
     /// when given). No call when neither is given or this container already did it.
     pub async fn ensure(

@@ -21,6 +21,10 @@ pub enum Error {
     Unauthorized(String),
     #[error("unknown source `{name}`; this bridge knows: {known}")]
     UnknownSource { name: String, known: String },
+    /// Authenticated, but asking for what its credential may not touch (a route's bounds, or
+    /// an unbound hook while those are refused).
+    #[error("{0}")]
+    Forbidden(String),
     /// A thing the caller named does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -46,6 +50,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::UnknownSource { .. } | Error::NoRoute { .. } | Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

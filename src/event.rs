@@ -41,6 +41,9 @@ pub struct Overrides {
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub tier: Option<String>,
+    /// The route's `ref` (a routed call), tried after the query's.
+    #[serde(skip)]
+    pub route_ref: Option<String>,
 }
 
 /// One deployment state change, validated and ready for the lifecycle.
@@ -52,7 +55,7 @@ pub struct DeploymentEvent {
     pub sha: String,
     #[serde(rename = "ref")]
     pub git_ref: String,
-    /// Which input gave the ref: `query`, `environment config`, `payload` or `default`.
+    /// Which input gave the ref: `query`, `route`, `environment config`, `payload` or `default`.
     pub ref_source: &'static str,
     pub tag: bool,
     pub status: Status,
@@ -125,6 +128,7 @@ impl DeploymentEvent {
         // HEAD or a refs/... path (other than refs/heads/, refs/tags/) falls through.
         let candidates = [
             (non_empty(overrides.git_ref.clone()), "query"),
+            (non_empty(overrides.route_ref.clone()), "route"),
             (settings.and_then(|s| s.git_ref.clone()), "environment config"),
             (non_empty(draft.git_ref), "payload"),
         ];
@@ -278,6 +282,7 @@ mod tests {
             environment: Some("staging".into()),
             git_ref: Some("release".into()),
             tier: Some("staging".into()),
+            ..Overrides::default()
         };
         let ev = DeploymentEvent::from_draft("generic", draft(), &o, &Config::default()).unwrap();
         assert_eq!((ev.ref_source, ev.tier), ("query", Some(Tier::Staging)));

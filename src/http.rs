@@ -2,9 +2,12 @@
 //! It speaks HTTP only (routes, body limit, deadline, status codes); what a webhook does is
 //! [`crate::pipeline`]'s.
 //!
-//! - `POST /hooks/{source}?project=&environment=&ref=` — a deploy tool's webhook
-//! - `POST /api/v4/projects/{id}/deployments`, `PUT /api/v4/projects/{id}/deployments/{deployment_id}`
-//!   — the GitLab-compatible facade (the `generic` source), answered as GitLab answers: 201 on a
+//! - `POST /hooks/{source}/{route}?project=&environment=&ref=` — a deploy tool's webhook on a
+//!   route (`ROUTES`: what the route's credential may touch); `POST /hooks/{source}` is the
+//!   unbound form, served only with `UNBOUND_HOOKS=allow` (or in a dry run)
+//! - `POST /routes/{route}/api/v4/projects/{id}/deployments`,
+//!   `PUT /routes/{route}/api/v4/projects/{id}/deployments/{deployment_id}` (and the unbound
+//!   `/api/v4/...`) — the GitLab-compatible facade (the `generic` source), answered as GitLab answers: 201 on a
 //!   create and 200 on an update, with GitLab's deployment object (the bridge's answer beside it
 //!   under `bridge`), and errors with GitLab's `message` beside the bridge's `error`
 //! - `GET /healthz` — liveness; touches neither Secrets Manager nor GitLab
@@ -39,8 +42,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/hooks/{source}", post(hook))
+        .route("/hooks/{source}/{route}", post(routed_hook))
         .route("/api/v4/projects/{id}/deployments", post(facade_create))
         .route("/api/v4/projects/{id}/deployments/{deployment_id}", put(facade_update))
+        .route("/routes/{route}/api/v4/projects/{id}/deployments", post(routed_facade_create))
+        .route("/routes/{route}/api/v4/projects/{id}/deployments/{deployment_id}", put(routed_facade_update))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -78,17 +84,40 @@ enum Answer {
     GitLab { success: StatusCode },
 }
 
+/// What the URL says about a call.
+struct Call {
+    source: &'static str,
+    route: Option<String>,
+    path_project: Option<String>,
+    update: Option<u64>,
+}
+
 async fn hook(State(st): State<AppState>, source: Result<Path<String>, PathRejection>, req: Request) -> Response {
     match source {
-        Ok(Path(source)) => st.handle(&source, None, None, Answer::Bridge, req).await,
+        Ok(Path(source)) => st.handle(&source, None, None, None, Answer::Bridge, req).await,
+        Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_response(),
+    }
+}
+
+async fn routed_hook(State(st): State<AppState>, path: Result<Path<(String, String)>, PathRejection>, req: Request) -> Response {
+    match path {
+        Ok(Path((source, route))) => st.handle(&source, Some(route), None, None, Answer::Bridge, req).await,
         Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_response(),
     }
 }
 
 async fn facade_create(State(st): State<AppState>, project: Result<Path<String>, PathRejection>, req: Request) -> Response {
-    let answer = Answer::GitLab { success: StatusCode::CREATED };
     match project {
-        Ok(Path(project)) => st.handle("generic", Some(project), None, answer, req).await,
+        Ok(Path(project)) => st.facade(Call { source: "generic", route: None, path_project: Some(project), update: None }, req).await,
+        Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_gitlab_response(),
+    }
+}
+
+async fn routed_facade_create(State(st): State<AppState>, path: Result<Path<(String, String)>, PathRejection>, req: Request) -> Response {
+    match path {
+        Ok(Path((route, project))) => {
+            st.facade(Call { source: "generic", route: Some(route), path_project: Some(project), update: None }, req).await
+        }
         Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_gitlab_response(),
     }
 }
@@ -98,27 +127,64 @@ async fn facade_update(
     path: Result<Path<(String, String)>, PathRejection>,
     req: Request,
 ) -> Response {
-    let answer = Answer::GitLab { success: StatusCode::OK };
     match path {
-        Ok(Path((project, id))) => match id.parse::<u64>() {
-            Ok(id) => st.handle("generic", Some(project), Some(id), answer, req).await,
-            Err(_) => Error::NotFound(format!("404 Deployment Not Found: {:?} is not a deployment id", id.chars().take(40).collect::<String>()))
-                .into_gitlab_response(),
-        },
+        Ok(Path((project, id))) => st.facade_put(None, project, id, req).await,
+        Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_gitlab_response(),
+    }
+}
+
+async fn routed_facade_update(
+    State(st): State<AppState>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    req: Request,
+) -> Response {
+    match path {
+        Ok(Path((route, project, id))) => st.facade_put(Some(route), project, id, req).await,
         Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_gitlab_response(),
     }
 }
 
 impl AppState {
-    async fn handle(&self, source: &str, path_project: Option<String>, update: Option<u64>, answer: Answer, req: Request) -> Response {
+    async fn facade(&self, call: Call, req: Request) -> Response {
+        let success = if call.update.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+        self.handle(call.source, call.route, call.path_project, call.update, Answer::GitLab { success }, req).await
+    }
+
+    async fn facade_put(&self, route: Option<String>, project: String, id: String, req: Request) -> Response {
+        match id.parse::<u64>() {
+            Ok(id) => self.facade(Call { source: "generic", route, path_project: Some(project), update: Some(id) }, req).await,
+            Err(_) => Error::NotFound(format!("404 Deployment Not Found: {:?} is not a deployment id", id.chars().take(40).collect::<String>()))
+                .into_gitlab_response(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn handle(
+        &self,
+        source: &str,
+        route: Option<String>,
+        path_project: Option<String>,
+        update: Option<u64>,
+        answer: Answer,
+        req: Request,
+    ) -> Response {
         let received = Instant::now();
         let (parts, body) = req.into_parts();
         let deadline = self.deadline(&parts.extensions);
-        let body = match self.0.precheck(source, &parts.headers) {
+        let body = match self.0.precheck(source, route.as_deref(), &parts.headers) {
             Ok(()) => read_body(&parts, body, self.0.config().body_timeout).await,
             Err(e) => Err(e),
         };
-        let hook = Webhook { source, path_project, update, headers: &parts.headers, query: parts.uri.query(), body, received };
+        let hook = Webhook {
+            source,
+            route: route.as_deref(),
+            path_project,
+            update,
+            headers: &parts.headers,
+            query: parts.uri.query(),
+            body,
+            received,
+        };
         let result = self.0.handle(hook, deadline).await;
         match (answer, result) {
             (Answer::Bridge, Ok(handled)) => (StatusCode::OK, Json(handled.answer)).into_response(),

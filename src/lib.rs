@@ -23,6 +23,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod pipeline;
 pub mod replay;
+pub mod routes;
 pub mod secrets;
 pub mod sources;
 pub mod telemetry;

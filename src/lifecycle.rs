@@ -206,24 +206,66 @@ impl Lifecycle {
         Ok(id.to_string())
     }
 
-    /// Brings GitLab to the state the event describes: first the environment (tier, URL), then
-    /// the deployment.
+    /// Brings GitLab to the state the event describes: the deployment, then the environment's
+    /// tier and URL — changed only once the deployment call succeeded, so a call GitLab refuses
+    /// (an unknown commit) changes nothing. GitLab's work on the transition to `success` (merge
+    /// request linking in a folder, the first-deployed-to-production metric) reads the tier
+    /// then, so a finished event that must change the tier opens the deployment as `running`,
+    /// sets the tier, and finishes it.
     pub async fn apply(&self, ev: &DeploymentEvent, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
         let project = self.project_id(ctx, &ev.project).await?;
         let key = (project, ev.environment.clone());
         let _guard = self.lock_for(&key).lock().await;
-        // The deployment matters more than the environment's settings: if they cannot be set
-        // now, record the deployment anyway; the next event tries again (nothing was cached).
         let mut notes = Vec::new();
+        let tier_first = match ev.tier.filter(|_| ev.status != Status::Running) {
+            Some(tier) => match self.environments.tier_differs(&self.gitlab, ctx, &key.0, &ev.environment, tier).await {
+                Ok(differs) => differs,
+                Err(e) => {
+                    notes.push(format!("the environment's tier could not be read: {e}"));
+                    false
+                }
+            },
+            None => false,
+        };
+        let mut environment_done = false;
+        let mut opened = None;
+        if tier_first {
+            let running = DeploymentEvent { status: Status::Running, ..ev.clone() };
+            let first = self.apply_retrying(&running, &key, ctx).await?;
+            if first.action == Action::Created {
+                self.set_environment(ev, &key, ctx, &mut notes).await;
+                environment_done = true;
+                opened = first.deployment.map(|d| d.id);
+            }
+        }
+        let mut outcome = self.apply_retrying(ev, &key, ctx).await?;
+        if outcome.deployment.is_some() && !environment_done {
+            self.set_environment(ev, &key, ctx, &mut notes).await;
+        }
+        // The deployment this webhook opened and finished was created by it.
+        if opened.is_some() && opened == outcome.deployment.as_ref().map(|d| d.id) {
+            outcome.action = Action::Created;
+        }
+        Ok(Outcome { notes, ..outcome })
+    }
+
+    /// The environment's tier and URL. The deployment matters more than the environment's
+    /// settings: if they cannot be set now, the deployment stands; the next event tries again
+    /// (nothing was cached).
+    async fn set_environment(&self, ev: &DeploymentEvent, key: &EnvKey, ctx: &CallCtx, notes: &mut Vec<String>) {
         if let Err(e) = self.environments.ensure(&self.gitlab, ctx, &key.0, &ev.environment, ev.tier, ev.external_url.as_deref()).await {
             tracing::warn!(project = %ev.project, environment = %ev.environment, error = %e, "could not set the environment's tier or URL");
             notes.push(format!("the environment's tier or external URL could not be set: {e}"));
         }
+    }
+
+    /// [`Self::apply_once`], looking again when a create failed ambiguously.
+    async fn apply_retrying(&self, ev: &DeploymentEvent, key: &EnvKey, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.apply_once(ev, &key, ctx).await {
-                Ok(outcome) => return Ok(Outcome { notes, ..outcome }),
+            match self.apply_once(ev, key, ctx).await {
+                Ok(outcome) => return Ok(outcome),
                 // A create that failed after reaching GitLab may or may not have happened:
                 // look again before trying again, so a retry never makes a second deployment.
                 Err(GitLabError::Ambiguous(msg)) if attempt < 3 => {
@@ -240,6 +282,12 @@ impl Lifecycle {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Deployment `id` of `project` as GitLab has it (a read).
+    pub async fn find_deployment(&self, project: &str, id: u64, ctx: &CallCtx) -> Result<Deployment, GitLabError> {
+        let project = self.project_id(ctx, project).await?;
+        self.gitlab.get_deployment(ctx, &project, id).await
     }
 
     /// The GitLab-compatible `PUT /projects/:id/deployments/:deployment_id`: moves deployment

@@ -45,11 +45,15 @@ async fn main() -> ExitCode {
 }
 
 async fn lambda() -> Result<ExitCode, app::BoxError> {
-    let router = match Config::from_env() {
+    let built = match Config::from_env() {
         Ok(config) => {
             let secrets = app::secret_provider(&config, true).await;
-            app::build(config, secrets)?
+            app::build(config, secrets)
         }
+        Err(e) => Err(e.into()),
+    };
+    let router = match built {
+        Ok(router) => router,
         Err(e) => {
             tracing::error!(error = %e, "configuration is invalid; every webhook will get 500 until it is fixed");
             http::misconfigured_router(e.to_string())

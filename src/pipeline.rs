@@ -14,6 +14,7 @@ use crate::gitlab::{CallCtx, GitLabError};
 use crate::lifecycle::{Action, Lifecycle};
 use crate::model::{Deployment, format_time};
 use crate::replay::Replays;
+use crate::routes::{self, Route};
 use crate::secrets::{SecretProvider, SecretsError};
 use crate::sources::{self, generic};
 
@@ -21,6 +22,9 @@ use crate::sources::{self, generic};
 pub struct Webhook<'a> {
     /// The `{source}` of `/hooks/{source}`.
     pub source: &'a str,
+    /// The route the URL names (`/hooks/{source}/{route}`, `/routes/{route}/api/v4/...`); `None`
+    /// for an unbound hook.
+    pub route: Option<&'a str>,
     /// The project named by the path (the GitLab-compatible facade); it wins over the query's.
     pub path_project: Option<String>,
     /// The deployment a GitLab-compatible `PUT .../deployments/:id` names: the webhook asks for
@@ -53,6 +57,7 @@ pub struct Pipeline {
 /// What the one log line of a webhook carries.
 #[derive(Default)]
 struct HookLog {
+    route: Option<String>,
     project: Option<String>,
     environment: Option<String>,
     sha: Option<String>,
@@ -75,8 +80,11 @@ impl Pipeline {
     /// What can be refused before the body is read: an unknown source, and a request without
     /// the source's credential header — so an unauthenticated caller cannot make the bridge
     /// buffer a body. The refusal is answered and logged as the webhook's (through its body).
-    pub fn precheck(&self, source: &str, headers: &HeaderMap) -> Result<(), Error> {
+    pub fn precheck(&self, source: &str, route: Option<&str>, headers: &HeaderMap) -> Result<(), Error> {
         let source = sources::find(source).ok_or_else(|| Error::UnknownSource { name: printable(source), known: sources::names() })?;
+        if route.is_none() && !self.config.unbound_hooks && !self.config.dry_run {
+            return Err(unbound_refused(source.name()));
+        }
         source.credentials(headers)
     }
 
@@ -92,7 +100,7 @@ impl Pipeline {
         };
         let source_name = source_name.as_ref();
         let ctx = CallCtx::new(deadline);
-        let mut log = HookLog::default();
+        let mut log = HookLog { route: hook.route.map(printable), ..HookLog::default() };
         let result = self.process(hook, &ctx, &mut log).await;
 
         let latency_ms = started.elapsed().as_millis() as u64;
@@ -102,6 +110,7 @@ impl Pipeline {
             ($lvl:ident, $($rest:tt)*) => {
                 tracing::$lvl!(
                     source = source_name,
+                    route = log.route.as_deref().unwrap_or(""),
                     project = log.project.as_deref().unwrap_or(""),
                     environment = log.environment.as_deref().unwrap_or(""),
                     sha = log.sha.as_deref().unwrap_or(""),
@@ -149,15 +158,30 @@ impl Pipeline {
             None => None,
         }
         .unwrap_or_else(|| Err(SecretsError::Unavailable("the secret could not be read before this request's deadline".into())))?;
-        match secrets.webhook_secret(source.name()) {
+        // A route's calls verify with the route's own secret, an unbound hook's with the source's.
+        let route = match hook.route {
+            Some(name) => match self.config.routes.get(name).filter(|r| r.source == source.name()) {
+                Some(route) => Some((name, route)),
+                None => {
+                    tracing::warn!(source = source.name(), route = %printable(name), "no such route for this source in ROUTES; refusing the call");
+                    return Err(refuse(source, headers, &body));
+                }
+            },
+            None if self.config.unbound_hooks || self.config.dry_run => None,
+            None => return Err(unbound_refused(source.name())),
+        };
+        let (secret, missing) = match route {
+            Some((name, _)) => (secrets.get(&routes::secret_key(name)), routes::secret_key(name)),
+            None => (secrets.webhook_secret(source.name()), crate::secrets::webhook_secret_key(source.name())),
+        };
+        match secret {
             Some(secret) => source.verify(headers, &body, secret)?,
             // Refused whatever the call carries, in the words the source uses for a wrong
             // credential (it is checked against a secret nobody holds), so the answer does not
-            // tell which sources are configured. The log says why.
+            // tell which sources or routes are configured. The log says why.
             None => {
-                tracing::warn!(source = source.name(), "no webhook secret configured for this source; refusing all its calls");
-                let refusal = source.verify(headers, &body, &unknowable_secret());
-                return Err(refusal.err().unwrap_or_else(|| Error::Unauthorized("the credentials do not match".into())));
+                tracing::warn!(source = source.name(), key = %missing, "the secret has no such key; refusing every call that needs it");
+                return Err(refuse(source, headers, &body));
             }
         }
 
@@ -171,8 +195,12 @@ impl Pipeline {
                 return Ok(Handled { answer: json!({ "action": Action::Ignored, "reason": reason }), deployment: None });
             }
         };
-        let mut result = self.process_verified(source, hook.query, hook.path_project, hook.update, headers, &body, &secrets, ctx, log).await;
+        let target = Target { route, query: hook.query, path_project: hook.path_project, update: hook.update };
+        let mut result = self.process_verified(source, target, headers, &body, &secrets, ctx, log).await;
         if let Ok(handled) = &mut result {
+            if hook.route.is_none() && !self.config.unbound_hooks {
+                handled.answer["unbound"] = json!(format!("a live run would refuse this call: {}", unbound_refused(source.name())));
+            }
             if let Some(admitted) = admitted.filter(|_| !self.config.dry_run) {
                 self.replays.handled(admitted);
             }
@@ -187,24 +215,27 @@ impl Pipeline {
     async fn process_verified(
         &self,
         source: &'static dyn sources::Source,
-        query: Option<&str>,
-        path_project: Option<String>,
-        update: Option<u64>,
+        target: Target<'_>,
         headers: &HeaderMap,
         body: &[u8],
         secrets: &crate::secrets::SecretBundle,
         ctx: &CallCtx,
         log: &mut HookLog,
     ) -> Result<Handled, Error> {
+        let Target { route, query, path_project, update } = target;
         let mut overrides: Overrides = serde_urlencoded::from_str(query.unwrap_or(""))
             .map_err(|e| Error::BadRequest(format!("the query string cannot be read: {e}")))?;
         if path_project.is_some() {
             overrides.project = path_project;
         }
         log.project = overrides.project.clone();
+        if let Some((name, route)) = route {
+            bind_project(name, route, &mut overrides)?;
+            log.project = overrides.project.clone();
+        }
 
         if let Some(id) = update {
-            return self.set_status(id, headers, body, &overrides, ctx, log).await;
+            return self.set_status(id, headers, body, &overrides, route, ctx, log).await;
         }
 
         let mut output = source.parse(headers, body)?;
@@ -226,16 +257,33 @@ impl Pipeline {
             }
             SourceOutput::Event(d) => d,
         };
+        if let Some((_, route)) = route
+            && overrides.environment.is_none()
+            && draft.environment.as_deref().is_none_or(|e| e.trim().is_empty())
+        {
+            overrides.environment = route.default_environment().map(str::to_string);
+        }
         log.status = draft.status.map(|s| s.as_str());
         log.environment = overrides.environment.clone().or(draft.environment.clone());
         log.sha = draft.sha.clone();
         log.delivery_id = draft.delivery_id.clone();
 
-        let ev = DeploymentEvent::from_draft(source.name(), draft, &overrides, &self.config)?;
+        let mut ev = DeploymentEvent::from_draft(source.name(), draft, &overrides, &self.config)?;
         log.environment = Some(ev.environment.clone());
         log.sha = Some(ev.sha.clone());
+        let mut warnings = Vec::new();
+        if let Some((name, route)) = route {
+            if !route.allows_environment(&ev.environment) {
+                return Err(Error::Forbidden(format!("route {name:?} may not write in environment {:?}", ev.environment)));
+            }
+            if !route.set_environment && (ev.tier.is_some() || ev.external_url.is_some()) {
+                ev.tier = None;
+                ev.external_url = None;
+                warnings.push(format!("route {name:?} does not change environments (set_environment: false): tier and external URL left as they are"));
+            }
+        }
 
-        let mut warnings = self.lifecycle.warnings(&ev);
+        warnings.extend(self.lifecycle.warnings(&ev));
         let outcome = self.lifecycle.apply(&ev, ctx).await.map_err(|e| explain_unknown_commit(e, &ev))?;
         log.action = Some(outcome.action.as_str());
         log.deployment_id = outcome.deployment.as_ref().map(|d| d.id);
@@ -276,12 +324,14 @@ impl Pipeline {
     }
 
     /// The GitLab-compatible status change of one deployment (`PUT .../deployments/:id`).
+    #[allow(clippy::too_many_arguments)]
     async fn set_status(
         &self,
         id: u64,
         headers: &HeaderMap,
         body: &[u8],
         overrides: &Overrides,
+        route: Option<(&str, &Route)>,
         ctx: &CallCtx,
         log: &mut HookLog,
     ) -> Result<Handled, Error> {
@@ -291,6 +341,15 @@ impl Pipeline {
         let project = overrides.project.as_deref().map(str::trim).filter(|p| !p.is_empty());
         let project = project.ok_or_else(|| Error::BadRequest("the path names no project".into()))?;
         validate_project(project)?;
+        if let Some((name, route)) = route {
+            // The deployment must be in an environment the route may write in (read first: a
+            // GitLab read changes nothing).
+            let found = self.lifecycle.find_deployment(project, id, ctx).await?;
+            let environment = found.environment.as_ref().map(|e| e.name.as_str()).unwrap_or("");
+            if !route.allows_environment(environment) {
+                return Err(Error::Forbidden(format!("route {name:?} may not write in environment {environment:?}")));
+            }
+        }
         let outcome = self.lifecycle.set_status(project, id, status, ctx).await?;
         log.action = Some(outcome.action.as_str());
         let mut answer = json!({ "action": outcome.action, "source": "generic" });
@@ -315,6 +374,49 @@ impl Pipeline {
             answer["gitlab_calls"] = json!(ctx.calls());
         }
     }
+}
+
+/// Where a verified call may write, as its URL says.
+struct Target<'a> {
+    route: Option<(&'a str, &'a Route)>,
+    query: Option<&'a str>,
+    path_project: Option<String>,
+    update: Option<u64>,
+}
+
+/// The project of a routed call: the one its URL names or the route's only one, and one the
+/// route allows. The unsigned query can never set a routed call's tier.
+fn bind_project(name: &str, route: &Route, overrides: &mut Overrides) -> Result<(), Error> {
+    if overrides.tier.is_some() {
+        return Err(Error::BadRequest(format!(
+            "route {name:?} takes no `tier` from the URL (the query is not signed); set `tier` in the route in ROUTES"
+        )));
+    }
+    overrides.tier = route.tier.map(|t| t.as_str().to_string());
+    overrides.route_ref = route.git_ref.clone();
+    let project = overrides.project.as_deref().map(str::trim).filter(|p| !p.is_empty()).or(route.default_project());
+    let project = project.ok_or_else(|| {
+        Error::BadRequest(format!("route {name:?} allows several projects; name one with `project=<id or full path>`"))
+    })?;
+    validate_project(project)?;
+    if !route.allows_project(project) {
+        return Err(Error::Forbidden(format!("route {name:?} may not write to project {project:?}")));
+    }
+    overrides.project = Some(project.to_string());
+    Ok(())
+}
+
+/// The answer to an unbound hook while those are refused.
+fn unbound_refused(source: &str) -> Error {
+    Error::Forbidden(format!(
+        "this bridge takes calls on routes only: POST /hooks/{source}/<route> with a route in ROUTES (UNBOUND_HOOKS=allow serves /hooks/{source} while you move to routes; see docs/security.md)"
+    ))
+}
+
+/// A refusal in the words the source uses for a wrong credential.
+fn refuse(source: &dyn sources::Source, headers: &HeaderMap, body: &[u8]) -> Error {
+    let refusal = source.verify(headers, body, &unknowable_secret());
+    refusal.err().unwrap_or_else(|| Error::Unauthorized("the credentials do not match".into()))
 }
 
 /// A caller's text as it may appear in a log line or an answer: at most 64 characters, control

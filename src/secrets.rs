@@ -119,11 +119,15 @@ impl StaticSecrets {
     }
 
     /// `GITLAB_TOKEN` → `gitlab_token`, `<SOURCE>_WEBHOOK_SECRET` → `<source>_webhook_secret`,
-    /// `<TOOL>_API_TOKEN` → `<tool>_api_token`; every other variable is ignored.
+    /// `<TOOL>_API_TOKEN` → `<tool>_api_token`, `ROUTE_<NAME>_SECRET` → `route_<name>_secret`;
+    /// every other variable is ignored.
     pub fn from_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let values = vars
             .into_iter()
-            .filter(|(k, v)| !v.is_empty() && (k == "GITLAB_TOKEN" || k.ends_with("_WEBHOOK_SECRET") || k.ends_with("_API_TOKEN")))
+            .filter(|(k, v)| !v.is_empty() && (k == "GITLAB_TOKEN"
+                || k.ends_with("_WEBHOOK_SECRET")
+                || k.ends_with("_API_TOKEN")
+                || (k.starts_with("ROUTE_") && k.ends_with("_SECRET"))))
             .map(|(k, v)| (k.to_ascii_lowercase(), SecretString::from(v)))
             .collect();
         StaticSecrets::new(values)

@@ -76,6 +76,8 @@ async fn serve_runs_the_same_router() {
         .env("GITLAB_URL", &gitlab.url)
         .env("GITLAB_TOKEN", &token)
         .env("GENERIC_WEBHOOK_SECRET", GENERIC_SECRET)
+        .env("ROUTES", r#"{"app": {"source": "generic", "projects": ["group/app"], "environments": ["production"]}}"#)
+        .env("ROUTE_APP_SECRET", "the-app-route-secret")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -94,8 +96,8 @@ async fn serve_runs_the_same_router() {
     assert!(up, "serve did not answer /healthz");
     for (status, action) in [("running", "created"), ("success", "updated"), ("success", "unchanged")] {
         let r: Value = http
-            .post(format!("{base}/hooks/generic?project=group/app"))
-            .bearer_auth(GENERIC_SECRET)
+            .post(format!("{base}/hooks/generic/app"))
+            .bearer_auth("the-app-route-secret")
             .json(&json!({"environment": "production", "sha": SHA_A, "ref": "main", "status": status}))
             .send()
             .await
@@ -105,8 +107,10 @@ async fn serve_runs_the_same_router() {
             .unwrap();
         assert_eq!(r["action"], action, "{r}");
     }
-    let r = http.post(format!("{base}/hooks/argocd?project=42")).bearer_auth("x").body("{}").send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 401, "argocd has no secret configured: fail closed");
+    let r = http.post(format!("{base}/hooks/argocd/app")).bearer_auth("x").body("{}").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "route app is not argocd's: fail closed");
+    let unbound = http.post(format!("{base}/hooks/generic?project=group/app")).bearer_auth(GENERIC_SECRET).body("{}").send().await.unwrap();
+    assert_eq!(unbound.status().as_u16(), 403, "unbound hooks are refused by default");
     assert_eq!(gitlab.deployments().len(), 1);
     child.kill().await.unwrap();
     let mut stderr = String::new();

@@ -35,7 +35,8 @@ async fn a_production_looking_name_guessed_otherwise_is_warned_about_and_fixed_b
     assert!(r["warnings"][0].as_str().unwrap().contains("tier=production"), "{r}");
     assert_eq!(gitlab.environments()[0].tier, "testing", "what GitLab does by itself");
 
-    // The fix: `tier=production` makes the bridge create the environment with that tier first.
+    // The fix: `tier=production` makes the bridge set that tier, once the deployment call
+    // succeeded (a call GitLab refuses changes no environment).
     let before = gitlab.requests().len();
     let (s, r) = bridge
         .post("/hooks/generic?project=42&environment=production-eu-internal&tier=production", Some(GENERIC_SECRET), generic(SHA_A, "running"))
@@ -46,8 +47,10 @@ async fn a_production_looking_name_guessed_otherwise_is_warned_about_and_fixed_b
     let env = gitlab.environments().into_iter().find(|e| e.name == "production-eu-internal").unwrap();
     assert_eq!(env.tier, "production");
     let reqs: Vec<String> = gitlab.requests().iter().skip(before).map(|r| r.method.clone() + " " + r.uri.split('?').next().unwrap()).collect();
-    assert_eq!(reqs.first().map(String::as_str), Some("GET /api/v4/projects/42/environments"), "{reqs:?}");
-    assert_eq!(reqs.get(1).map(String::as_str), Some("POST /api/v4/projects/42/environments"), "environment before deployment: {reqs:?}");
+    let at = |call: &str| reqs.iter().position(|r| r == call);
+    let (created, env_read, env_set) = (at("POST /api/v4/projects/42/deployments"), at("GET /api/v4/projects/42/environments"), at("PUT /api/v4/projects/42/environments/1003"));
+    assert!(created.is_some() && env_read.is_some() && env_set.is_some(), "{reqs:?}");
+    assert!(created < env_read && env_read < env_set, "deployment before environment: {reqs:?}");
 }
 
 #[tokio::test]
@@ -188,8 +191,10 @@ async fn the_application_commit_from_a_field_an_annotation_or_an_image_tag() {
 #[tokio::test]
 async fn a_refused_environment_change_does_not_lose_the_deployment() {
     let (gitlab, bridge) = setup().await;
-    // The token may deploy but not manage environments (e.g. a protected environment).
-    gitlab.push_fault_for("POST", Fault::Json(403, json!({"message": "403 Forbidden"})));
+    // The token may deploy but not manage environments (e.g. a protected environment): the
+    // environment exists, and changing it is refused.
+    gitlab.seed_environment("42", "eu-west-1", None);
+    gitlab.push_fault_for("PUT", Fault::Json(403, json!({"message": "403 Forbidden"})));
     let path = "/hooks/generic?project=42&environment=eu-west-1&tier=production";
     let (s, r) = bridge.post(path, Some(GENERIC_SECRET), generic(SHA_A, "running")).await;
     assert_eq!((s, r["action"].as_str()), (200, Some("created")), "{r}");

@@ -40,6 +40,7 @@ async fn start_function(runtime: &RuntimeApi, extra: &[(&str, &str)]) -> Functio
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
         // The sample events are dated 2026-10 and some are sent twice on purpose.
         .env("REPLAY_WINDOWS", r#"{"*": 0}"#)
+        .env("UNBOUND_HOOKS", "allow")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/25/[$LATEST]0123456789abcdef")
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/gitlab-deploy-bridge")

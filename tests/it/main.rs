@@ -16,6 +16,7 @@ mod realclients;
 mod netlify;
 mod relay;
 mod rollout;
+mod routes;
 mod secrets;
 mod template;
 mod vercel;

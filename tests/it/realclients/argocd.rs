@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::ffi::OsStr;
 
 use super::{go_tool, manifest_dir, readme_yaml, run_tool, scratch};
-use crate::support::{self, ARGOCD_SECRET, Bridge, GENERIC_SECRET, GitLabStub, SHA_A};
+use crate::support::{ARGOCD_SECRET, Bridge, GENERIC_SECRET, GitLabStub, SHA_A};
 
 const SHA_B: &str = "3c7e1f0a9d2b4e6f8a1c3e5d7b9f0a2c4e6d8b1f";
 const README_URL: &str = "url: https://<url-id>.lambda-url.<region>.on.aws";
@@ -24,7 +24,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let (gitlab, bridge) = support::setup().await;
+    let (gitlab, bridge) = super::readme_routed_setup().await;
     gitlab.add_commit(SHA_B);
     Setup { gitlab, bridge }
 }
@@ -203,9 +203,9 @@ async fn gitlab_docs_example_works_through_the_facade() {
         assert!(text.contains(placeholder), "{placeholder}");
     }
     let cm = text
-        .replace("https://gitlab.com/api/v4", &format!("{}/api/v4", s.bridge.url))
+        .replace("https://gitlab.com/api/v4", &format!("{}/routes/ci/api/v4", s.bridge.url))
         .replace("<your-access-token>", GENERIC_SECRET)
-        .replace("<your-project-id>", "42");
+        .replace("<your-project-id>", "my-group%2Fmy-app");
     let Some(records) = notify(&cm, &history("gitlab-docs-seed.json")).await else { return };
     assert_eq!(steps_of(&records, "on-deployed"), vec![0, 2], "{records:#?}");
     for r in &records {
@@ -262,7 +262,7 @@ fn generated_history(syncs: &[Sync]) -> Value {
     let mut app = json!({
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
         "metadata": {"name": "generated", "namespace": "argocd", "annotations": {
-            "gitlab-deploy-bridge/project": "group/app", "gitlab-deploy-bridge/environment": "production",
+            "gitlab-deploy-bridge/project": "my-group/my-app", "gitlab-deploy-bridge/environment": "production",
             "notifications.argoproj.io/subscribe.gitlab-sync-running.gitlab-deploy-bridge": "",
             "notifications.argoproj.io/subscribe.gitlab-deployed.gitlab-deploy-bridge": "",
             "notifications.argoproj.io/subscribe.gitlab-sync-failed.gitlab-deploy-bridge": "",

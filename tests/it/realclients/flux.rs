@@ -8,20 +8,20 @@ use serde_json::{Value, json};
 use std::ffi::OsStr;
 
 use super::{go_tool, readme_yaml, run_tool, scratch};
-use crate::support::{self, Bridge, FLUX_SECRET, GitLabStub, SHA_A, SHA_B};
+use crate::support::{Bridge, FLUX_SECRET, GitLabStub, SHA_A, SHA_B};
 
 const DIGEST: &str = "sha256:5b1a0b1d0c2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e";
 
-const README_ADDRESS: &str = "https://<url-id>.lambda-url.<region>.on.aws/hooks/flux";
+const README_ADDRESS: &str = "https://<url-id>.lambda-url.<region>.on.aws/hooks/flux/my-app-flux";
 
 /// The README's Flux manifests (the fenced YAML block with the generic-hmac Provider), pointed at
 /// `bridge` and carrying the test's token.
 fn readme_manifests(bridge: &Bridge) -> String {
     let block = readme_yaml("type: generic-hmac");
-    for placeholder in [README_ADDRESS, "token: <flux_webhook_secret>"] {
+    for placeholder in [README_ADDRESS, "token: <route_my_app_flux_secret>"] {
         assert!(block.contains(placeholder), "the README's Flux manifests changed: {placeholder}");
     }
-    block.replace(README_ADDRESS, &format!("{}/hooks/flux", bridge.url)).replace("<flux_webhook_secret>", FLUX_SECRET)
+    block.replace(README_ADDRESS, &format!("{}/hooks/flux/my-app-flux", bridge.url)).replace("<route_my_app_flux_secret>", FLUX_SECRET)
 }
 
 fn kustomization(annotations: Value) -> Value {
@@ -94,7 +94,7 @@ fn production(gitlab: &GitLabStub) -> Vec<(String, String, String, bool)> {
 
 #[tokio::test]
 async fn a_kustomization_reconcile_is_one_deployment_and_its_repeats_change_nothing() {
-    let (gitlab, bridge) = support::setup().await;
+    let (gitlab, bridge) = super::readme_routed_setup().await;
     let mut events = reconcile(&format!("main@sha1:{SHA_A}"), None, 0);
     // Ten minutes later the same revision is reconciled again: only the success repeats.
     events.push(events[2].clone());
@@ -112,7 +112,7 @@ async fn a_kustomization_reconcile_is_one_deployment_and_its_repeats_change_noth
 /// A GitRepository pinned by `spec.ref.commit` has no branch: its revision is `sha1:<sha>`.
 #[tokio::test]
 async fn a_source_pinned_to_a_commit_is_deployed_on_the_default_ref() {
-    let (gitlab, bridge) = support::setup().await;
+    let (gitlab, bridge) = super::readme_routed_setup().await;
     let Some(records) = forward(&bridge, reconcile(&format!("sha1:{SHA_A}"), None, 0)).await else { return };
     assert_ok(&records);
     assert_eq!(production(&gitlab), vec![(SHA_A.into(), "main".into(), "success".into(), false)]);
@@ -122,7 +122,7 @@ async fn a_source_pinned_to_a_commit_is_deployed_on_the_default_ref() {
 /// from the artifact's origin revision. `latest` is not a git ref (GitLab refuses it).
 #[tokio::test]
 async fn an_oci_artifact_is_deployed_on_the_branch_of_its_origin() {
-    let (gitlab, bridge) = support::setup().await;
+    let (gitlab, bridge) = super::readme_routed_setup().await;
     let events = reconcile(&format!("latest@{DIGEST}"), Some(&format!("main@sha1:{SHA_B}")), 0);
     let Some(records) = forward(&bridge, events).await else { return };
     assert_ok(&records);
@@ -132,7 +132,7 @@ async fn an_oci_artifact_is_deployed_on_the_branch_of_its_origin() {
 /// `spec.ref.tag` (or `semver`) gives `<tag>@sha1:<sha>`: a deployment of a tag.
 #[tokio::test]
 async fn a_tag_revision_is_deployed_as_a_tag() {
-    let (gitlab, bridge) = support::setup().await;
+    let (gitlab, bridge) = super::readme_routed_setup().await;
     let Some(records) = forward(&bridge, reconcile(&format!("v1.0.0@sha1:{SHA_A}"), None, 0)).await else { return };
     assert_ok(&records);
     assert_eq!(production(&gitlab), vec![(SHA_A.into(), "v1.0.0".into(), "success".into(), true)]);
@@ -143,7 +143,7 @@ async fn a_tag_revision_is_deployed_as_a_tag() {
 /// answer says so.
 #[tokio::test]
 async fn a_helmrelease_is_deployed_by_its_commit_annotation_and_refused_clearly_without() {
-    let (gitlab, bridge) = support::setup().await;
+    let (gitlab, bridge) = super::readme_routed_setup().await;
     let meta = json!({"helm.toolkit.fluxcd.io/revision": "6.6.1+0cc9a8446c95", "helm.toolkit.fluxcd.io/app-version": "6.6.1",
                       "helm.toolkit.fluxcd.io/token": "b8f0c2d4e6a81357"});
     let annotated = helmrelease(json!({"event.toolkit.fluxcd.io/commit": SHA_B}));
@@ -169,7 +169,7 @@ async fn a_helmrelease_is_deployed_by_its_commit_annotation_and_refused_clearly_
 /// `spec.ref.name: refs/heads/main` keeps the full reference in the revision.
 #[tokio::test]
 async fn a_full_reference_name_is_deployed_on_its_branch() {
-    let (gitlab, bridge) = support::setup().await;
+    let (gitlab, bridge) = super::readme_routed_setup().await;
     let Some(records) = forward(&bridge, reconcile(&format!("refs/heads/main@sha1:{SHA_A}"), None, 0)).await else { return };
     assert_ok(&records);
     assert_eq!(production(&gitlab), vec![(SHA_A.into(), "main".into(), "success".into(), false)]);
@@ -179,7 +179,7 @@ async fn a_full_reference_name_is_deployed_on_its_branch() {
 /// bridge, and so never reaches GitLab.
 #[tokio::test]
 async fn only_the_alerts_sources_reach_the_bridge() {
-    let (gitlab, bridge) = support::setup().await;
+    let (gitlab, bridge) = super::readme_routed_setup().await;
     let infra = object("Kustomization", "infrastructure", json!({}));
     let meta = json!({"kustomize.toolkit.fluxcd.io/revision": format!("main@sha1:{SHA_A}")});
     let ev = event(&infra, "info", "2026-10-02T10:00:01Z", "ReconciliationSucceeded", "Reconciliation finished in 2s, next run in 10m0s", meta);

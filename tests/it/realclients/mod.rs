@@ -25,6 +25,33 @@ fn required() -> bool {
     std::env::var("REAL_CLIENTS").as_deref() == Ok("required")
 }
 
+/// The README's `ROUTES` example, as a user copies it.
+pub fn readme_routes() -> gitlab_deploy_bridge::routes::Routes {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let json = readme.split("ROUTES='").nth(1).and_then(|r| r.split('\'').next()).expect("README.md shows ROUTES='{...}'");
+    gitlab_deploy_bridge::routes::Routes::parse(json).unwrap_or_else(|e| panic!("the README's ROUTES: {e}"))
+}
+
+/// The bridge with the README's routes only (unbound hooks refused, as by default), each route's
+/// secret being the test secret of its source.
+pub async fn readme_routed_setup() -> (crate::support::GitLabStub, crate::support::Bridge) {
+    use crate::support::*;
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    gitlab.add_commit(SHA_B);
+    let routes = readme_routes();
+    let by_source = [("generic", GENERIC_SECRET), ("argocd", ARGOCD_SECRET), ("flux", FLUX_SECRET), ("vercel", VERCEL_SECRET)];
+    let keys: Vec<(String, &str)> = routes
+        .iter()
+        .filter_map(|(name, r)| by_source.iter().find(|(s, _)| *s == r.source).map(|(_, v)| (gitlab_deploy_bridge::routes::secret_key(name), *v)))
+        .collect();
+    let extra: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let config = gitlab_deploy_bridge::config::Config { routes, unbound_hooks: false, ..config(&gitlab.url) };
+    let bridge = Bridge::start(config, static_secrets_with(&token, &extra)).await;
+    (gitlab, bridge)
+}
+
 /// The fenced YAML block of README.md that contains `marker`, as a user copies it.
 pub fn readme_yaml(marker: &str) -> String {
     let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
