@@ -9,7 +9,7 @@
 //! server, or on event files.
 //!
 //! Imports point one way: `http` → `pipeline` → `sources` / `lifecycle` → `environment` →
-//! `gitlab` → `model` (the vocabulary) and `secrets`.
+//! `gitlab` → `model` (the vocabulary) and `secrets`; `pipeline` and `config` → `routes` → `model`.
 
 pub mod app;
 pub mod config;
