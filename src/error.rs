@@ -112,10 +112,15 @@ impl Error {
     }
 }
 
+/// The longest `Retry-After` a tool is told. Argo CD's notifications obey `Retry-After` with no
+/// upper bound (go-retryablehttp), sleeping in its notification worker, and Flux gives the whole
+/// exchange 15 s: GitLab's own minute-long `Retry-After` would stall one and outlast the other.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 fn respond(status: StatusCode, body: serde_json::Value, retry_after: Option<Duration>) -> Response {
     let mut resp = (status, Json(body)).into_response();
     if let Some(d) = retry_after
-        && let Ok(v) = HeaderValue::from_str(&d.as_secs().max(1).to_string())
+        && let Ok(v) = HeaderValue::from_str(&d.as_secs().clamp(1, MAX_RETRY_AFTER.as_secs()).to_string())
     {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
