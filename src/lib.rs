@@ -25,5 +25,6 @@ pub mod pipeline;
 pub mod replay;
 pub mod routes;
 pub mod secrets;
+pub mod spool;
 pub mod sources;
 pub mod telemetry;
