@@ -210,14 +210,14 @@ impl Lifecycle {
     /// tier and URL — changed only once the deployment call succeeded, so a call GitLab refuses
     /// (an unknown commit) changes nothing. GitLab's work on the transition to `success` (merge
     /// request linking in a folder, the first-deployed-to-production metric) reads the tier
-    /// then, so a finished event that must change the tier opens the deployment as `running`,
+    /// then, so a `success` event that must change the tier opens the deployment as `running`,
     /// sets the tier, and finishes it.
     pub async fn apply(&self, ev: &DeploymentEvent, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
         let project = self.project_id(ctx, &ev.project).await?;
         let key = (project, ev.environment.clone());
         let _guard = self.lock_for(&key).lock().await;
         let mut notes = Vec::new();
-        let tier_first = match ev.tier.filter(|_| ev.status != Status::Running) {
+        let tier_first = match ev.tier.filter(|_| ev.status == Status::Success) {
             Some(tier) => match self.environments.tier_differs(&self.gitlab, ctx, &key.0, &ev.environment, tier).await {
                 Ok(differs) => differs,
                 Err(e) => {
