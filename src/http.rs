@@ -85,39 +85,49 @@ enum Answer {
 }
 
 /// What the URL says about a call.
-struct Call {
-    source: &'static str,
+struct Call<'a> {
+    source: &'a str,
     route: Option<String>,
     path_project: Option<String>,
     update: Option<u64>,
 }
 
+impl Call<'_> {
+    fn hook(source: &str, route: Option<String>) -> Call<'_> {
+        Call { source, route, path_project: None, update: None }
+    }
+
+    fn facade(route: Option<String>, project: String, update: Option<u64>) -> Call<'static> {
+        Call { source: "generic", route, path_project: Some(project), update }
+    }
+}
+
 async fn hook(State(st): State<AppState>, source: Result<Path<String>, PathRejection>, req: Request) -> Response {
     match source {
-        Ok(Path(source)) => st.handle(&source, None, None, None, Answer::Bridge, req).await,
+        Ok(Path(source)) => st.handle(Call::hook(&source, None), Answer::Bridge, req).await,
         Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_response(),
     }
 }
 
 async fn routed_hook(State(st): State<AppState>, path: Result<Path<(String, String)>, PathRejection>, req: Request) -> Response {
     match path {
-        Ok(Path((source, route))) => st.handle(&source, Some(route), None, None, Answer::Bridge, req).await,
+        Ok(Path((source, route))) => st.handle(Call::hook(&source, Some(route)), Answer::Bridge, req).await,
         Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_response(),
     }
 }
 
+const CREATED: Answer = Answer::GitLab { success: StatusCode::CREATED };
+
 async fn facade_create(State(st): State<AppState>, project: Result<Path<String>, PathRejection>, req: Request) -> Response {
     match project {
-        Ok(Path(project)) => st.facade(Call { source: "generic", route: None, path_project: Some(project), update: None }, req).await,
+        Ok(Path(project)) => st.handle(Call::facade(None, project, None), CREATED, req).await,
         Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_gitlab_response(),
     }
 }
 
 async fn routed_facade_create(State(st): State<AppState>, path: Result<Path<(String, String)>, PathRejection>, req: Request) -> Response {
     match path {
-        Ok(Path((route, project))) => {
-            st.facade(Call { source: "generic", route: Some(route), path_project: Some(project), update: None }, req).await
-        }
+        Ok(Path((route, project))) => st.handle(Call::facade(Some(route), project, None), CREATED, req).await,
         Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_gitlab_response(),
     }
 }
@@ -145,41 +155,27 @@ async fn routed_facade_update(
 }
 
 impl AppState {
-    async fn facade(&self, call: Call, req: Request) -> Response {
-        let success = if call.update.is_some() { StatusCode::OK } else { StatusCode::CREATED };
-        self.handle(call.source, call.route, call.path_project, call.update, Answer::GitLab { success }, req).await
-    }
-
     async fn facade_put(&self, route: Option<String>, project: String, id: String, req: Request) -> Response {
         match id.parse::<u64>() {
-            Ok(id) => self.facade(Call { source: "generic", route, path_project: Some(project), update: Some(id) }, req).await,
+            Ok(id) => self.handle(Call::facade(route, project, Some(id)), Answer::GitLab { success: StatusCode::OK }, req).await,
             Err(_) => Error::NotFound(format!("404 Deployment Not Found: {:?} is not a deployment id", id.chars().take(40).collect::<String>()))
                 .into_gitlab_response(),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn handle(
-        &self,
-        source: &str,
-        route: Option<String>,
-        path_project: Option<String>,
-        update: Option<u64>,
-        answer: Answer,
-        req: Request,
-    ) -> Response {
+    async fn handle(&self, call: Call<'_>, answer: Answer, req: Request) -> Response {
         let received = Instant::now();
         let (parts, body) = req.into_parts();
         let deadline = self.deadline(&parts.extensions);
-        let body = match self.0.precheck(source, route.as_deref(), &parts.headers) {
+        let body = match self.0.precheck(call.source, call.route.as_deref(), &parts.headers) {
             Ok(()) => read_body(&parts, body, self.0.config().body_timeout).await,
             Err(e) => Err(e),
         };
         let hook = Webhook {
-            source,
-            route: route.as_deref(),
-            path_project,
-            update,
+            source: call.source,
+            route: call.route.as_deref(),
+            path_project: call.path_project,
+            update: call.update,
             headers: &parts.headers,
             query: parts.uri.query(),
             body,

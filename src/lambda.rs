@@ -67,32 +67,20 @@ fn sanitize_v2(ag: &mut ApiGatewayV2httpRequest) {
         ag.request_context.stage = None;
     }
     // Repairs, in order, until what lambda_http will build is a URI: drop a `Host` header, then
-    // a domain name, that make no URL; percent-encode the query, then drop it; then the path.
-    if lambda_uri(ag).is_some() {
-        return;
-    }
-    ag.headers.remove(header::HOST);
-    if lambda_uri(ag).is_some() {
-        return;
-    }
-    ag.request_context.domain_name = None;
-    if lambda_uri(ag).is_some() {
-        return;
-    }
-    if let Some(query) = ag.raw_query_string.take() {
-        ag.raw_query_string = Some(utf8_percent_encode(&query, QUERY).to_string());
+    // a domain name, that make no URL; percent-encode the query, then drop it; then the path
+    // (with no host and no query, `/` always is one).
+    let repairs: [fn(&mut ApiGatewayV2httpRequest); 5] = [
+        |ag| drop(ag.headers.remove(header::HOST)),
+        |ag| ag.request_context.domain_name = None,
+        |ag| ag.raw_query_string = ag.raw_query_string.take().map(|q| utf8_percent_encode(&q, QUERY).to_string()),
+        |ag| ag.raw_query_string = None,
+        |ag| ag.raw_path = Some("/".into()),
+    ];
+    for repair in repairs {
         if lambda_uri(ag).is_some() {
             return;
         }
-        ag.raw_query_string = None;
-        if lambda_uri(ag).is_some() {
-            return;
-        }
-        ag.raw_query_string = Some(utf8_percent_encode(&query, QUERY).to_string());
-    }
-    ag.raw_path = Some("/".into());
-    if lambda_uri(ag).is_none() {
-        ag.raw_query_string = None;
+        repair(ag);
     }
 }
 

@@ -82,13 +82,20 @@ impl Pipeline {
     /// buffer a body. The refusal is answered and logged as the webhook's (through its body).
     pub fn precheck(&self, source: &str, route: Option<&str>, headers: &HeaderMap) -> Result<(), Error> {
         let source = sources::find(source).ok_or_else(|| Error::UnknownSource { name: printable(source), known: sources::names() })?;
-        if route.is_none() && !self.config.unbound_hooks && !self.config.dry_run {
-            return Err(unbound_refused(source.name()));
-        }
+        self.admit_unbound(source, route)?;
         source.credentials(headers)
     }
 
-    /// Handles one webhook within `deadline` and logs one line for it; returns the answer (and
+    /// A call without a route is taken only with `UNBOUND_HOOKS=allow`, or in a dry run (which
+    /// writes nothing and says a live run would refuse it).
+    fn admit_unbound(&self, source: &dyn sources::Source, route: Option<&str>) -> Result<(), Error> {
+        match route {
+            None if !self.config.unbound_hooks && !self.config.dry_run => Err(unbound_refused(source.name())),
+            _ => Ok(()),
+        }
+    }
+
+        /// Handles one webhook within `deadline` and logs one line for it; returns the answer (and
     /// the GitLab deployment, for the routes that answer as GitLab does).
     pub async fn handle(&self, hook: Webhook<'_>, deadline: Instant) -> Result<Handled, Error> {
         let started = hook.received;
@@ -167,8 +174,10 @@ impl Pipeline {
                     return Err(refuse(source, headers, &body));
                 }
             },
-            None if self.config.unbound_hooks || self.config.dry_run => None,
-            None => return Err(unbound_refused(source.name())),
+            None => {
+                self.admit_unbound(source, None)?;
+                None
+            }
         };
         let (secret, missing) = match route {
             Some((name, _)) => (secrets.get(&routes::secret_key(name)), routes::secret_key(name)),

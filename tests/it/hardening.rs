@@ -140,15 +140,7 @@ async fn a_refusal_does_not_tell_which_sources_are_configured() {
 #[test]
 fn a_huge_deadline_setting_is_refused_not_panicked_on() {
     let event = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/generic-running.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gitlab-deploy-bridge"))
-        .args(["invoke", "--dry-run"])
-        .arg(&event)
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
-        .env_remove("SECRET_ID")
-        .envs(demo_env())
-        .env("REQUEST_DEADLINE_SECONDS", "18446744073709551615")
-        .output()
-        .unwrap();
+    let out = invoke_dry_run(&[event], &[("REQUEST_DEADLINE_SECONDS", "18446744073709551615")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     let text = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
@@ -192,14 +184,7 @@ fn invoke_answers_events_lambda_http_would_panic_on() {
         std::fs::write(&f, ev.to_string()).unwrap();
         files.push(f);
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gitlab-deploy-bridge"))
-        .args(["invoke", "--dry-run"])
-        .args(&files)
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
-        .env_remove("SECRET_ID")
-        .envs(demo_env())
-        .output()
-        .unwrap();
+    let out = invoke_dry_run(&files, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     let answers: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -207,6 +192,19 @@ fn invoke_answers_events_lambda_http_would_panic_on() {
     for a in answers {
         assert_eq!(a["statusCode"], 401, "{a}");
     }
+}
+
+/// The built binary's `invoke --dry-run` on `files`, outside Lambda, with the demo secrets and `env`.
+fn invoke_dry_run(files: &[std::path::PathBuf], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gitlab-deploy-bridge"))
+        .args(["invoke", "--dry-run"])
+        .args(files)
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("SECRET_ID")
+        .envs(demo_env())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
 /// Sends a request head (and the first `sent` bytes of its body) and waits at most 8 s for the
