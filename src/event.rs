@@ -23,6 +23,10 @@ pub struct EventDraft {
     pub sha_hint: Option<String>,
     /// When the tool says the event happened, where its payload says so.
     pub occurred_at: Option<OffsetDateTime>,
+    /// `sha` is an abbreviation (a Heroku release's `Deploy 1a2b3c4d`, an image tag) that GitLab
+    /// expands when the event is delivered ([`crate::lifecycle::Lifecycle::expand_sha`]), so an
+    /// event can be spooled while GitLab is down.
+    pub short_sha: bool,
 }
 
 /// The result of parsing one webhook.
@@ -72,6 +76,21 @@ pub struct DeploymentEvent {
     /// what GitLab already shows changes nothing (see the lifecycle).
     #[serde(skip)]
     pub occurred_at: Option<OffsetDateTime>,
+    /// Delivered from the spool, in its group's order: judged by the tool's times only, never
+    /// by GitLab's clock (which recorded the spool's drain, not the events).
+    #[serde(skip)]
+    pub ordered: bool,
+    /// `sha` is an abbreviation still to be expanded by GitLab (see [`EventDraft::short_sha`]).
+    #[serde(skip)]
+    pub short_sha: bool,
+}
+
+/// The names [`DeploymentEvent::ref_source`] takes.
+const REF_SOURCES: [&str; 5] = ["query", "route", "environment config", "payload", "default"];
+
+/// `name` as one of the ref sources (a spooled event's, read back); an unknown one is `default`.
+pub fn ref_source_name(name: &str) -> &'static str {
+    REF_SOURCES.into_iter().find(|s| *s == name).unwrap_or("default")
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -105,7 +124,8 @@ impl DeploymentEvent {
 
         let sha = non_empty(draft.sha)
             .ok_or_else(|| Error::BadRequest(format!("`sha` is missing from the {source} payload")))?;
-        let sha = normalize_sha(&sha).ok_or_else(|| {
+        let short = draft.short_sha.then(|| sha.to_ascii_lowercase()).filter(|s| (7..40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()));
+        let sha = short.clone().or_else(|| normalize_sha(&sha)).ok_or_else(|| {
             Error::BadRequest(format!(
                 "`sha` must be a full 40-character hexadecimal commit id, got {:?}",
                 truncate(&sha, 80)
@@ -152,6 +172,8 @@ impl DeploymentEvent {
             delivery_id: non_empty(draft.delivery_id),
             sha_hint: draft.sha_hint,
             occurred_at: draft.occurred_at,
+            ordered: false,
+            short_sha: short.is_some(),
         })
     }
 }

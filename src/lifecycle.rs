@@ -284,6 +284,25 @@ impl Lifecycle {
         }
     }
 
+    /// Expands an abbreviated sha ([`DeploymentEvent::short_sha`]) to the full one GitLab knows;
+    /// a commit GitLab does not have is refused like an unknown full sha.
+    pub async fn expand_sha(&self, ev: &mut DeploymentEvent, ctx: &CallCtx) -> Result<(), GitLabError> {
+        if !ev.short_sha {
+            return Ok(());
+        }
+        match self.gitlab.resolve_commit(ctx, &ev.project, &ev.sha).await? {
+            Some(full) => {
+                ev.sha = full;
+                ev.short_sha = false;
+                Ok(())
+            }
+            None => Err(GitLabError::Rejected {
+                status: 404,
+                message: format!("the {} event names commit {}, which GitLab project {} does not have", ev.source, ev.sha, ev.project),
+            }),
+        }
+    }
+
     /// Deployment `id` of `project` as GitLab has it (a read).
     pub async fn find_deployment(&self, project: &str, id: u64, ctx: &CallCtx) -> Result<Deployment, GitLabError> {
         let project = self.project_id(ctx, project).await?;
@@ -443,6 +462,9 @@ impl Lifecycle {
         let by_tool = self.written(key).filter(|w| w.describes(latest)).and_then(|w| w.occurred_at);
         let (reference, allowance, whose) = match by_tool {
             Some(t) => (t, Duration::ZERO, "by the tool's own clock"),
+            // The spool delivers an environment's events in order, later than they happened:
+            // GitLab's clock then shows when the drain wrote, not when the tool acted.
+            None if ev.ordered => return None,
             None => (latest.changed_at()?, self.clock_skew, "by GitLab's clock"),
         };
         // Checked: a time near the end of the calendar, or a huge skew, must not overflow.

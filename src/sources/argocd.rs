@@ -141,6 +141,7 @@ impl Source for ArgoCd {
             delivery_id,
             sha_hint,
             occurred_at: occurred_at(&obj, &phase, &health),
+            short_sha: false,
         }))
     }
 
@@ -173,14 +174,9 @@ impl Source for ArgoCd {
                     _ => Vec::new(),
                 };
                 if let Some(tag) = images.iter().find_map(|i| image_commit(spec, i)) {
-                    let full = match (normalize_sha(&tag), lookup.project) {
-                        (Some(full), _) => Some(full),
-                        (None, Some(project)) if tag.len() >= 7 && tag.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                            lookup.gitlab.resolve_commit(lookup.ctx, project, &tag).await?
-                        }
-                        _ => None,
-                    };
-                    draft.sha = Some(full.unwrap_or(tag.clone()));
+                    // A short sha is expanded by GitLab when the event is delivered.
+                    draft.short_sha = normalize_sha(&tag).is_none() && tag.len() >= 7 && tag.bytes().all(|b| b.is_ascii_hexdigit());
+                    draft.sha = Some(normalize_sha(&tag).unwrap_or(tag.clone()));
                     draft.sha_hint = Some(format!("It was read from the tag {tag:?} of an image matching ARGOCD_IMAGE ({spec:?})"));
                 }
             }

@@ -193,6 +193,7 @@ impl Source for Flux {
             delivery_id,
             sha_hint,
             occurred_at: time_field(&obj, "timestamp"),
+            short_sha: false,
         }))
     }
 }

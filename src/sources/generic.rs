@@ -57,6 +57,7 @@ impl Source for Generic {
             delivery_id: str_field(&obj, "delivery_id"),
             sha_hint: None,
             occurred_at,
+            short_sha: false,
         }))
     }
 }

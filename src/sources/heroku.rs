@@ -203,17 +203,9 @@ impl Source for Heroku {
                     "release {description:?} names no commit (no `data.slug.commit`, no \"Deploy <sha>\" description); add heroku_api_token to the secret to look its slug's commit up"
                 )));
             };
-            let Some(project) = lookup.project else {
-                return Err(Error::BadRequest("query parameter `project` is required".into()));
-            };
-            match lookup.gitlab.resolve_commit(lookup.ctx, project, short).await? {
-                Some(full) => draft.sha = Some(full),
-                None => {
-                    return Err(Error::BadRequest(format!(
-                        "the Heroku release names commit {short}, which GitLab project {project} does not have"
-                    )));
-                }
-            }
+            // GitLab expands it when the event is delivered (now, or from the spool).
+            draft.sha = Some(short.to_string());
+            draft.short_sha = true;
             Ok(SourceOutput::Event(draft))
         })
     }

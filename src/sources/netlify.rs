@@ -112,6 +112,7 @@ impl Source for Netlify {
             delivery_id,
             sha_hint: None,
             occurred_at: time_field(&obj, "updated_at"),
+            short_sha: false,
         }))
     }
 }

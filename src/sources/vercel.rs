@@ -128,6 +128,7 @@ impl Source for Vercel {
                 .and_then(Value::as_i64)
                 .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()),
             sha_hint: None,
+            short_sha: false,
         }))
     }
 }
