@@ -14,24 +14,46 @@ use crate::http::{AppState, router};
 use crate::lifecycle::Lifecycle;
 use crate::pipeline::Pipeline;
 use crate::secrets::{SecretProvider, SecretsManager, StaticSecrets, Unconfigured};
+use crate::spool::{self, Spool};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The router and the pipeline behind it (the spool's consumers deliver through the pipeline).
+pub struct App {
+    pub router: Router,
+    pub pipeline: Arc<Pipeline>,
+}
+
+/// The AWS SDK's configuration, loaded once when something needs AWS (the secret, the spool
+/// queue); the clients built from it share its HTTP client and credentials.
+pub async fn aws_config(config: &Config) -> Option<aws_config::SdkConfig> {
+    if config.secret_id.is_none() && config.spool.queue_url.is_none() && config.spool.dlq_url.is_none() {
+        return None;
+    }
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(config.connect_timeout)
+        .operation_timeout(std::time::Duration::from_secs(10))
+        .build();
+    Some(aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await)
+}
+
+/// The SQS spool, when `SPOOL_QUEUE_URL` names one (Lambda; template.yaml sets it).
+pub fn sqs_spool(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Option<Arc<spool::sqs::SqsSpool>> {
+    let (url, sdk) = (config.spool.queue_url.clone()?, sdk?);
+    let client = aws_sdk_sqs::Client::new(sdk);
+    Some(Arc::new(spool::sqs::SqsSpool::new(client, url, config.spool.dlq_url.clone())))
+}
 
 /// Chooses where secrets come from: Secrets Manager when `SECRET_ID` is set; otherwise
 /// environment variables (`GITLAB_TOKEN`, `<SOURCE>_WEBHOOK_SECRET`: local runs and
 /// `cargo lambda watch`); in Lambda with neither, a provider that fails every request saying why.
-pub async fn secret_provider(config: &Config, in_lambda: bool) -> Arc<dyn SecretProvider> {
-    match (&config.secret_id, in_lambda) {
-        (Some(id), _) => {
-            let timeouts = aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(config.connect_timeout)
-                .operation_timeout(std::time::Duration::from_secs(10))
-                .build();
-            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
-            let client = aws_sdk_secretsmanager::Client::new(&sdk);
+pub async fn secret_provider(config: &Config, in_lambda: bool, sdk: Option<&aws_config::SdkConfig>) -> Arc<dyn SecretProvider> {
+    match (&config.secret_id, sdk) {
+        (Some(id), Some(sdk)) => {
+            let client = aws_sdk_secretsmanager::Client::new(sdk);
             Arc::new(SecretsManager::new(client, id.clone(), config.secret_ttl))
         }
-        (None, _) => {
+        _ => {
             let env = StaticSecrets::from_env_vars(std::env::vars());
             if in_lambda && env.is_empty() {
                 Arc::new(Unconfigured(
@@ -44,8 +66,14 @@ pub async fn secret_provider(config: &Config, in_lambda: bool) -> Arc<dyn Secret
     }
 }
 
-/// The router with its state, from a configuration and a secret provider.
+/// The router with its state, from a configuration and a secret provider (no spool: GitLab
+/// unavailable past the deadline is a 5xx).
 pub fn build(config: Config, secrets: Arc<dyn SecretProvider>) -> Result<Router, BoxError> {
+    assemble(config, secrets, None).map(|app| app.router)
+}
+
+/// The router and its pipeline, with the spool events wait in when GitLab cannot take them.
+pub fn assemble(config: Config, secrets: Arc<dyn SecretProvider>, spool: Option<Spool>) -> Result<App, BoxError> {
     for (name, route) in config.routes.iter() {
         if crate::sources::find(&route.source).is_none() {
             return Err(format!("configuration: ROUTES: route {name:?} names source {:?}; this bridge knows: {}", route.source, crate::sources::names()).into());
@@ -55,8 +83,21 @@ pub fn build(config: Config, secrets: Arc<dyn SecretProvider>) -> Result<Router,
     let http = GitLabClient::http_client(&settings)?;
     let gitlab = GitLabClient::new(&settings, http, secrets.clone());
     let lifecycle = Lifecycle::new(gitlab, config.clock_skew);
-    let pipeline = Pipeline::new(config, secrets, lifecycle);
-    Ok(router(AppState::new(pipeline)))
+    let pipeline = Arc::new(Pipeline::new(config, secrets, lifecycle).with_spool(spool));
+    Ok(App { router: router(AppState::new(pipeline.clone())), pipeline })
+}
+
+/// `serve`'s spool: opened from `SPOOL_DIR` unless `SPOOL_MODE=off` or in a dry run (which
+/// writes nothing). The worker waits on the returned `Notify`.
+pub fn local_spool(config: &Config) -> Result<Option<spool::LocalHandle>, BoxError> {
+    if config.dry_run || config.spool.mode == spool::Mode::Off {
+        return Ok(None);
+    }
+    let dir = &config.spool.dir;
+    let local = spool::local::LocalSpool::open(dir).map_err(|e| {
+        format!("the spool in {} cannot be opened (is another `serve` using it? set SPOOL_DIR, or SPOOL_MODE=off): {e}", dir.display())
+    })?;
+    Ok(Some((Arc::new(local), Arc::new(tokio::sync::Notify::new()))))
 }
 
 /// The GitLab client's part of the configuration.
@@ -72,18 +113,37 @@ fn gitlab_settings(config: &Config) -> gitlab::Settings {
     }
 }
 
-pub async fn run_lambda(app: Router) -> Result<(), BoxError> {
-    crate::lambda::run(app).await
+/// Serves function-URL events through the router and, when the spool queue is configured,
+/// its SQS batches through the pipeline.
+pub async fn run_lambda(router: Router, consumer: Option<(Arc<Pipeline>, Arc<spool::sqs::SqsSpool>)>) -> Result<(), BoxError> {
+    crate::lambda::run(router, consumer).await
 }
 
-/// Serves `app` over HTTP/1.1 on `listen` until Ctrl-C (see [`serve_on`]).
-pub async fn serve(app: Router, listen: SocketAddr, header_timeout: std::time::Duration, max_connections: usize) -> Result<(), BoxError> {
+/// Serves `app` over HTTP/1.1 on `listen` until Ctrl-C (see [`serve_on`]); the local spool's
+/// worker, if there is a spool, runs beside it.
+pub async fn serve(
+    app: App,
+    spool: Option<spool::LocalHandle>,
+    listen: SocketAddr,
+    header_timeout: std::time::Duration,
+    max_connections: usize,
+) -> Result<(), BoxError> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    tracing::info!(address = %listener.local_addr()?, spool = spool.as_ref().map(|_| "local").unwrap_or("off"), "listening");
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
     };
-    serve_on(listener, app, header_timeout, max_connections, shutdown).await;
+    let worker = spool.map(|(local, wake)| tokio::spawn(crate::drain::run_local(app.pipeline.clone(), local, wake, stopped(stop.subscribe()))));
+    let server = serve_on(listener, app.router, header_timeout, max_connections, stopped(stop.subscribe()));
+    let signal = async {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+    };
+    tokio::join!(server, signal);
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
     Ok(())
 }
 

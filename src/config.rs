@@ -64,6 +64,43 @@ pub struct Config {
     /// Container image whose tag is the application commit: an image name (`registry/app`), or a
     /// regex with one capture group (`ARGOCD_IMAGE`).
     pub argocd_image: Option<String>,
+    /// The spool's settings (`SPOOL_*`, see [`SpoolSettings`]).
+    pub spool: SpoolSettings,
+}
+
+/// Where and when events wait for GitLab (issue 11; README "Spool").
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpoolSettings {
+    /// `on-failure` (default), `always` or `off` (`SPOOL_MODE`).
+    pub mode: crate::spool::Mode,
+    /// How long a webhook may wait for GitLab before its event goes to the spool
+    /// (`SPOOL_AFTER_SECONDS`, default 5; Flux gives the whole exchange 15 s).
+    pub after: Duration,
+    /// `serve`'s spool directory (`SPOOL_DIR`, default `spool` under the working directory).
+    pub dir: std::path::PathBuf,
+    /// Lambda's SQS FIFO queue (`SPOOL_QUEUE_URL`); set by template.yaml.
+    pub queue_url: Option<String>,
+    /// Its dead-letter queue (`SPOOL_DLQ_URL`).
+    pub dlq_url: Option<String>,
+    /// How long a spooled event is retried before it becomes a dead letter
+    /// (`SPOOL_MAX_AGE_HOURS`, default 72).
+    pub max_age: Duration,
+    /// The longest wait between two attempts (`SPOOL_RETRY_MAX_SECONDS`, default 300).
+    pub retry_max: Duration,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        SpoolSettings {
+            mode: crate::spool::Mode::OnFailure,
+            after: Duration::from_secs(5),
+            dir: "spool".into(),
+            queue_url: None,
+            dlq_url: None,
+            max_age: Duration::from_secs(72 * 3600),
+            retry_max: Duration::from_secs(300),
+        }
+    }
 }
 
 /// What `ENVIRONMENTS` may say about one environment.
@@ -101,6 +138,7 @@ impl Default for Config {
             unbound_hooks: false,
             argocd_sha_annotation: None,
             argocd_image: None,
+            spool: SpoolSettings::default(),
         }
     }
 }
@@ -175,6 +213,26 @@ impl Config {
                 return Err(ConfigError("ARGOCD_IMAGE as a regex needs exactly one capture group (the commit)".into()));
             }
         }
+        let spool_mode = get("SPOOL_MODE");
+        let spool = SpoolSettings {
+            mode: match spool_mode.as_deref() {
+                None => d.spool.mode,
+                Some(v) => crate::spool::Mode::parse(v)
+                    .ok_or_else(|| ConfigError(format!("SPOOL_MODE must be `on-failure`, `always` or `off`, got {v:?}")))?,
+            },
+            after: secs("SPOOL_AFTER_SECONDS", d.spool.after)?,
+            dir: get("SPOOL_DIR").map(Into::into).unwrap_or(d.spool.dir.clone()),
+            queue_url: get("SPOOL_QUEUE_URL"),
+            dlq_url: get("SPOOL_DLQ_URL"),
+            max_age: match num("SPOOL_MAX_AGE_HOURS")? {
+                Some(h) if h == 0 || h > 24 * 14 => {
+                    return Err(ConfigError(format!("SPOOL_MAX_AGE_HOURS must be between 1 and 336 (14 days, SQS's longest retention), got {h}")));
+                }
+                Some(h) => Duration::from_secs(h * 3600),
+                None => d.spool.max_age,
+            },
+            retry_max: secs("SPOOL_RETRY_MAX_SECONDS", d.spool.retry_max)?.max(Duration::from_secs(1)),
+        };
         let max_attempts = num("GITLAB_MAX_ATTEMPTS")?.unwrap_or(d.max_attempts as u64).clamp(1, 20) as u32;
         Ok(Config {
             gitlab_url,
@@ -205,6 +263,7 @@ impl Config {
             unbound_hooks,
             argocd_sha_annotation: get("ARGOCD_SHA_ANNOTATION"),
             argocd_image,
+            spool,
         })
     }
 }

@@ -43,6 +43,9 @@ pub enum Error {
     GitLab(#[from] GitLabError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// GitLab could not take the event now, and neither could the spool.
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 impl Error {
@@ -70,6 +73,7 @@ impl Error {
                 GitLabError::Secrets(s) => secrets_status(s),
             },
             Error::Secrets(s) => secrets_status(s),
+            Error::Spool(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -95,6 +99,8 @@ impl Error {
     pub fn public_message(&self) -> String {
         match self {
             Error::Secrets(s) | Error::GitLab(GitLabError::Secrets(s)) => s.public_message(),
+            // The log has the spool's error (a queue's URL names the account).
+            Error::Spool(_) => "GitLab cannot take the event now and the spool could not keep it; redeliver it later".into(),
             other => other.to_string(),
         }
     }

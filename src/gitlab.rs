@@ -100,6 +100,19 @@ impl CallCtx {
         self.deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
     }
 
+    /// A context for part of this one's work that must end by `deadline` (or this one's, if
+    /// sooner); its calls are added back with [`Self::absorb`].
+    pub fn narrowed(&self, deadline: Instant) -> CallCtx {
+        CallCtx::new(self.deadline.min(deadline))
+    }
+
+    /// Adds the calls of a narrowed context to this one's.
+    pub fn absorb(&self, other: &CallCtx) {
+        for call in other.calls() {
+            self.record(call);
+        }
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }

@@ -33,8 +33,8 @@ use crate::pipeline::{Handled, Pipeline, Webhook};
 pub struct AppState(Arc<Pipeline>);
 
 impl AppState {
-    pub fn new(pipeline: Pipeline) -> Self {
-        AppState(Arc::new(pipeline))
+    pub fn new(pipeline: Arc<Pipeline>) -> Self {
+        AppState(pipeline)
     }
 }
 
@@ -183,7 +183,10 @@ impl AppState {
         };
         let result = self.0.handle(hook, deadline).await;
         match (answer, result) {
-            (Answer::Bridge, Ok(handled)) => (StatusCode::OK, Json(handled.answer)).into_response(),
+            (Answer::Bridge, Ok(handled)) => {
+                let status = if handled.spooled { StatusCode::ACCEPTED } else { StatusCode::OK };
+                (status, Json(handled.answer)).into_response()
+            }
             (Answer::Bridge, Err(e)) => e.into_response(),
             (Answer::GitLab { success }, Ok(handled)) => gitlab_answer(success, handled),
             (Answer::GitLab { .. }, Err(e)) => e.into_gitlab_response(),

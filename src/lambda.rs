@@ -1,4 +1,5 @@
-//! The Lambda side of the one router: function-URL events made safe for `lambda_http`'s
+//! The Lambda side: SQS batches of the spool queue go to [`crate::drain`]; everything else is a
+//! function-URL event for the one router, made safe for `lambda_http`'s
 //! conversion to an HTTP request, which panics (`Url::parse(..).unwrap()`, `.expect(..)` in
 //! lambda_http 1.3.2 `request.rs`) on a `Host` or `x-forwarded-proto` header the URL parser
 //! refuses, or on a query an `http::Uri` cannot hold. Whether a function URL lets a caller send
@@ -14,24 +15,69 @@
 //! The release profile unwinds (`panic = "unwind"`): should anything else panic in a handler,
 //! lambda_runtime's `CatchPanicService` reports the invocation as failed and the process goes on.
 
+use aws_lambda_events::event::sqs::SqsEvent;
 use axum::Router;
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::http::{HeaderName, Uri, header};
 use lambda_http::request::LambdaRequest;
 use lambda_http::tower::ServiceExt;
+use lambda_http::lambda_runtime::service_fn;
 use lambda_http::{Adapter, LambdaEvent};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::Url;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::pipeline::Pipeline;
+use crate::spool::sqs::SqsSpool;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a URI query cannot carry as is (besides non-ASCII, always encoded).
 const QUERY: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`').add(b'{').add(b'}').add(b'|').add(b'\\').add(b'^').add(b'#');
 
-/// Serves `app` to the Lambda Runtime API, each event repaired before lambda_http converts it.
-pub async fn run(app: Router) -> Result<(), BoxError> {
-    let service = Adapter::from(app).map_request(|ev: LambdaEvent<LambdaRequest>| LambdaEvent { payload: sanitize(ev.payload), context: ev.context });
-    lambda_http::lambda_runtime::run(service).await
+/// What the spool queue's batches are delivered with.
+pub type Consumer = (Arc<Pipeline>, Arc<SqsSpool>);
+
+/// Serves the Lambda Runtime API: an SQS batch (from the spool queue's event source mapping) is
+/// delivered through the pipeline and answered with its `batchItemFailures`; any other event is
+/// a function-URL request, repaired before lambda_http converts it, and served by `app`.
+pub async fn run(app: Router, consumer: Option<Consumer>) -> Result<(), BoxError> {
+    let handler = service_fn(move |ev: LambdaEvent<Value>| {
+        let (app, consumer) = (app.clone(), consumer.clone());
+        async move { dispatch(app, consumer.as_ref(), ev).await }
+    });
+    lambda_http::lambda_runtime::run(handler).await
+}
+
+async fn dispatch(app: Router, consumer: Option<&Consumer>, ev: LambdaEvent<Value>) -> Result<Value, BoxError> {
+    let LambdaEvent { payload, context } = ev;
+    if is_sqs_batch(&payload) {
+        let Some((pipeline, queue)) = consumer else {
+            // Failing the invocation returns the whole batch to the queue: nothing is lost.
+            return Err("an SQS batch arrived, but this function has no spool queue (SPOOL_QUEUE_URL) or its configuration is invalid".into());
+        };
+        let batch: SqsEvent = serde_json::from_value(payload)?;
+        let deadline = invocation_deadline(context.deadline, pipeline.config().deadline_margin);
+        let answer = crate::drain::sqs_batch(pipeline, queue, batch, deadline).await;
+        return Ok(serde_json::to_value(answer)?);
+    }
+    let request: LambdaRequest = serde_json::from_value(payload)?;
+    let response = Adapter::from(app).oneshot(LambdaEvent { payload: sanitize(request), context }).await?;
+    Ok(serde_json::to_value(response)?)
+}
+
+/// An SQS event: `Records` whose first says `"eventSource": "aws:sqs"`.
+fn is_sqs_batch(payload: &Value) -> bool {
+    payload.get("Records").and_then(|r| r.get(0)).and_then(|r| r.get("eventSource")).and_then(Value::as_str) == Some("aws:sqs")
+}
+
+/// The instant by which an invocation whose deadline is `deadline_ms` (Unix milliseconds) must
+/// have answered, `margin` kept free.
+fn invocation_deadline(deadline_ms: u64, margin: Duration) -> Instant {
+    let now_ms = crate::spool::now_ms();
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(margin)
 }
 
 /// A function-URL (HTTP API v2) event from its JSON, repaired, as the HTTP request the router sees.

@@ -12,7 +12,9 @@
 //! `gitlab` → `model` (the vocabulary) and `secrets`; `pipeline` and `config` → `routes` → `model`.
 
 pub mod app;
+pub mod cli;
 pub mod config;
+pub mod drain;
 pub mod environment;
 pub mod error;
 pub mod event;

@@ -4,6 +4,7 @@
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde_json::{Value, json};
+use sha2::Digest;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use crate::replay::Replays;
 use crate::routes::{self, Route};
 use crate::secrets::{SecretProvider, SecretsError};
 use crate::sources::{self, generic};
+use crate::spool::{self, Spool, Spooled};
 
 /// One webhook as the transport received it.
 pub struct Webhook<'a> {
@@ -44,6 +46,25 @@ pub struct Webhook<'a> {
 pub struct Handled {
     pub answer: Value,
     pub deployment: Option<Deployment>,
+    /// The event is in the spool, not yet in GitLab (answered 202).
+    pub spooled: bool,
+}
+
+impl Handled {
+    fn new(answer: Value, deployment: Option<Deployment>) -> Handled {
+        Handled { answer, deployment, spooled: false }
+    }
+}
+
+/// What became of one attempt to deliver a spooled event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// GitLab has it (or already had it): the spool may forget it.
+    Delivered { action: &'static str, deployment_id: Option<u64> },
+    /// GitLab cannot take it now: try again later.
+    Retry(String),
+    /// GitLab refused it for good: a dead letter, with this reason.
+    Dead(String),
 }
 
 /// Everything a webhook needs, built once per process.
@@ -52,6 +73,7 @@ pub struct Pipeline {
     secrets: Arc<dyn SecretProvider>,
     lifecycle: Lifecycle,
     replays: Replays,
+    spool: Option<Spool>,
 }
 
 /// What the one log line of a webhook carries.
@@ -70,7 +92,17 @@ struct HookLog {
 impl Pipeline {
     pub fn new(config: Config, secrets: Arc<dyn SecretProvider>, lifecycle: Lifecycle) -> Self {
         let replays = Replays::new(&config);
-        Pipeline { config, secrets, lifecycle, replays }
+        Pipeline { config, secrets, lifecycle, replays, spool: None }
+    }
+
+    /// Where events wait when GitLab cannot take them now (none: a 5xx, the tool redelivers).
+    pub fn with_spool(mut self, spool: Option<Spool>) -> Self {
+        self.spool = spool;
+        self
+    }
+
+    pub fn spool(&self) -> Option<&Spool> {
+        self.spool.as_ref()
     }
 
     pub fn config(&self) -> &Config {
@@ -133,7 +165,7 @@ impl Pipeline {
             };
         }
         match &result {
-            Ok(_) => line!(info, http_status = 200u16, outcome = "ok", "webhook handled"),
+            Ok(h) => line!(info, http_status = if h.spooled { 202u16 } else { 200 }, outcome = "ok", "webhook handled"),
             Err(e) => {
                 let status = e.status().as_u16();
                 if e.status().is_server_error() {
@@ -201,10 +233,10 @@ impl Pipeline {
             Err(reason) if self.config.dry_run => (None, Some(format!("a live run would change nothing: {reason}"))),
             Err(reason) => {
                 log.action = Some(Action::Ignored.as_str());
-                return Ok(Handled { answer: json!({ "action": Action::Ignored, "reason": reason }), deployment: None });
+                return Ok(Handled::new(json!({ "action": Action::Ignored, "reason": reason }), None));
             }
         };
-        let target = Target { route, query: hook.query, path_project: hook.path_project, update: hook.update };
+        let target = Target { route, query: hook.query, path_project: hook.path_project, update: hook.update, received: hook.received };
         let mut result = self.process_verified(source, target, headers, &body, &secrets, ctx, log).await;
         if let Ok(handled) = &mut result {
             if hook.route.is_none() && !self.config.unbound_hooks {
@@ -231,7 +263,10 @@ impl Pipeline {
         ctx: &CallCtx,
         log: &mut HookLog,
     ) -> Result<Handled, Error> {
-        let Target { route, query, path_project, update } = target;
+        let Target { route, query, path_project, update, received } = target;
+        // The GitLab-compatible facade answers with GitLab's deployment (its id is the one a
+        // later PUT names): only the tools' own hooks can be answered from the spool.
+        let spool = self.spool.as_ref().filter(|_| path_project.is_none() && !self.config.dry_run && self.config.spool.mode != spool::Mode::Off);
         let mut overrides: Overrides = serde_urlencoded::from_str(query.unwrap_or(""))
             .map_err(|e| Error::BadRequest(format!("the query string cannot be read: {e}")))?;
         if path_project.is_some() {
@@ -262,7 +297,7 @@ impl Pipeline {
         let draft = match output {
             SourceOutput::Ignored(reason) => {
                 log.action = Some(Action::Ignored.as_str());
-                return Ok(Handled { answer: json!({ "action": Action::Ignored, "reason": reason }), deployment: None });
+                return Ok(Handled::new(json!({ "action": Action::Ignored, "reason": reason }), None));
             }
             SourceOutput::Event(d) => d,
         };
@@ -293,7 +328,33 @@ impl Pipeline {
         }
 
         warnings.extend(self.lifecycle.warnings(&ev));
-        let outcome = self.lifecycle.apply(&ev, ctx).await.map_err(|e| explain_unknown_commit(e, &ev))?;
+        let outcome = match spool {
+            None => {
+                self.lifecycle.expand_sha(&mut ev, ctx).await?;
+                self.lifecycle.apply(&ev, ctx).await.map_err(|e| explain_unknown_commit(e, &ev))?
+            }
+            Some(spool) => {
+                let delivery = source.delivery_key(headers, body).unwrap_or_else(|| hex::encode(sha2::Sha256::digest(body)));
+                let item = Spooled::new(&ev, route.map(|r| r.0), &delivery, time::OffsetDateTime::now_utc(), String::new());
+                if let Some(reason) = self.must_queue(spool, &item.group).await {
+                    return self.spool_event(spool, Spooled { reason, ..item }, &ev, warnings, None, log).await;
+                }
+                // GitLab gets SPOOL_AFTER_SECONDS from receipt; then the spool takes the event.
+                let attempt = ctx.narrowed(received + self.config.spool.after);
+                let result = self.expand_and_apply(&mut ev, &attempt).await;
+                ctx.absorb(&attempt);
+                match result {
+                    Ok(outcome) => outcome,
+                    Err(e) if transient(&e) => {
+                        let reason = e.to_string();
+                        let item = Spooled { reason, sha: ev.sha.clone(), short_sha: ev.short_sha, ..item };
+                        return self.spool_event(spool, item, &ev, warnings, Some(e), log).await;
+                    }
+                    Err(e) => return Err(explain_unknown_commit(e, &ev).into()),
+                }
+            }
+        };
+        log.sha = Some(ev.sha.clone());
         log.action = Some(outcome.action.as_str());
         log.deployment_id = outcome.deployment.as_ref().map(|d| d.id);
         warnings.extend(outcome.notes.iter().cloned());
@@ -329,7 +390,7 @@ impl Pipeline {
             answer["warnings"] = json!(warnings);
         }
         self.add_dry_run(&mut answer, ctx);
-        Ok(Handled { answer, deployment: outcome.deployment })
+        Ok(Handled::new(answer, outcome.deployment))
     }
 
     /// The GitLab-compatible status change of one deployment (`PUT .../deployments/:id`).
@@ -374,7 +435,132 @@ impl Pipeline {
             });
         }
         self.add_dry_run(&mut answer, ctx);
-        Ok(Handled { answer, deployment: outcome.deployment })
+        Ok(Handled::new(answer, outcome.deployment))
+    }
+
+    /// Why a new event must go to the spool without trying GitLab first, if it must: every
+    /// event does under `SPOOL_MODE=always`; otherwise one whose group has events waiting, so
+    /// that an environment's events reach GitLab in order.
+    async fn must_queue(&self, spool: &Spool, group: &str) -> Option<String> {
+        if self.config.spool.mode == spool::Mode::Always {
+            return Some("SPOOL_MODE=always: every event goes through the spool".into());
+        }
+        match spool.pending(group).await {
+            Ok(true) => Some("earlier events of this environment are waiting in the spool; this one queues behind them".into()),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "the spool cannot say whether events are waiting; delivering this one now");
+                None
+            }
+        }
+    }
+
+    /// Puts the event in the spool and answers 202. If the spool cannot take it either, the
+    /// answer is the error that sent it there (or the spool's), a 5xx the tool may redeliver.
+    #[allow(clippy::too_many_arguments)]
+    async fn spool_event(
+        &self,
+        spool: &Spool,
+        item: Spooled,
+        ev: &DeploymentEvent,
+        warnings: Vec<String>,
+        cause: Option<GitLabError>,
+        log: &mut HookLog,
+    ) -> Result<Handled, Error> {
+        let receipt = match spool.enqueue(&item).await {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                tracing::error!(spool = spool.kind(), project = %ev.project, environment = %ev.environment, sha = %ev.sha, error = %e, reason = %item.reason, "the event could not be spooled either");
+                return Err(match cause {
+                    Some(cause) => cause.into(),
+                    None => Error::Spool(e),
+                });
+            }
+        };
+        log.action = Some("spooled");
+        tracing::info!(
+            spool = spool.kind(),
+            spool_id = %receipt.id,
+            duplicate = receipt.duplicate,
+            group = %item.group,
+            source = %item.source,
+            project = %item.project,
+            environment = %item.environment,
+            sha = %item.sha,
+            status = item.status.as_str(),
+            reason = %item.reason,
+            "spool: event enqueued"
+        );
+        let mut answer = json!({
+            "action": "spooled",
+            "deployment": {
+                "environment": ev.environment,
+                "sha": ev.sha,
+                "ref": ev.git_ref,
+                "ref_source": ev.ref_source,
+                "tag": ev.tag,
+                "status": ev.status,
+            },
+            "source": ev.source,
+            "spool": { "kind": spool.kind(), "id": receipt.id, "duplicate": receipt.duplicate, "reason": item.reason },
+        });
+        if !warnings.is_empty() {
+            answer["warnings"] = json!(warnings);
+        }
+        Ok(Handled { answer, deployment: None, spooled: true })
+    }
+
+    /// Delivers one spooled event to GitLab within `deadline`, and logs one line for it.
+    pub async fn deliver(&self, item: &Spooled, attempts: u32, deadline: Instant) -> Delivery {
+        let started = Instant::now();
+        let ctx = CallCtx::new(deadline);
+        let delivery = match item.event() {
+            None => Delivery::Dead(format!("this build knows no source {:?}", item.source)),
+            Some(mut ev) => match self.expand_and_apply(&mut ev, &ctx).await {
+                Ok(o) => Delivery::Delivered { action: o.action.as_str(), deployment_id: o.deployment.map(|d| d.id) },
+                Err(e) if transient(&e) => Delivery::Retry(e.to_string()),
+                Err(e) => Delivery::Dead(explain_unknown_commit(e, &ev).to_string()),
+            },
+        };
+        let (outcome, action, deployment_id, error) = match &delivery {
+            Delivery::Delivered { action, deployment_id } => ("delivered", *action, *deployment_id, None),
+            Delivery::Retry(e) => ("retry", "", None, Some(e.as_str())),
+            Delivery::Dead(e) => ("dead-letter", "", None, Some(e.as_str())),
+        };
+        macro_rules! line {
+            ($lvl:ident, $msg:literal) => {
+                tracing::$lvl!(
+                    source = %item.source,
+                    route = item.route.as_deref().unwrap_or(""),
+                    project = %item.project,
+                    environment = %item.environment,
+                    sha = %item.sha,
+                    status = item.status.as_str(),
+                    delivery_id = item.delivery_id.as_deref().unwrap_or(""),
+                    action,
+                    deployment_id,
+                    outcome,
+                    error,
+                    attempts = attempts + 1,
+                    received_at = %format_time(item.received_at),
+                    group = %item.group,
+                    gitlab_calls = ctx.calls().len(),
+                    latency_ms = started.elapsed().as_millis() as u64,
+                    $msg
+                )
+            };
+        }
+        match &delivery {
+            Delivery::Delivered { .. } => line!(info, "spool: event delivered"),
+            Delivery::Retry(_) => line!(warn, "spool: delivery failed, will retry"),
+            Delivery::Dead(_) => line!(error, "spool: GitLab refused the event for good"),
+        }
+        delivery
+    }
+
+    async fn expand_and_apply(&self, ev: &mut DeploymentEvent, ctx: &CallCtx) -> Result<crate::lifecycle::Outcome, GitLabError> {
+        self.lifecycle.expand_sha(ev, ctx).await?;
+        self.lifecycle.apply(ev, ctx).await
     }
 
     fn add_dry_run(&self, answer: &mut Value, ctx: &CallCtx) {
@@ -391,6 +577,7 @@ struct Target<'a> {
     query: Option<&'a str>,
     path_project: Option<String>,
     update: Option<u64>,
+    received: Instant,
 }
 
 /// The project of a routed call: the one its URL names or the route's only one, and one the
@@ -438,6 +625,13 @@ fn printable(text: &str) -> String {
 /// if they match it).
 fn unknowable_secret() -> secrecy::SecretString {
     secrecy::SecretString::from((0..48).map(|_| fastrand::alphanumeric()).collect::<String>())
+}
+
+/// Whether GitLab may take the event later (it is down, slow, throttling, or the token or its
+/// rights are wrong: all fixed without the tool): such an event is spooled. What GitLab refused
+/// in the data itself (an unknown commit, a bad environment name) never will be.
+fn transient(e: &GitLabError) -> bool {
+    !matches!(e, GitLabError::Rejected { .. })
 }
 
 /// GitLab's "The commit does not exist" names neither the sha nor where it came from; when the

@@ -1,13 +1,12 @@
-//! The embedded durable spool of `serve` (issue 11, in progress): events that could not be
-//! delivered to GitLab yet, kept on local disk until they are, in order per group (project +
-//! environment), with a dead letter for those that failed for good.
+//! The local spool of `serve`: events that could not be delivered to GitLab yet, kept on
+//! local disk until they are, in order per group (project + environment), with a dead letter
+//! for those that failed for good.
 //!
 //! Stored with redb (pure Rust, ACID; every commit is fsync'ed before it returns —
 //! `Durability::Immediate`, the default), so an event the spool accepted survives `kill -9`
-//! and a power cut. One writer at a time; the spool is small (an outage's worth of deployments),
-//! so the head of each group is found by a scan in id order.
-//!
-//! Not wired yet: the pipeline does not enqueue and no worker delivers (see the issue's note).
+//! and a power cut. Opened multi-writer, so the operator's `spool` command works beside a
+//! running `serve`; the spool is small (an outage's worth of deployments), so the head of each group
+//! is found by a scan in id order.
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -20,14 +19,14 @@ const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
 /// `next_id` → the next id to give.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-#[derive(Debug, thiserror::Error)]
-#[error("the spool cannot be used: {0}")]
-pub struct SpoolError(String);
+use super::SpoolError;
 
-impl<E: Into<redb::Error>> From<E> for SpoolError {
-    fn from(e: E) -> Self {
-        SpoolError(e.into().to_string())
-    }
+/// What [`LocalSpool::enqueue`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    New(u64),
+    /// The same delivery is already spooled (a tool's retry): nothing was added.
+    Duplicate(u64),
 }
 
 /// One spooled event.
@@ -49,14 +48,6 @@ pub struct Entry {
     pub dead: bool,
 }
 
-/// What [`LocalSpool::enqueue`] did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Enqueued {
-    New(u64),
-    /// The same delivery is already spooled (a tool's retry): nothing was added.
-    Duplicate(u64),
-}
-
 pub struct LocalSpool {
     db: redb::Database,
 }
@@ -65,7 +56,9 @@ impl LocalSpool {
     /// Opens (or creates) the spool in `dir` (`spool.redb`).
     pub fn open(dir: &Path) -> Result<LocalSpool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(|e| SpoolError(format!("{}: {e}", dir.display())))?;
-        let db = redb::Database::create(dir.join("spool.redb"))?;
+        // Multi-writer: `gitlab-deploy-bridge spool ...` may list, replay and drop while
+        // `serve` runs (redb lets one write transaction run at a time across processes).
+        let db = redb::Builder::new().set_concurrency_mode(redb::ConcurrencyMode::MultiWriter).create(dir.join("spool.redb"))?;
         let tx = db.begin_write()?;
         tx.open_table(ENTRIES)?;
         tx.open_table(DEDUP)?;
@@ -74,14 +67,21 @@ impl LocalSpool {
         Ok(LocalSpool { db })
     }
 
-    /// Adds an event at the end of its group, unless the same delivery is already there.
-    /// Durable when this returns `Ok`.
+    /// Adds an event at the end of its group, unless a copy of the same delivery was spooled
+    /// less than [`super::DEDUP_WINDOW`] ago. Durable when this returns `Ok`.
     pub fn enqueue(&self, group: &str, dedup: &str, payload: serde_json::Value, now_ms: u64) -> Result<Enqueued, SpoolError> {
         let tx = self.db.begin_write()?;
         let result = {
             let mut dedups = tx.open_table(DEDUP)?;
-            if let Some(id) = dedups.get(dedup)?.map(|v| v.value()) {
-                Enqueued::Duplicate(id)
+            let earlier = dedups.get(dedup)?.map(|v| v.value());
+            let entries = tx.open_table(ENTRIES)?;
+            let copy = match earlier {
+                Some(id) => entries.get(id)?.map(|v| decode(v.value())).transpose()?,
+                None => None,
+            };
+            drop(entries);
+            if let Some(copy) = copy.filter(|c| now_ms.saturating_sub(c.enqueued_ms) < super::DEDUP_WINDOW.as_millis() as u64) {
+                Enqueued::Duplicate(copy.id)
             } else {
                 let mut meta = tx.open_table(META)?;
                 let id = meta.get("next_id")?.map(|v| v.value()).unwrap_or(1);
@@ -135,6 +135,13 @@ impl LocalSpool {
             }
         }
         Ok(out)
+    }
+
+    /// When the earliest head of a group will be due (`None`: nothing to deliver).
+    pub fn next_due(&self) -> Result<Option<u64>, SpoolError> {
+        let mut seen = std::collections::HashSet::new();
+        let heads = self.list()?.into_iter().filter(|e| !e.dead && seen.insert(e.group.clone()));
+        Ok(heads.map(|e| e.not_before_ms).min())
     }
 
     /// Delivered: forget it.
@@ -207,7 +214,10 @@ impl LocalSpool {
             let mut table = tx.open_table(ENTRIES)?;
             let removed = table.remove(id)?.map(|v| decode(v.value())).transpose()?;
             if let Some(entry) = removed {
-                tx.open_table(DEDUP)?.remove(entry.dedup.as_str())?;
+                let mut dedups = tx.open_table(DEDUP)?;
+                if dedups.get(entry.dedup.as_str())?.map(|v| v.value()) == Some(id) {
+                    dedups.remove(entry.dedup.as_str())?;
+                }
             }
         }
         tx.commit()?;
@@ -240,6 +250,9 @@ mod tests {
         assert_eq!(s.enqueue("42/production", "d2", json!({"n": 2}), 11).unwrap(), Enqueued::New(2));
         assert_eq!(s.enqueue("42/staging", "d3", json!({"n": 3}), 12).unwrap(), Enqueued::New(3));
         assert_eq!(s.enqueue("42/production", "d1", json!({"n": 1}), 13).unwrap(), Enqueued::Duplicate(1), "a tool's retry");
+        let later = 10 + super::super::DEDUP_WINDOW.as_millis() as u64;
+        assert_eq!(s.enqueue("42/production", "d1", json!({"n": 1}), later).unwrap(), Enqueued::New(4), "the same body much later is a new event");
+        s.ack(4).unwrap();
         let heads: Vec<u64> = s.due(100).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(heads, vec![1, 3]);
         // A head waiting for its retry time holds its group back (order), not the others.
@@ -253,7 +266,7 @@ mod tests {
         s.ack(1).unwrap();
         assert_eq!(s.due(1_000).unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2]);
         // Acknowledged, a delivery may be spooled again (a later, real redelivery).
-        assert_eq!(s.enqueue("42/production", "d1", json!({"n": 1}), 14).unwrap(), Enqueued::New(4));
+        assert_eq!(s.enqueue("42/production", "d1", json!({"n": 1}), 14).unwrap(), Enqueued::New(5));
         let _ = std::fs::remove_dir_all(dir);
     }
 

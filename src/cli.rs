@@ -1,0 +1,131 @@
+//! The operator's `gitlab-deploy-bridge spool list|replay|drop`: `serve`'s local spool
+//! (`SPOOL_DIR`; it works beside a running `serve`), or, with `SPOOL_DLQ_URL` set, the dead
+//! letters of the Lambda spool (the stack's outputs `SpoolQueueUrl` and `SpoolDeadLetterQueueUrl`
+//! as `SPOOL_QUEUE_URL` and `SPOOL_DLQ_URL`). Every line printed is one JSON object.
+
+use serde_json::json;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::{self, BoxError};
+use crate::config::Config;
+use crate::drain;
+use crate::spool::local::LocalSpool;
+use crate::spool::sqs::{DeadLetter, SqsSpool};
+use crate::spool::Spooled;
+
+/// How long `spool` holds the dead letters it reads before giving the rest back.
+const HOLD: Duration = Duration::from_secs(60);
+
+#[derive(clap::Subcommand)]
+pub enum SpoolAction {
+    /// Print each spooled event as a JSON line: pending ones and dead letters (local), or the
+    /// Lambda spool's dead letters.
+    List,
+    /// Deliver a dead letter again, behind its environment's waiting events (`--all`: every one).
+    Replay {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete a spooled event for good.
+    Drop { id: String },
+}
+
+pub async fn spool(config: &Config, sdk: Option<&aws_config::SdkConfig>, action: SpoolAction) -> Result<ExitCode, BoxError> {
+    if config.spool.dlq_url.is_some() {
+        let queue = app::sqs_spool(config, sdk).ok_or("set SPOOL_QUEUE_URL (the stack's output SpoolQueueUrl) as well as SPOOL_DLQ_URL")?;
+        return dead_letters(&queue, action).await;
+    }
+    let dir = config.spool.dir.clone();
+    if !dir.join("spool.redb").exists() {
+        return Err(format!("no spool in {} (set SPOOL_DIR to `serve`'s, or SPOOL_DLQ_URL for the Lambda spool)", dir.display()).into());
+    }
+    let local = Arc::new(LocalSpool::open(&dir)?);
+    tokio::task::spawn_blocking(move || local_action(&local, action)).await?
+}
+
+fn local_action(spool: &LocalSpool, action: SpoolAction) -> Result<ExitCode, BoxError> {
+    match action {
+        SpoolAction::List => {
+            for entry in spool.list()? {
+                println!("{}", drain::describe_local(&entry));
+            }
+        }
+        SpoolAction::Replay { id, all } => {
+            let ids: Vec<u64> = match (id, all) {
+                (_, true) => spool.list()?.into_iter().filter(|e| e.dead).map(|e| e.id).collect(),
+                (Some(id), false) => vec![local_id(&id)?],
+                (None, false) => Vec::new(),
+            };
+            for id in ids {
+                if !spool.replay(id)? {
+                    return Err(format!("the spool has no entry {id}").into());
+                }
+                println!("{}", json!({ "replayed": id.to_string() }));
+            }
+        }
+        SpoolAction::Drop { id } => {
+            let id = local_id(&id)?;
+            if !spool.drop_entry(id)? {
+                return Err(format!("the spool has no entry {id}").into());
+            }
+            println!("{}", json!({ "dropped": id.to_string() }));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn local_id(id: &str) -> Result<u64, BoxError> {
+    id.parse().map_err(|_| format!("{id:?} is not an entry id of the local spool (see `spool list`)").into())
+}
+
+async fn dead_letters(queue: &SqsSpool, action: SpoolAction) -> Result<ExitCode, BoxError> {
+    let letters = queue.dead_letters(HOLD).await?;
+    let chosen = |letter: &DeadLetter| match &action {
+        SpoolAction::List => false,
+        SpoolAction::Replay { all: true, .. } => true,
+        SpoolAction::Replay { id, .. } => id.as_deref() == Some(letter.message_id.as_str()),
+        SpoolAction::Drop { id } => *id == letter.message_id,
+    };
+    let (chosen, rest): (Vec<DeadLetter>, Vec<DeadLetter>) = letters.into_iter().partition(chosen);
+    let result = async {
+        if let SpoolAction::List = action {
+            for letter in &rest {
+                println!("{}", describe_dead(letter));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if chosen.is_empty() {
+            return Err::<ExitCode, BoxError>("the dead-letter queue has no such message (see `spool list`)".into());
+        }
+        for letter in &chosen {
+            if let SpoolAction::Replay { .. } = action {
+                queue.requeue(letter).await?;
+                queue.delete_dead(letter).await?;
+                println!("{}", json!({ "replayed": letter.message_id }));
+            } else {
+                queue.delete_dead(letter).await?;
+                println!("{}", json!({ "dropped": letter.message_id }));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+    .await;
+    queue.release(&rest).await?;
+    result
+}
+
+fn describe_dead(letter: &DeadLetter) -> serde_json::Value {
+    let item = serde_json::from_str::<Spooled>(&letter.body).ok();
+    json!({
+        "id": letter.message_id,
+        "state": "dead",
+        "attempts": letter.attempts.as_deref().and_then(|a| a.parse::<u64>().ok()),
+        "last_error": letter.reason,
+        "dead_since": letter.sent_ms.and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()).map(crate::model::format_time),
+        "event": item.as_ref().map(drain::summary),
+    })
+}

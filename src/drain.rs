@@ -1,0 +1,215 @@
+//! Delivers spooled events to GitLab: `serve`'s background worker over the local spool, and
+//! the handler of the SQS batches Lambda's event source mapping sends from the FIFO queue. Both
+//! go through [`Pipeline::deliver`] (the same lifecycle as a webhook), one group's events one
+//! at a time and in order, with backoff and jitter between attempts; an event GitLab refuses
+//! for good, or that waited longer than `SPOOL_MAX_AGE_HOURS`, becomes a dead letter with its
+//! reason, and its group moves on.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+use crate::model::format_time;
+use crate::pipeline::{Delivery, Pipeline};
+use crate::spool::local::{Entry, LocalSpool};
+use crate::spool::sqs::SqsSpool;
+use crate::spool::{SpoolError, Spooled, backoff, now_ms};
+
+/// Time an SQS record needs at least to be tried; with less left, it waits for the next batch.
+const MIN_RECORD_BUDGET: Duration = Duration::from_secs(2);
+
+/// The longest the local worker sleeps without looking (a wake-up also comes with each enqueue;
+/// a `spool replay` from another process is seen within this).
+const IDLE: Duration = Duration::from_secs(5);
+
+/// Runs `serve`'s worker until `shutdown`: delivers what is due, then sleeps until the next
+/// entry is due or a new one arrives.
+pub async fn run_local(pipeline: Arc<Pipeline>, spool: Arc<LocalSpool>, wake: Arc<Notify>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let wait = match drain_local(&pipeline, &spool).await {
+            Ok(Some(next_ms)) => Duration::from_millis(next_ms.saturating_sub(now_ms())).min(IDLE),
+            Ok(None) => IDLE,
+            Err(e) => {
+                tracing::error!(error = %e, "spool: the local spool cannot be read; trying again in 5 s");
+                Duration::from_secs(5)
+            }
+        };
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One pass: tries the head of every group that is due (groups side by side, each in order),
+/// and returns when the next entry will be due (`None`: the spool is empty).
+pub async fn drain_local(pipeline: &Arc<Pipeline>, spool: &Arc<LocalSpool>) -> Result<Option<u64>, SpoolError> {
+    let due = blocking(spool, |s| s.due(now_ms())).await?;
+    let mut tries = tokio::task::JoinSet::new();
+    for entry in due {
+        let (pipeline, spool) = (pipeline.clone(), spool.clone());
+        tries.spawn(async move { deliver_entry(&pipeline, &spool, entry).await });
+    }
+    while let Some(done) = tries.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::error!(error = %e, "spool: the outcome of a delivery could not be written; it will be tried again");
+        }
+    }
+    blocking(spool, |s| s.next_due()).await
+}
+
+async fn deliver_entry(pipeline: &Pipeline, spool: &Arc<LocalSpool>, entry: Entry) -> Result<(), SpoolError> {
+    let id = entry.id;
+    let settings = &pipeline.config().spool;
+    let delivery = match serde_json::from_value::<Spooled>(entry.payload.clone()) {
+        Err(e) => Delivery::Dead(format!("the entry is not a spooled event: {e}")),
+        Ok(item) => {
+            let deadline = Instant::now() + pipeline.config().local_deadline;
+            let delivery = pipeline.deliver(&item, entry.attempts, deadline).await;
+            give_up_when_old(delivery, now_ms().saturating_sub(entry.enqueued_ms), settings.max_age)
+        }
+    };
+    match delivery {
+        Delivery::Delivered { .. } => blocking(spool, move |s| s.ack(id)).await,
+        Delivery::Dead(reason) => {
+            tracing::error!(spool = "local", spool_id = id, group = %entry.group, reason = %reason, "spool: event dead-lettered (see `gitlab-deploy-bridge spool list`)");
+            blocking(spool, move |s| s.dead_letter(id, &reason)).await
+        }
+        Delivery::Retry(reason) => {
+            let wait = backoff(entry.attempts, settings.retry_max);
+            let at = now_ms() + wait.as_millis() as u64;
+            tracing::info!(spool = "local", spool_id = id, group = %entry.group, retry_in_ms = wait.as_millis() as u64, "spool: next attempt scheduled");
+            blocking(spool, move |s| s.retry_later(id, &reason, at)).await
+        }
+    }
+}
+
+/// A retry of an event that has waited `age_ms` already becomes a dead letter past `max_age`.
+fn give_up_when_old(delivery: Delivery, age_ms: u64, max_age: Duration) -> Delivery {
+    match delivery {
+        Delivery::Retry(reason) if Duration::from_millis(age_ms) >= max_age => Delivery::Dead(format!(
+            "gave up after {} h in the spool (SPOOL_MAX_AGE_HOURS); the last attempt: {reason}",
+            max_age.as_secs() / 3600
+        )),
+        other => other,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    spool: &Arc<LocalSpool>,
+    f: impl FnOnce(&LocalSpool) -> Result<T, SpoolError> + Send + 'static,
+) -> Result<T, SpoolError> {
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || f(&spool)).await.map_err(|e| SpoolError(e.to_string()))?
+}
+
+/// Handles a batch from the spool queue's event source mapping. Records come in queue order;
+/// once a record of a group fails, the group's later records are reported failed untried, so
+/// the group's order holds (SQS FIFO redelivers them after the failed one). A failed record is
+/// kept out of sight for its backoff. What fails for good goes to the dead-letter queue with
+/// its reason and counts as handled.
+pub async fn sqs_batch(pipeline: &Pipeline, queue: &SqsSpool, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+    let settings = &pipeline.config().spool;
+    let mut response = SqsBatchResponse::default();
+    // Groups that failed in this batch, and how long their records stay out of sight: a FIFO
+    // group is locked while any of its messages is, so every failed record of a group gets the
+    // head's backoff (zero for a record left untried for lack of time).
+    let mut blocked: HashMap<String, Duration> = HashMap::new();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let group = record.attributes.get("MessageGroupId").cloned().unwrap_or_default();
+        let wait = match blocked.get(&group) {
+            Some(wait) => Some(*wait),
+            None if deadline.saturating_duration_since(Instant::now()) < MIN_RECORD_BUDGET => Some(Duration::ZERO),
+            None => None,
+        };
+        if let Some(wait) = wait {
+            postpone(queue, &record, &id, wait).await;
+            response.add_failure(id);
+            blocked.insert(group, wait);
+            continue;
+        }
+        let attempts = record.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse::<u32>().ok()).unwrap_or(1).saturating_sub(1);
+        let body = record.body.clone().unwrap_or_default();
+        let delivery = match serde_json::from_str::<Spooled>(&body) {
+            Err(e) => Delivery::Dead(format!("the message is not a spooled event: {e}")),
+            Ok(item) => {
+                let delivery = pipeline.deliver(&item, attempts, deadline).await;
+                let age = time::OffsetDateTime::now_utc() - item.received_at;
+                let age_ms = u64::try_from(age.whole_milliseconds()).unwrap_or(0);
+                give_up_when_old(delivery, age_ms, settings.max_age)
+            }
+        };
+        match delivery {
+            Delivery::Delivered { .. } => {}
+            Delivery::Dead(reason) => {
+                let dead_group = if group.is_empty() { "unreadable" } else { group.as_str() };
+                match queue.dead_letter(&body, dead_group, &format!("dead-{id}"), &reason, attempts + 1).await {
+                    Ok(()) => {
+                        tracing::error!(spool = "sqs", message_id = %id, group = %group, reason = %reason, "spool: event moved to the dead-letter queue (see `gitlab-deploy-bridge spool list`)");
+                    }
+                    Err(e) => {
+                        tracing::error!(spool = "sqs", message_id = %id, group = %group, reason = %reason, error = %e, "spool: the event could not be dead-lettered; it stays in the queue");
+                        let wait = backoff(attempts, settings.retry_max);
+                        postpone(queue, &record, &id, wait).await;
+                        response.add_failure(id);
+                        blocked.insert(group, wait);
+                    }
+                }
+            }
+            Delivery::Retry(_) => {
+                let wait = backoff(attempts, settings.retry_max);
+                postpone(queue, &record, &id, wait).await;
+                tracing::info!(spool = "sqs", message_id = %id, group = %group, retry_in_ms = wait.as_millis() as u64, "spool: next attempt scheduled");
+                response.add_failure(id);
+                blocked.insert(group, wait);
+            }
+        }
+    }
+    response
+}
+
+/// Keeps a failed record out of sight for `wait` (else the queue's visibility timeout applies).
+async fn postpone(queue: &SqsSpool, record: &aws_lambda_events::event::sqs::SqsMessage, id: &str, wait: Duration) {
+    if let Some(handle) = record.receipt_handle.as_deref()
+        && let Err(e) = queue.postpone(handle, wait).await
+    {
+        tracing::warn!(spool = "sqs", message_id = %id, error = %e, "spool: backoff not set; the queue's visibility timeout applies");
+    }
+}
+
+/// One entry of the local spool as `spool list` prints it.
+pub fn describe_local(entry: &Entry) -> serde_json::Value {
+    let item = serde_json::from_value::<Spooled>(entry.payload.clone()).ok();
+    serde_json::json!({
+        "id": entry.id.to_string(),
+        "state": if entry.dead { "dead" } else { "pending" },
+        "attempts": entry.attempts,
+        "last_error": entry.last_error,
+        "enqueued_at": time::OffsetDateTime::from_unix_timestamp_nanos(entry.enqueued_ms as i128 * 1_000_000).ok().map(format_time),
+        "event": item.as_ref().map(summary),
+    })
+}
+
+/// What an operator needs to recognise a spooled event.
+pub fn summary(item: &Spooled) -> serde_json::Value {
+    serde_json::json!({
+        "source": item.source,
+        "route": item.route,
+        "project": item.project,
+        "environment": item.environment,
+        "sha": item.sha,
+        "status": item.status,
+        "occurred_at": item.occurred_at.map(format_time),
+        "received_at": format_time(item.received_at),
+        "spooled_because": item.reason,
+    })
+}
