@@ -78,6 +78,7 @@ async fn serve_runs_the_same_router() {
         .env("GENERIC_WEBHOOK_SECRET", GENERIC_SECRET)
         .env("ROUTES", r#"{"app": {"source": "generic", "projects": ["group/app"], "environments": ["production"]}}"#)
         .env("ROUTE_APP_SECRET", "the-app-route-secret")
+        .env("SPOOL_DIR", std::env::temp_dir().join(format!("bridge-cli-spool-{}", fastrand_token())))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

@@ -18,5 +18,6 @@ mod relay;
 mod rollout;
 mod routes;
 mod secrets;
+mod spool;
 mod template;
 mod vercel;

@@ -120,6 +120,8 @@ struct StubState {
     iids: HashMap<String, u64>,
     faults: VecDeque<(Option<String>, Fault)>,
     requests: Vec<Recorded>,
+    /// An outage: every request is answered with this status (recorded, not carried out).
+    down: Option<u16>,
 }
 
 #[derive(Clone)]
@@ -183,6 +185,11 @@ impl GitLabStub {
     /// The next request gets this fault.
     pub fn push_fault(&self, f: Fault) {
         self.state.lock().unwrap().faults.push_back((None, f));
+    }
+
+    /// Starts (`Some(status)`, e.g. 502 from the load balancer) or ends (`None`) an outage.
+    pub fn set_down(&self, status: Option<u16>) {
+        self.state.lock().unwrap().down = status;
     }
 
     /// Drops faults no request has met yet.
@@ -277,6 +284,9 @@ async fn gate(State(st): State<Shared>, req: axum::extract::Request, next: axum:
             at: Instant::now(),
             private_token: token.clone(),
         });
+        if let Some(code) = s.down {
+            return err(StatusCode::from_u16(code).unwrap(), json!({"message": format!("{code} GitLab is not responding")}));
+        }
         let method = req.method().to_string();
         let fault = s.faults.iter().position(|(m, _)| m.as_ref().is_none_or(|m| *m == method));
         let fault = fault.and_then(|i| s.faults.remove(i)).map(|(_, f)| f);

@@ -1,0 +1,659 @@
+//! Nothing lost when GitLab is down (issue 11): Argo CD-, Flux- and Heroku-shaped rollouts sent
+//! while the GitLab stand-in is down are answered 202 and kept in the spool — `serve`'s local
+//! one (also across `kill -9`), and Lambda's SQS FIFO queue in moto, consumed through the
+//! Runtime API stand-in with real SQS event JSON — and once GitLab is back, GitLab ends exactly
+//! as it ends when the same deliveries meet no outage: every rollout once, the same statuses,
+//! in the same order per environment. A poison event (GitLab refuses it) becomes a dead letter
+//! with its reason, and the events behind it go on.
+
+use crate::support::moto;
+use crate::support::runtime::RuntimeApi;
+use crate::support::*;
+use gitlab_deploy_bridge::config::Config;
+use gitlab_deploy_bridge::routes::Routes;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::io::AsyncReadExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gitlab-deploy-bridge");
+
+/// One route per tool, each bound to one environment of `group/app`.
+const ROUTES: &str = r#"{
+  "argo": {"source": "argocd", "projects": ["group/app"], "environments": ["argo-prod"]},
+  "flux": {"source": "flux", "projects": ["group/app"], "environments": ["flux-staging"]},
+  "heroku": {"source": "heroku", "projects": ["group/app"], "environments": ["heroku-app"]}
+}"#;
+
+const ROUTE_SECRETS: [(&str, &str); 3] = [("argo", ARGOCD_SECRET), ("flux", FLUX_SECRET), ("heroku", HEROKU_SECRET)];
+
+/// A commit GitLab does not have: the poison event's.
+const SHA_UNKNOWN: &str = "dead000000000000000000000000000000000bad";
+
+/// One webhook as the tool sends it.
+#[derive(Clone, Debug)]
+struct Call {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// What a tool reports, rendered with the time it is sent at (so the replay defence stays on).
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    ArgoRunning(&'static str),
+    ArgoSucceeded(&'static str),
+    ArgoFailed(&'static str),
+    FluxProgressing(&'static str),
+    FluxSucceeded(&'static str),
+    HerokuBuild(&'static str, &'static str, u32),
+    /// A release's description names the commit by its first 8 characters: GitLab expands it.
+    HerokuRelease(&'static str, &'static str, u32),
+}
+
+fn stamp(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+}
+
+fn render(step: Step, at: OffsetDateTime) -> Call {
+    let now = stamp(at);
+    match step {
+        Step::ArgoRunning(sha) | Step::ArgoSucceeded(sha) | Step::ArgoFailed(sha) => {
+            let (phase, health, finished) = match step {
+                Step::ArgoRunning(_) => ("Running", "Progressing", ""),
+                Step::ArgoSucceeded(_) => ("Succeeded", "Healthy", now.as_str()),
+                _ => ("Failed", "Degraded", now.as_str()),
+            };
+            let body = json!({
+                "app": "argo-prod", "environment": "argo-prod", "annotations": {}, "externalURLs": [],
+                "phase": phase, "health": health, "healthAt": now, "startedAt": now, "finishedAt": finished,
+                "message": "", "revision": sha, "revisions": [], "images": [], "sources": [],
+                "source": {"path": "deploy", "repoURL": "https://gitlab.example.com/group/app.git", "targetRevision": "main"}
+            })
+            .to_string();
+            Call { path: "/hooks/argocd/argo".into(), headers: vec![("authorization".into(), format!("Bearer {ARGOCD_SECRET}"))], body }
+        }
+        Step::FluxProgressing(sha) | Step::FluxSucceeded(sha) => {
+            let reason = if matches!(step, Step::FluxProgressing(_)) { "Progressing" } else { "ReconciliationSucceeded" };
+            let body = json!({
+                "involvedObject": {"kind": "Kustomization", "namespace": "flux-system", "name": "flux-staging", "uid": "1a2b",
+                                   "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "resourceVersion": "102934"},
+                "severity": "info", "timestamp": now, "message": format!("{reason} for revision main@sha1:{sha}"), "reason": reason,
+                "metadata": {"revision": format!("main@sha1:{sha}")}, "reportingController": "kustomize-controller", "reportingInstance": "kc-1"
+            })
+            .to_string();
+            let headers = vec![("x-signature".into(), sign::flux(FLUX_SECRET, &body)), ("gotk-component".into(), "kustomize-controller".into())];
+            Call { path: "/hooks/flux/flux".into(), headers, body }
+        }
+        Step::HerokuBuild(sha, status, n) => {
+            let body = json!({
+                "id": format!("b-{n}"), "action": if status == "pending" { "create" } else { "update" }, "resource": "build",
+                "actor": {"email": "ops@example.com", "id": "5a6b"}, "previous_data": {}, "sequence": null,
+                "created_at": now, "updated_at": now, "published_at": now, "version": "application/vnd.heroku+json; version=3",
+                "data": {"id": format!("build-{n}"), "status": status, "app": {"id": "3c4d", "name": "heroku-app"},
+                         "source_blob": {"checksum": null, "url": "https://example-source.invalid/a.tar.gz", "version": sha, "version_description": "change"},
+                         "release": null, "slug": null, "stack": "heroku-24", "output_stream_url": "https://build-output.heroku.com/streams/7e"},
+                "webhook_metadata": {"attempt": {"id": format!("a-{n}")}, "delivery": {"id": format!("d-{n}")}, "event": {"id": format!("e-{n}"), "include": "api:build"}, "webhook": {"id": "w1"}}
+            })
+            .to_string();
+            Call { path: "/hooks/heroku/heroku".into(), headers: vec![("heroku-webhook-hmac-sha256".into(), sign::heroku(HEROKU_SECRET, &body))], body }
+        }
+        Step::HerokuRelease(sha, status, n) => {
+            let body = json!({
+                "id": format!("r-{n}"), "action": "update", "resource": "release", "previous_data": {"status": "pending"}, "sequence": null,
+                "created_at": now, "updated_at": now, "published_at": now, "version": "application/vnd.heroku+json; version=3",
+                "data": {"id": format!("release-{n}"), "version": n, "status": status, "description": format!("Deploy {}", &sha[..8]), "current": true,
+                         "app": {"id": "3c4d", "name": "heroku-app"}, "slug": {"id": "1d2e"}, "addon_plan_names": [],
+                         "output_stream_url": "https://release-output.heroku.com/streams/9f"},
+                "webhook_metadata": {"attempt": {"id": format!("a-{n}")}, "delivery": {"id": format!("d-{n}")}, "event": {"id": format!("e-{n}"), "include": "api:release"}, "webhook": {"id": "w1"}}
+            })
+            .to_string();
+            Call { path: "/hooks/heroku/heroku".into(), headers: vec![("heroku-webhook-hmac-sha256".into(), sign::heroku(HEROKU_SECRET, &body))], body }
+        }
+    }
+}
+
+/// Two rollouts per tool, interleaved as three teams' deploys would be; the second Argo CD
+/// one fails.
+fn rollouts() -> Vec<Step> {
+    vec![
+        Step::ArgoRunning(SHA_A),
+        Step::FluxProgressing(SHA_A),
+        Step::HerokuBuild(SHA_A, "pending", 1),
+        Step::ArgoSucceeded(SHA_A),
+        Step::HerokuBuild(SHA_A, "succeeded", 2),
+        Step::FluxSucceeded(SHA_A),
+        Step::HerokuRelease(SHA_A, "succeeded", 3),
+        Step::ArgoRunning(SHA_B),
+        Step::HerokuBuild(SHA_B, "pending", 4),
+        Step::FluxProgressing(SHA_B),
+        Step::ArgoFailed(SHA_B),
+        Step::FluxSucceeded(SHA_B),
+        Step::HerokuBuild(SHA_B, "succeeded", 5),
+        Step::HerokuRelease(SHA_B, "succeeded", 6),
+    ]
+}
+
+/// Each environment's deployments in id order: sha and every status it went through.
+type State = BTreeMap<String, Vec<(String, Vec<String>)>>;
+
+fn state(gitlab: &GitLabStub) -> State {
+    let mut out = State::new();
+    for d in gitlab.deployments() {
+        out.entry(d.environment.clone()).or_default().push((d.sha.clone(), d.history.clone()));
+    }
+    out
+}
+
+/// What GitLab shows when the same deliveries meet no outage (the in-process router, no spool).
+async fn baseline(steps: &[Step]) -> State {
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commits([SHA_A.to_string(), SHA_B.to_string()]);
+    let keys: Vec<(String, &str)> = ROUTE_SECRETS.iter().map(|(r, s)| (format!("route_{r}_secret"), *s)).collect();
+    let extra: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let config = Config { routes: Routes::parse(ROUTES).unwrap(), unbound_hooks: false, replay_windows: Default::default(), ..config(&gitlab.url) };
+    let bridge = Bridge::start(config, static_secrets_with(&token, &extra)).await;
+    for step in steps {
+        let call = render(*step, OffsetDateTime::now_utc());
+        let headers: Vec<(&str, String)> = call.headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let (status, answer) = bridge.post_with(&call.path, &headers, &call.body).await;
+        assert_eq!(status, 200, "{step:?}: {answer}");
+    }
+    let state = state(&gitlab);
+    // The scenario means something: three environments, two rollouts each, one failed.
+    assert_eq!(state.values().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 2], "{state:?}");
+    assert!(state.values().flatten().all(|(_, h)| h.last().is_some_and(|s| s != "running")), "{state:?}");
+    state
+}
+
+/// Waits until `check` holds, for at most `secs` seconds.
+async fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 10 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check()
+}
+
+/// Whether the log says the spooled event of `sha` was delivered and judged stale.
+fn delivered_stale(logs: &str, sha: &str) -> bool {
+    logs.lines().any(|l| l.contains("spool: event delivered") && l.contains(sha) && l.contains("stale"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve
+
+struct Serve {
+    child: tokio::process::Child,
+    base: String,
+    output: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    async fn start(gitlab: &GitLabStub, dir: &Path) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env_remove("SECRET_ID")
+            .env("GITLAB_URL", &gitlab.url)
+            .env("GITLAB_TOKEN", gitlab.token())
+            .env("ROUTES", ROUTES)
+            .env("SPOOL_DIR", dir)
+            // GitLab gets a second before the spool takes an event; retries come at most a
+            // second apart (the defaults are 5 s and 5 min).
+            .env("SPOOL_AFTER_SECONDS", "1")
+            .env("SPOOL_RETRY_MAX_SECONDS", "1")
+            .env("GITLAB_RETRY_BASE_MS", "20")
+            .env("GITLAB_MAX_ATTEMPTS", "2")
+            // Flux's deliveries count as replays 3 s after they were signed: the outage lasts
+            // longer, and the spool must still deliver them (freshness is judged at receipt).
+            .env("REPLAY_WINDOWS", r#"{"flux": 3}"#)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (route, secret) in ROUTE_SECRETS {
+            cmd.env(format!("ROUTE_{}_SECRET", route.to_ascii_uppercase()), secret);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        for mut stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let out = output.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let mut up = false;
+        for _ in 0..300 {
+            if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "serve did not answer /healthz: {}", output.lock().unwrap());
+        Serve { child, base, output }
+    }
+
+    async fn send(&self, step: Step) -> (u16, Value) {
+        let call = render(step, OffsetDateTime::now_utc());
+        let mut rb = reqwest::Client::new().post(format!("{}{}", self.base, call.path)).header("content-type", "application/json").body(call.body);
+        for (k, v) in &call.headers {
+            rb = rb.header(k, v);
+        }
+        let r = rb.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    async fn kill9(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+fn spool_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("bridge-spool-{}", fastrand_token()))
+}
+
+/// `gitlab-deploy-bridge spool <args>` on the local spool in `dir`: its JSON lines.
+fn spool_command(dir: &Path, args: &[&str]) -> (bool, Vec<Value>, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("spool")
+        .args(args)
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("SPOOL_DLQ_URL")
+        .env_remove("SPOOL_QUEUE_URL")
+        .env("SPOOL_DIR", dir)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (out.status.success(), lines, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+async fn gitlab_down() -> GitLabStub {
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commits([SHA_A.to_string(), SHA_B.to_string()]);
+    gitlab.set_down(Some(502));
+    gitlab
+}
+
+#[tokio::test]
+async fn serve_keeps_what_arrives_during_an_outage_and_delivers_it_in_order() {
+    let steps = rollouts();
+    let expected = baseline(&steps).await;
+    let gitlab = gitlab_down().await;
+    let dir = spool_dir();
+    let serve = Serve::start(&gitlab, &dir).await;
+    let (during, after) = steps.split_at(steps.len() - 1);
+    for step in during {
+        let (status, answer) = serve.send(*step).await;
+        assert_eq!((status, answer["action"].as_str()), (202, Some("spooled")), "{step:?}: {answer}");
+        assert_eq!(answer["spool"]["kind"], "local", "{answer}");
+    }
+    let (ok, pending, err) = spool_command(&dir, &["list"]);
+    assert!(ok, "{err}");
+    assert_eq!(pending.len(), during.len(), "every event is listed while serve runs: {pending:?}");
+    assert!(pending.iter().all(|e| e["state"] == "pending"), "{pending:?}");
+    assert!(gitlab.deployments().is_empty());
+    // The outage outlasts Flux's replay window (3 s here); what was received in time is still
+    // delivered, in each environment's order.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    gitlab.set_down(None);
+    // GitLab is back, but its environment's earlier events are still waiting (the worker's
+    // next attempt is at least half a second away): this one queues behind them.
+    let (status, answer) = serve.send(after[0]).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer["spool"]["reason"].as_str().unwrap().contains("waiting in the spool"), "{answer}");
+    let delivered = eventually(60, || state(&gitlab) == expected).await;
+    assert!(delivered, "GitLab: {:?}\nexpected: {expected:?}\n{}", state(&gitlab), serve.output());
+    assert!(eventually(10, || spool_command(&dir, &["list"]).1.is_empty()).await, "the spool is empty once delivered");
+    let logs = serve.output();
+    for needle in ["spool: event enqueued", "spool: delivery failed, will retry", "spool: event delivered"] {
+        assert!(logs.contains(needle), "no {needle:?} in the log:\n{logs}");
+    }
+    assert!(!logs.contains(&gitlab.token()), "the token reached the log");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn serve_killed_with_events_pending_delivers_them_once_after_a_restart() {
+    let steps = rollouts();
+    let expected = baseline(&steps).await;
+    let gitlab = gitlab_down().await;
+    let dir = spool_dir();
+    let (first, second) = steps.split_at(steps.len() / 2);
+    let mut serve = Serve::start(&gitlab, &dir).await;
+    for step in first {
+        assert_eq!(serve.send(*step).await.0, 202, "{step:?}");
+    }
+    serve.kill9().await;
+    let serve = Serve::start(&gitlab, &dir).await;
+    // GitLab is still down: the rest queue behind what survived the kill.
+    for step in second {
+        let (status, answer) = serve.send(*step).await;
+        assert_eq!(status, 202, "{step:?}: {answer}");
+    }
+    gitlab.set_down(None);
+    assert!(eventually(60, || state(&gitlab) == expected).await, "GitLab: {:?}\nexpected: {expected:?}\n{}", state(&gitlab), serve.output());
+    // Exactly once (the state above has every rollout once), and nothing left behind.
+    assert!(eventually(10, || spool_command(&dir, &["list"]).1.is_empty()).await);
+    assert!(serve.output().contains("spool: event delivered"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn serve_dead_letters_a_poison_event_lets_its_environment_go_on_and_replays_it() {
+    let gitlab = gitlab_down().await;
+    let dir = spool_dir();
+    let serve = Serve::start(&gitlab, &dir).await;
+    // A commit GitLab does not have, then a good rollout in the same environment.
+    for step in [Step::ArgoRunning(SHA_UNKNOWN), Step::ArgoRunning(SHA_A), Step::ArgoSucceeded(SHA_A)] {
+        assert_eq!(serve.send(step).await.0, 202, "{step:?}");
+    }
+    gitlab.set_down(None);
+    let ok = eventually(30, || state(&gitlab).get("argo-prod").is_some_and(|d| d == &vec![(SHA_A.to_string(), vec!["running".to_string(), "success".to_string()])])).await;
+    assert!(ok, "{:?}\n{}", state(&gitlab), serve.output());
+    let (_, list, _) = spool_command(&dir, &["list"]);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let dead = &list[0];
+    assert_eq!((dead["state"].as_str(), dead["event"]["sha"].as_str()), (Some("dead"), Some(SHA_UNKNOWN)), "{dead}");
+    assert!(dead["last_error"].as_str().unwrap().contains("commit"), "the reason is kept: {dead}");
+    assert!(serve.output().contains("spool: event dead-lettered"));
+    // The commit is pushed after all; the operator replays the dead letter.
+    gitlab.add_commit(SHA_UNKNOWN);
+    let id = dead["id"].as_str().unwrap().to_string();
+    let (ok, replayed, err) = spool_command(&dir, &["replay", &id]);
+    assert!(ok && replayed == vec![json!({"replayed": id})], "{replayed:?} {err}");
+    // Delivered, and judged by the lifecycle as any late delivery is: the start of a rollout
+    // that happened before the environment's latest change changes nothing.
+    assert!(eventually(20, || spool_command(&dir, &["list"]).1.is_empty()).await, "{}", serve.output());
+    assert!(delivered_stale(&serve.output(), SHA_UNKNOWN), "{}", serve.output());
+    assert_eq!(gitlab.deployments().len(), 1);
+    let (ok, _, err) = spool_command(&dir, &["drop", "999"]);
+    assert!(!ok && err.contains("no entry 999"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_rejection_while_gitlab_is_up_is_still_answered_at_once() {
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    let dir = spool_dir();
+    let serve = Serve::start(&gitlab, &dir).await;
+    let (status, answer) = serve.send(Step::ArgoRunning(SHA_UNKNOWN)).await;
+    assert_eq!(status, 422, "GitLab's refusal reaches the tool, not the spool: {answer}");
+    assert!(spool_command(&dir, &["list"]).1.is_empty());
+    gitlab.add_commit(SHA_A);
+    let (status, answer) = serve.send(Step::ArgoRunning(SHA_A)).await;
+    assert_eq!((status, answer["action"].as_str()), (200, Some("created")), "{answer}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lambda: SQS FIFO in moto
+
+fn sqs_client() -> aws_sdk_sqs::Client {
+    let conf = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(moto::endpoint())
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
+}
+
+/// A FIFO queue and its FIFO dead-letter queue, as template.yaml makes them.
+async fn queues(sqs: &aws_sdk_sqs::Client) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let name = format!("bridge-{}", fastrand_token());
+    let dlq = sqs.create_queue().queue_name(format!("{name}-dlq.fifo")).attributes(A::FifoQueue, "true").send().await.unwrap();
+    let dlq_url = dlq.queue_url().unwrap().to_string();
+    let dlq_arn = sqs.get_queue_attributes().queue_url(&dlq_url).attribute_names(A::QueueArn).send().await.unwrap();
+    let dlq_arn = dlq_arn.attributes().unwrap().get(&A::QueueArn).unwrap().clone();
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("{name}.fifo"))
+        .attributes(A::FifoQueue, "true")
+        .attributes(A::VisibilityTimeout, "120")
+        .attributes(A::RedrivePolicy, json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 500}).to_string())
+        .send()
+        .await
+        .unwrap();
+    (queue.queue_url().unwrap().to_string(), dlq_url)
+}
+
+/// A function-URL event for a call.
+fn function_url_event(call: &Call) -> String {
+    let mut headers: serde_json::Map<String, Value> = call.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    headers.insert("content-type".into(), json!("application/json"));
+    json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": call.path, "rawQueryString": "", "headers": headers,
+        "requestContext": {"accountId": "anonymous", "apiId": "abc", "domainName": "abc.lambda-url.us-east-1.on.aws", "domainPrefix": "abc",
+            "http": {"method": "POST", "path": call.path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.7", "userAgent": "tool"},
+            "requestId": fastrand_token(), "routeKey": "$default", "stage": "$default", "time": "29/Nov/2026:12:00:00 +0000", "timeEpoch": 0},
+        "body": call.body, "isBase64Encoded": false
+    })
+    .to_string()
+}
+
+struct Function {
+    _child: tokio::process::Child,
+    output: Arc<Mutex<String>>,
+}
+
+async fn start_function(runtime: &RuntimeApi, gitlab: &GitLabStub, queue: &str, dlq: &str) -> Function {
+    let binary = std::env::var("BRIDGE_BINARY").unwrap_or_else(|_| BIN.to_string());
+    let runner = std::env::var("BRIDGE_RUNNER").unwrap_or_default();
+    let mut argv: Vec<String> = runner.split_whitespace().map(str::to_string).collect();
+    argv.push(binary);
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "gitlab-deploy-bridge")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_ENDPOINT_URL", moto::endpoint())
+        .env("GITLAB_URL", &gitlab.url)
+        .env("GITLAB_TOKEN", gitlab.token())
+        .env("ROUTES", ROUTES)
+        .env("SPOOL_QUEUE_URL", queue)
+        .env("SPOOL_DLQ_URL", dlq)
+        .env("SPOOL_AFTER_SECONDS", "1")
+        .env("SPOOL_RETRY_MAX_SECONDS", "1")
+        .env("GITLAB_RETRY_BASE_MS", "20")
+        .env("GITLAB_MAX_ATTEMPTS", "2")
+        .env("REPLAY_WINDOWS", r#"{"flux": 3}"#)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (route, secret) in ROUTE_SECRETS {
+        cmd.env(format!("ROUTE_{}_SECRET", route.to_ascii_uppercase()), secret);
+    }
+    let mut child = cmd.spawn().expect("start the function binary");
+    let output = Arc::new(Mutex::new(String::new()));
+    for mut stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let out = output.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    Function { _child: child, output }
+}
+
+/// What Lambda's event source mapping does, once: receive a batch, invoke the function with it
+/// as an SQS event, delete what the answer does not list in `batchItemFailures`. Returns how
+/// many records were in the batch and how many failed.
+async fn poll_once(sqs: &aws_sdk_sqs::Client, runtime: &RuntimeApi, queue: &str) -> (usize, usize) {
+    use aws_sdk_sqs::types::MessageSystemAttributeName as M;
+    let got = sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(M::All)
+        .send()
+        .await
+        .unwrap();
+    let messages = got.messages();
+    if messages.is_empty() {
+        return (0, 0);
+    }
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, Value> =
+                m.attributes().unwrap().iter().map(|(k, v)| (k.as_str().to_string(), json!(v))).collect();
+            json!({
+                "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                "attributes": attributes, "messageAttributes": {}, "md5OfBody": m.md5_of_body(),
+                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:bridge.fifo", "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    let posted = runtime.invoke(&json!({ "Records": records }).to_string()).await;
+    assert_eq!(posted.kind, "response", "{}", posted.body);
+    let answer: Value = serde_json::from_str(&posted.body).unwrap();
+    let failed: Vec<&str> = answer["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].as_str().unwrap()).collect();
+    for m in messages {
+        if !failed.contains(&m.message_id().unwrap()) {
+            sqs.delete_message().queue_url(queue).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+        }
+    }
+    (messages.len(), failed.len())
+}
+
+#[tokio::test]
+async fn lambda_spools_to_sqs_during_an_outage_and_its_sqs_invocations_deliver_in_order() {
+    let mut steps = rollouts();
+    let expected = baseline(&steps).await;
+    let gitlab = gitlab_down().await;
+    let sqs = sqs_client();
+    let (queue, dlq) = queues(&sqs).await;
+    let runtime = RuntimeApi::start(Duration::from_secs(20)).await;
+    let function = start_function(&runtime, &gitlab, &queue, &dlq).await;
+    // The poison event: a commit GitLab does not have, in Argo CD's environment, before its rollouts.
+    steps.insert(0, Step::ArgoRunning(SHA_UNKNOWN));
+    for step in &steps {
+        let posted = runtime.invoke(&function_url_event(&render(*step, OffsetDateTime::now_utc()))).await;
+        let response: Value = serde_json::from_str(&posted.body).unwrap();
+        let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+        assert_eq!((response["statusCode"].as_u64(), body["action"].as_str()), (Some(202), Some("spooled")), "{step:?}: {body}");
+        assert_eq!(body["spool"]["kind"], "sqs", "{body}");
+    }
+    // While GitLab is still down, a batch fails as a whole and stays in the queue.
+    let (received, failed) = poll_once(&sqs, &runtime, &queue).await;
+    assert!(received > 0 && failed == received, "{received} received, {failed} failed\n{}", function.output.lock().unwrap());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    gitlab.set_down(None);
+    // GitLab is back, but the queue still holds events: a new one queues behind them.
+    let late = Step::HerokuRelease(SHA_B, "succeeded", 7);
+    let posted = runtime.invoke(&function_url_event(&render(late, OffsetDateTime::now_utc()))).await;
+    let response: Value = serde_json::from_str(&posted.body).unwrap();
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(response["statusCode"], 202, "{body}");
+    assert!(body["spool"]["reason"].as_str().unwrap().contains("waiting in the spool"), "{body}");
+    let mut rounds = 0;
+    while state(&gitlab) != expected && rounds < 100 {
+        if poll_once(&sqs, &runtime, &queue).await.0 == 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        rounds += 1;
+    }
+    assert_eq!(state(&gitlab), expected, "{}", function.output.lock().unwrap());
+    // The poison event is in the dead-letter queue with its reason; nothing else is.
+    let dead = sqs
+        .receive_message()
+        .queue_url(&dlq)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    let dead = dead.messages();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = dead[0].message_attributes().unwrap().get("reason").unwrap().string_value().unwrap();
+    assert!(reason.contains("commit"), "{reason}");
+    assert!(dead[0].body().unwrap().contains(SHA_UNKNOWN));
+    sqs.change_message_visibility().queue_url(&dlq).receipt_handle(dead[0].receipt_handle().unwrap()).visibility_timeout(0).send().await.unwrap();
+    assert_eq!(poll_once(&sqs, &runtime, &queue).await.0, 0, "the queue is empty");
+
+    // The operator's command sees the dead letter and replays it once the commit exists.
+    let spool = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("spool")
+            .args(args)
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env("SPOOL_QUEUE_URL", &queue)
+            .env("SPOOL_DLQ_URL", &dlq)
+            .env("AWS_ENDPOINT_URL", moto::endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .unwrap();
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        (out.status.success(), lines, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, listed, err) = spool(&["list"]);
+    assert!(ok && listed.len() == 1, "{listed:?} {err}");
+    assert_eq!(listed[0]["event"]["sha"], SHA_UNKNOWN, "{}", listed[0]);
+    assert!(listed[0]["last_error"].as_str().unwrap().contains("commit"), "{}", listed[0]);
+    gitlab.add_commit(SHA_UNKNOWN);
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let (ok, replayed, err) = spool(&["replay", &id]);
+    assert!(ok && replayed == vec![json!({"replayed": id})], "{replayed:?} {err}");
+    let (ok, listed, _) = spool(&["list"]);
+    assert!(ok && listed.is_empty(), "{listed:?}");
+    for _ in 0..20 {
+        if poll_once(&sqs, &runtime, &queue).await.0 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs = function.output.lock().unwrap().clone();
+    assert!(delivered_stale(&logs, SHA_UNKNOWN), "the replayed event was delivered, and is older than the rollouts after it: {logs}");
+    assert_eq!(state(&gitlab), expected);
+    assert!(logs.contains("spool: event moved to the dead-letter queue"), "{logs}");
+    assert!(!logs.contains(&gitlab.token()), "the token reached the log");
+}
