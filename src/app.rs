@@ -94,7 +94,7 @@ pub fn local_spool(config: &Config) -> Result<Option<spool::LocalHandle>, BoxErr
         return Ok(None);
     }
     let dir = &config.spool.dir;
-    let local = spool::local::LocalSpool::open(dir).map_err(|e| {
+    let local = spool::local::LocalSpool::open_for_worker(dir).map_err(|e| {
         format!("the spool in {} cannot be opened (is another `serve` using it? set SPOOL_DIR, or SPOOL_MODE=off): {e}", dir.display())
     })?;
     Ok(Some((Arc::new(local), Arc::new(tokio::sync::Notify::new()))))

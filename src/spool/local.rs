@@ -50,6 +50,8 @@ pub struct Entry {
 
 pub struct LocalSpool {
     db: redb::Database,
+    /// Held by the one process that delivers from this spool (see [`LocalSpool::open_for_worker`]).
+    _worker_lock: Option<std::fs::File>,
 }
 
 impl LocalSpool {
@@ -64,7 +66,23 @@ impl LocalSpool {
         tx.open_table(DEDUP)?;
         tx.open_table(META)?;
         tx.commit()?;
-        Ok(LocalSpool { db })
+        Ok(LocalSpool { db, _worker_lock: None })
+    }
+
+    /// Opens the spool for the process that delivers from it: a second one on the same
+    /// directory would deliver the same events twice, so it is refused (an exclusive lock on
+    /// `worker.lock`, released when the process ends, however it ends).
+    pub fn open_for_worker(dir: &Path) -> Result<LocalSpool, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(|e| SpoolError(format!("{}: {e}", dir.display())))?;
+        let path = dir.join("worker.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| SpoolError(format!("{}: {e}", path.display())))?;
+        lock.try_lock().map_err(|_| SpoolError(format!("another `serve` delivers from {}", dir.display())))?;
+        Ok(LocalSpool { _worker_lock: Some(lock), ..LocalSpool::open(dir)? })
     }
 
     /// Adds an event at the end of its group, unless a copy of the same delivery was spooled

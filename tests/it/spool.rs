@@ -467,7 +467,7 @@ struct Function {
     output: Arc<Mutex<String>>,
 }
 
-async fn start_function(runtime: &RuntimeApi, gitlab: &GitLabStub, queue: &str, dlq: &str) -> Function {
+async fn start_function(runtime: &RuntimeApi, gitlab: &GitLabStub, queue: &str, dlq: &str, extra: &[(&str, &str)]) -> Function {
     let binary = std::env::var("BRIDGE_BINARY").unwrap_or_else(|_| BIN.to_string());
     let runner = std::env::var("BRIDGE_RUNNER").unwrap_or_default();
     let mut argv: Vec<String> = runner.split_whitespace().map(str::to_string).collect();
@@ -501,6 +501,7 @@ async fn start_function(runtime: &RuntimeApi, gitlab: &GitLabStub, queue: &str, 
     for (route, secret) in ROUTE_SECRETS {
         cmd.env(format!("ROUTE_{}_SECRET", route.to_ascii_uppercase()), secret);
     }
+    cmd.envs(extra.iter().copied());
     let mut child = cmd.spawn().expect("start the function binary");
     let output = Arc::new(Mutex::new(String::new()));
     for mut stream in [
@@ -570,7 +571,7 @@ async fn lambda_spools_to_sqs_during_an_outage_and_its_sqs_invocations_deliver_i
     let sqs = sqs_client();
     let (queue, dlq) = queues(&sqs).await;
     let runtime = RuntimeApi::start(Duration::from_secs(20)).await;
-    let function = start_function(&runtime, &gitlab, &queue, &dlq).await;
+    let function = start_function(&runtime, &gitlab, &queue, &dlq, &[]).await;
     // The poison event: a commit GitLab does not have, in Argo CD's environment, before its rollouts.
     steps.insert(0, Step::ArgoRunning(SHA_UNKNOWN));
     for step in &steps {
@@ -656,4 +657,94 @@ async fn lambda_spools_to_sqs_during_an_outage_and_its_sqs_invocations_deliver_i
     assert_eq!(state(&gitlab), expected);
     assert!(logs.contains("spool: event moved to the dead-letter queue"), "{logs}");
     assert!(!logs.contains(&gitlab.token()), "the token reached the log");
+}
+
+/// The figures behind the choice between spool-on-failure and always-enqueue under Lambda
+/// (docs/decisions.md; `bash scripts/spool-figures`): what a tool waits for its answer, what
+/// each event costs (invocations, GitLab calls, SQS calls), and how long until GitLab shows
+/// every rollout — with GitLab answering 40 ms late (a GitLab across the internet), with and
+/// without an outage. moto's SQS is on loopback: real SQS calls take 5–20 ms more each.
+#[tokio::test]
+#[ignore = "a measurement: bash scripts/spool-figures"]
+async fn figures_spool_on_failure_against_always_enqueue() {
+    let steps = rollouts();
+    let expected = baseline(&steps).await;
+    let sqs = sqs_client();
+    println!("| SPOOL_MODE | GitLab | answer p50 / max (ms) | answers 202 | invocations / event | GitLab calls / event | SQS calls / event | all in GitLab after (ms) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (mode, outage) in [("on-failure", false), ("always", false), ("on-failure", true), ("always", true)] {
+        let token = format!("glpat-{}", fastrand_token());
+        let gitlab = GitLabStub::start(&token).await;
+        gitlab.add_commits([SHA_A.to_string(), SHA_B.to_string()]);
+        gitlab.set_latency(Some(Duration::from_millis(40)));
+        if outage {
+            gitlab.set_down(Some(502));
+        }
+        let proxy = moto::CountingProxy::start().await;
+        let (queue, dlq) = queues(&sqs).await;
+        let runtime = RuntimeApi::start(Duration::from_secs(20)).await;
+        let _function = start_function(&runtime, &gitlab, &queue, &dlq, &[("SPOOL_MODE", mode), ("AWS_ENDPOINT_URL", &proxy.url)]).await;
+        let started = std::time::Instant::now();
+        let (mut answers, mut accepted) = (Vec::new(), 0);
+        for step in &steps {
+            let t = std::time::Instant::now();
+            let posted = runtime.invoke(&function_url_event(&render(*step, OffsetDateTime::now_utc()))).await;
+            answers.push(t.elapsed().as_millis() as u64);
+            let response: Value = serde_json::from_str(&posted.body).unwrap();
+            let code = response["statusCode"].as_u64().unwrap();
+            assert!(code == 200 || code == 202, "{step:?}: {response}");
+            accepted += usize::from(code == 202);
+        }
+        if outage {
+            gitlab.set_down(None);
+        }
+        let mut invocations = steps.len();
+        for _ in 0..400 {
+            if state(&gitlab) == expected {
+                break;
+            }
+            if poll_once(&sqs, &runtime, &queue).await.0 > 0 {
+                invocations += 1;
+            } else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        assert_eq!(state(&gitlab), expected, "{mode}, outage {outage}");
+        let visible = started.elapsed().as_millis();
+        answers.sort();
+        let n = steps.len() as f64;
+        let sqs_calls: usize = proxy.actions.lock().unwrap().iter().filter(|(k, _)| k.starts_with("AmazonSQS")).map(|(_, v)| v).sum();
+        println!(
+            "| {mode} | {} | {} / {} | {accepted} of {} | {:.2} | {:.2} | {:.2} | {visible} |",
+            if outage { "down, then back" } else { "up" },
+            answers[answers.len() / 2],
+            answers[answers.len() - 1],
+            steps.len(),
+            invocations as f64 / n,
+            gitlab.request_count() as f64 / n,
+            sqs_calls as f64 / n,
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_second_serve_on_the_same_spool_is_refused_at_start() {
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    let dir = spool_dir();
+    let _first = Serve::start(&gitlab, &dir).await;
+    let second = tokio::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env("GITLAB_URL", &gitlab.url)
+        .env("SPOOL_DIR", &dir)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), second).await.expect("the second serve stops at once").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("another `serve` delivers from"), "{stderr}");
+    // The operator's command still opens it.
+    let (ok, _, err) = spool_command(&dir, &["list"]);
+    assert!(ok, "{err}");
+    let _ = std::fs::remove_dir_all(dir);
 }
