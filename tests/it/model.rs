@@ -13,7 +13,13 @@
 //! 5. an event costs at most one read and one write, and the end of a rollout whose running
 //!    deployment this container created costs one call.
 //!
-//! `PROPTEST_CASES` sets the number of histories (64 by default, as CI runs it);
+//! The same histories run again with GitLab outages in the path (issue 11): during some
+//! rollouts GitLab is down, their events (and every later event of the environment, while
+//! earlier ones wait) go to `serve`'s local spool and are answered 202, and the spool's worker
+//! delivers them once GitLab is back. Invariants 1–3 must hold once the spool is empty.
+//!
+//! `PROPTEST_CASES` sets the number of histories (64 by default, as CI runs it; half as many
+//! with outages);
 //! `PROPTEST_CASES=2000 cargo test --test it model::` is the long local run. Shrunk failures
 //! are written to `proptest-regressions/` and replayed first by every later run.
 
@@ -104,6 +110,8 @@ struct World {
     rt: tokio::runtime::Runtime,
     gitlab: GitLabStub,
     bridge: Bridge,
+    /// The spool of the bridge with outages in its path.
+    spool: Option<std::sync::Arc<gitlab_deploy_bridge::spool::local::LocalSpool>>,
 }
 
 fn world() -> &'static World {
@@ -120,7 +128,28 @@ fn world() -> &'static World {
             bridge.post("/hooks/generic?project=group/app", Some(GENERIC_SECRET), body.to_string()).await;
             (gitlab, bridge)
         });
-        World { rt, gitlab, bridge }
+        World { rt, gitlab, bridge, spool: None }
+    })
+}
+
+/// The world of the histories with outages: the bridge with `serve`'s local spool and worker.
+fn spooled_world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let (gitlab, bridge, spool) = rt.block_on(async {
+            let token = fastrand_token();
+            let gitlab = GitLabStub::start(&token).await;
+            gitlab.add_commits(SHAS.iter().map(|s| s.to_string()));
+            let mut config = model_config(&gitlab);
+            config.max_attempts = 2;
+            config.spool.after = Duration::from_secs(1);
+            config.spool.retry_max = Duration::from_millis(1500);
+            let dir = std::env::temp_dir().join(format!("bridge-model-spool-{}", fastrand_token()));
+            let (bridge, spool) = Bridge::start_spooled(config, static_secrets(&token), &dir).await;
+            (gitlab, bridge, spool)
+        });
+        World { rt, gitlab, bridge, spool: Some(spool) }
     })
 }
 
@@ -141,7 +170,25 @@ proptest! {
     #[test]
     fn every_history_leaves_gitlab_showing_what_was_deployed(rollouts in prop::collection::vec(rollout(), 1..9)) {
         let w = world();
-        w.rt.block_on(run(w, rollouts))?;
+        let outages = vec![false; rollouts.len()];
+        w.rt.block_on(run(w, rollouts, outages))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases().div_ceil(2), max_shrink_iters: 500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_history_with_outages_ends_the_same_once_the_spool_is_empty(
+        history in prop::collection::vec((rollout(), prop::bool::weighted(0.3)), 1..7)
+    ) {
+        let w = spooled_world();
+        let (mut rollouts, outages): (Vec<Rollout>, Vec<bool>) = history.into_iter().unzip();
+        // The spool orders an environment's events by the project as the call names it: a
+        // tool names it one way (docs/decisions.md, "Durable spool").
+        let by_path = rollouts[0].by_path;
+        rollouts.iter_mut().for_each(|r| r.by_path = by_path);
+        w.rt.block_on(run(w, rollouts, outages))?;
     }
 }
 
@@ -192,6 +239,9 @@ fn deliveries(r: &Rollout, env: &str, start: OffsetDateTime) -> (Vec<Event>, Eve
 /// `alone`: no other rollout is delivered meanwhile (not racing), so GitLab's state and the
 /// stand-in's request count belong to this rollout's deliveries.
 async fn roll_out(w: &World, r: &Rollout, env: &str, start: OffsetDateTime, alone: bool) -> Result<(Event, Option<Event>), TestCaseError> {
+    if w.spool.is_some() {
+        return roll_out_spooled(w, r, env, start).await;
+    }
     let (order, end, running) = deliveries(r, env, start);
     let mut first_of = std::collections::HashSet::new();
     let mut created_running = false;
@@ -227,7 +277,37 @@ async fn roll_out(w: &World, r: &Rollout, env: &str, start: OffsetDateTime, alon
     Ok((end, running))
 }
 
-async fn run(w: &World, rollouts: Vec<Rollout>) -> Result<(), TestCaseError> {
+/// With a spool in the path an answer is 200 (delivered now) or 202 (spooled); what a delivery
+/// did is judged only at the end, once the spool is empty.
+async fn roll_out_spooled(w: &World, r: &Rollout, env: &str, start: OffsetDateTime) -> Result<(Event, Option<Event>), TestCaseError> {
+    let (order, end, running) = deliveries(r, env, start);
+    for (n, ev) in order.iter().enumerate() {
+        if r.lost_answer && n == 0 {
+            w.gitlab.push_fault_for("POST", Fault::LostAnswer(502));
+        }
+        let sent = deliver(&w.bridge, &w.gitlab, ev).await;
+        w.gitlab.clear_faults();
+        let (code, answer) = &sent.answer;
+        prop_assert!(*code == 200 || *code == 202, "{:?} → {} {}", ev.status, code, answer);
+    }
+    Ok((end, running))
+}
+
+/// Waits until the spool has nothing left to deliver.
+async fn drained(w: &World) -> Result<(), TestCaseError> {
+    let Some(spool) = &w.spool else { return Ok(()) };
+    for _ in 0..600 {
+        let left = spool.list().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(left.iter().all(|e| !e.dead), "a dead letter: {:?}", left);
+        if left.is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(TestCaseError::fail("the spool did not drain within 30 s"))
+}
+
+async fn run(w: &World, rollouts: Vec<Rollout>, outages: Vec<bool>) -> Result<(), TestCaseError> {
     static CASE: AtomicUsize = AtomicUsize::new(0);
     let env = format!("model-{}", CASE.fetch_add(1, Ordering::Relaxed));
     let races = races(&rollouts);
@@ -237,6 +317,9 @@ async fn run(w: &World, rollouts: Vec<Rollout>) -> Result<(), TestCaseError> {
         // Rollouts are some milliseconds apart, so each starts after the last one's events.
         tokio::time::sleep(Duration::from_millis(3)).await;
         let start = OffsetDateTime::now_utc() - time::Duration::milliseconds(2);
+        if outages[i] {
+            w.gitlab.set_down(Some(502));
+        }
         if races[i] {
             // Racing rollouts end at the same instant; a redelivery of one end after the other
             // end was recorded cannot be told from a rollback at that instant, so their ends
@@ -244,12 +327,15 @@ async fn run(w: &World, rollouts: Vec<Rollout>) -> Result<(), TestCaseError> {
             let once = |r: &Rollout| Rollout { dup_end: 0, ..r.clone() };
             let (a, b) = (&once(&rollouts[i]), &once(&rollouts[i + 1]));
             let (ra, rb) = tokio::join!(roll_out(w, a, &env, start, false), roll_out(w, b, &env, start, false));
+            w.gitlab.set_down(None);
             ra?;
             rb?;
             i += 2;
         } else {
             let r = &rollouts[i];
-            let (end, running) = roll_out(w, r, &env, start, true).await?;
+            let done = roll_out(w, r, &env, start, true).await;
+            w.gitlab.set_down(None);
+            let (end, running) = done?;
             if let Some((after, of_start, cold)) = r.late {
                 // A cold container has only GitLab's clock, and GitLab keeps no trace of an end
                 // it absorbed as unchanged (the same failure again): a very late start of such a
@@ -269,10 +355,20 @@ async fn run(w: &World, rollouts: Vec<Rollout>) -> Result<(), TestCaseError> {
     for (_, ev, cold) in std::mem::take(&mut pending_late) {
         redeliver_late(w, &env, &ev, cold).await?;
     }
+    drained(w).await?;
     check(&w.gitlab, &env, &rollouts, &races)
 }
 
 async fn redeliver_late(w: &World, env: &str, ev: &Event, cold: bool) -> Result<(), TestCaseError> {
+    if w.spool.is_some() {
+        // A cold container shares the spool (Lambda's queue): it is the warm one, once the
+        // spool is empty.
+        drained(w).await?;
+        let sent = deliver(&w.bridge, &w.gitlab, ev).await;
+        let (code, answer) = &sent.answer;
+        prop_assert!(*code == 200 || *code == 202, "late {:?} (cold: {}) → {} {}", ev.status, cold, code, answer);
+        return Ok(());
+    }
     let before = snapshot(&w.gitlab, env);
     let sent = if cold {
         let fresh = Bridge::start(model_config(&w.gitlab), static_secrets(&w.gitlab.token())).await;

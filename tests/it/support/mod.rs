@@ -9,6 +9,8 @@ pub mod sign;
 use gitlab_deploy_bridge::app;
 use gitlab_deploy_bridge::config::Config;
 use gitlab_deploy_bridge::secrets::{SecretProvider, StaticSecrets};
+use gitlab_deploy_bridge::spool::Spool;
+use gitlab_deploy_bridge::spool::local::LocalSpool;
 use secrecy::SecretString;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -118,6 +120,19 @@ impl Bridge {
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         Bridge { url, http: reqwest::Client::new() }
+    }
+
+    /// The bridge with `serve`'s local spool in `dir` and its worker running.
+    pub async fn start_spooled(config: Config, secrets: Arc<dyn SecretProvider>, dir: &std::path::Path) -> (Bridge, Arc<LocalSpool>) {
+        capture_logs();
+        let local = Arc::new(LocalSpool::open(dir).expect("spool opens"));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let built = app::assemble(config, secrets, Some(Spool::Local(local.clone(), wake.clone()))).expect("router builds");
+        tokio::spawn(gitlab_deploy_bridge::drain::run_local(built.pipeline.clone(), local.clone(), wake, std::future::pending()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, built.router).await.unwrap() });
+        (Bridge { url, http: reqwest::Client::new() }, local)
     }
 
     /// POSTs `body` to `path` with `Authorization: Bearer <token>` (when given); returns status and JSON.
