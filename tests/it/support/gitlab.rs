@@ -122,6 +122,8 @@ struct StubState {
     requests: Vec<Recorded>,
     /// An outage: every request is answered with this status (recorded, not carried out).
     down: Option<u16>,
+    /// Added to every answer (a GitLab across the internet, not on loopback).
+    latency: Option<std::time::Duration>,
 }
 
 #[derive(Clone)]
@@ -190,6 +192,11 @@ impl GitLabStub {
     /// Starts (`Some(status)`, e.g. 502 from the load balancer) or ends (`None`) an outage.
     pub fn set_down(&self, status: Option<u16>) {
         self.state.lock().unwrap().down = status;
+    }
+
+    /// Makes every answer take `latency` longer.
+    pub fn set_latency(&self, latency: Option<std::time::Duration>) {
+        self.state.lock().unwrap().latency = latency;
     }
 
     /// Drops faults no request has met yet.
@@ -276,6 +283,10 @@ async fn gate(State(st): State<Shared>, req: axum::extract::Request, next: axum:
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::to_string)
         });
+    let latency = st.lock().unwrap().latency;
+    if let Some(latency) = latency {
+        tokio::time::sleep(latency).await;
+    }
     let (fault, authorized) = {
         let mut s = st.lock().unwrap();
         s.requests.push(Recorded {

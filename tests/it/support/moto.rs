@@ -95,21 +95,26 @@ pub async fn put_secret(name: &str, value: &str) {
     client(&endpoint()).put_secret_value().secret_id(name).secret_string(value).send().await.expect("put secret value");
 }
 
-/// A loopback proxy to moto that counts `GetSecretValue` calls.
+/// A loopback proxy to moto that counts `GetSecretValue` calls, and every call by its action.
 pub struct CountingProxy {
     pub url: String,
     pub reads: Arc<AtomicUsize>,
+    pub actions: Actions,
 }
+
+/// Calls by action (`AmazonSQS.SendMessage`, `secretsmanager.GetSecretValue`, ...).
+pub type Actions = Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>;
 
 impl CountingProxy {
     pub async fn start() -> CountingProxy {
         let reads = Arc::new(AtomicUsize::new(0));
-        let state = (reads.clone(), reqwest::Client::new(), endpoint());
+        let actions = Actions::default();
+        let state = (reads.clone(), actions.clone(), reqwest::Client::new(), endpoint());
         let app = axum::Router::new().fallback(forward).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        CountingProxy { url, reads }
+        CountingProxy { url, reads, actions }
     }
 
     pub fn reads(&self) -> usize {
@@ -118,7 +123,7 @@ impl CountingProxy {
 }
 
 async fn forward(
-    State((reads, http, upstream)): State<(Arc<AtomicUsize>, reqwest::Client, String)>,
+    State((reads, actions, http, upstream)): State<(Arc<AtomicUsize>, Actions, reqwest::Client, String)>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -127,6 +132,7 @@ async fn forward(
     if target.ends_with("GetSecretValue") {
         reads.fetch_add(1, Ordering::SeqCst);
     }
+    *actions.lock().unwrap().entry(target.clone()).or_default() += 1;
     let mut rb = http.post(format!("{upstream}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
     for (k, v) in headers.iter() {
         if k != "host" && k != "content-length" {
