@@ -499,15 +499,25 @@ impl Lifecycle {
     }
 
     /// An event that finds its state already in GitLab still says, by its time, that the state
-    /// held then: an end delivered before its start makes that start stale, not a retry. Only
-    /// a state this container knows the time of is moved forward; an event's time says nothing
-    /// of when a state someone else wrote began.
+    /// held then: an end delivered before its start makes that start stale, not a retry. A
+    /// state this container knows the time of is moved forward. A finished state it did not
+    /// write (another container did, or its own create's answer was lost) is remembered with
+    /// the event's time only when that time is after GitLab's record of the change: the
+    /// event's time says nothing of when that state began, but it does say the environment was
+    /// in it then, which is newer than what GitLab's clock tells. A running one is never
+    /// adopted: the one-call finish trusts only running deployments this container created.
     fn confirmed(&self, key: &EnvKey, d: &Deployment, ev: &DeploymentEvent) -> Outcome {
-        if let Some(w) = self.written(key).filter(|w| w.describes(d)) {
-            let occurred_at = w.occurred_at.max(ev.occurred_at);
-            if occurred_at != w.occurred_at {
-                self.remember(key, Written { occurred_at, ..w });
+        match self.written(key).filter(|w| w.describes(d)) {
+            Some(w) => {
+                let occurred_at = w.occurred_at.max(ev.occurred_at);
+                if occurred_at != w.occurred_at {
+                    self.remember(key, Written { occurred_at, ..w });
+                }
             }
+            None if d.status != Status::Running.as_str() && ev.occurred_at.zip(d.changed_at()).is_some_and(|(at, changed)| at >= changed) => {
+                self.remember(key, Written { deployment: d.clone(), occurred_at: ev.occurred_at, at: Instant::now() });
+            }
+            None => {}
         }
         Outcome::of(Action::Unchanged, d.clone())
     }
