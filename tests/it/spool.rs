@@ -748,3 +748,21 @@ async fn a_second_serve_on_the_same_spool_is_refused_at_start() {
     assert!(ok, "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_hanging_gitlab_sends_the_event_to_the_spool_not_the_tool_into_a_timeout() {
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    // GitLab accepts connections and answers nothing for a minute; the tool's own client would
+    // give up long before (Flux: 15 s for the whole exchange).
+    gitlab.set_latency(Some(Duration::from_secs(60)));
+    let dir = spool_dir();
+    let serve = Serve::start(&gitlab, &dir).await;
+    let (status, answer) = serve.send(Step::ArgoRunning(SHA_A)).await;
+    assert_eq!((status, answer["action"].as_str()), (202, Some("spooled")), "{answer}");
+    assert!(answer["spool"]["reason"].as_str().unwrap().contains("deadline"), "{answer}");
+    gitlab.set_latency(None);
+    assert!(eventually(60, || gitlab.deployments().len() == 1).await, "{}", serve.output());
+    let _ = std::fs::remove_dir_all(dir);
+}
