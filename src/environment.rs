@@ -42,7 +42,9 @@ pub fn looks_like_production(name: &str) -> bool {
 }
 
 /// Warnings about how GitLab will treat this environment (logged, and returned to the caller).
-pub fn warnings(name: &str, tier: Option<Tier>) -> Vec<String> {
+/// `named_by_user`: the user chose the name (not the bridge's `preview/<branch>`), so a
+/// warning may ask to change it.
+pub fn warnings(name: &str, tier: Option<Tier>, named_by_user: bool) -> Vec<String> {
     let mut out = Vec::new();
     let effective = tier.unwrap_or_else(|| guess_tier(name));
     if tier.is_none() && looks_like_production(name) && effective != Tier::Production {
@@ -50,7 +52,7 @@ pub fn warnings(name: &str, tier: Option<Tier>) -> Vec<String> {
             "GitLab will guess tier `{effective}` for environment {name:?}, so DORA will not count it; add `tier=production` to the webhook URL or set it in ENVIRONMENTS"
         ));
     }
-    if name.contains('/') && !matches!(effective, Tier::Production | Tier::Staging) {
+    if named_by_user && name.contains('/') && !matches!(effective, Tier::Production | Tier::Staging) {
         out.push(format!(
             "environment {name:?} is in a folder (`/`) with tier `{effective}`: GitLab does not link merge requests to its deployments; use a name without `/` or tier production/staging"
         ));
@@ -115,7 +117,8 @@ impl Environments {
         let now = match existing {
             None => match gitlab.create_environment(ctx, project, name, tier, external_url).await {
                 Ok(e) => {
-                    tracing::info!(project, environment = name, tier = ?tier, "created environment");
+                    let verb = if gitlab.dry_run() { "would create environment (dry run)" } else { "created environment" };
+                    tracing::info!(project, environment = name, tier = tier.map(Tier::as_str).unwrap_or(""), "{verb}");
                     e
                 }
                 // Created meanwhile (a concurrent call, or a retried create that had worked).
@@ -131,7 +134,14 @@ impl Environments {
                 let tier_change = tier.filter(|t| e.tier.as_deref() != Some(t.as_str()));
                 let url_change = external_url.filter(|u| e.external_url.as_deref() != Some(*u));
                 if tier_change.is_some() || url_change.is_some() {
-                    tracing::info!(project, environment = name, from_tier = ?e.tier, tier = ?tier_change, "updating environment");
+                    let verb = if gitlab.dry_run() { "would update environment (dry run)" } else { "updating environment" };
+                    tracing::info!(
+                        project,
+                        environment = name,
+                        from_tier = e.tier.as_deref().unwrap_or(""),
+                        tier = tier_change.map(Tier::as_str).unwrap_or(""),
+                        "{verb}"
+                    );
                     gitlab.update_environment(ctx, project, e.id, tier_change, url_change).await?
                 } else {
                     e
@@ -180,12 +190,13 @@ mod tests {
 
     #[test]
     fn warns_about_traps() {
-        assert!(warnings("production-internal", None)[0].contains("tier=production"));
-        assert!(warnings("production-internal", Some(Tier::Production)).is_empty());
-        assert!(warnings("production", None).is_empty());
-        assert!(warnings("eu-west-1", None).is_empty());
-        assert!(warnings("preview/feature", None)[0].contains("folder"));
-        assert!(warnings("production/eu", None).is_empty());
-        assert!(warnings("apps/eu", Some(Tier::Staging)).is_empty());
+        assert!(warnings("production-internal", None, true)[0].contains("tier=production"));
+        assert!(warnings("production-internal", Some(Tier::Production), true).is_empty());
+        assert!(warnings("production", None, true).is_empty());
+        assert!(warnings("eu-west-1", None, true).is_empty());
+        assert!(warnings("preview/feature", None, true)[0].contains("folder"));
+        assert!(warnings("preview/feature", None, false).is_empty(), "the bridge's own preview names are not the user's to change");
+        assert!(warnings("production/eu", None, true).is_empty());
+        assert!(warnings("apps/eu", Some(Tier::Staging), true).is_empty());
     }
 }

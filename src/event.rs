@@ -27,6 +27,9 @@ pub struct EventDraft {
     /// expands when the event is delivered ([`crate::lifecycle::Lifecycle::expand_sha`]), so an
     /// event can be spooled while GitLab is down.
     pub short_sha: bool,
+    /// The environment's name is the bridge's convention (Vercel's and Netlify's
+    /// `preview/<branch>`), not something the user named: no warning asks to rename it.
+    pub environment_by_bridge: bool,
 }
 
 /// The result of parsing one webhook.
@@ -83,6 +86,9 @@ pub struct DeploymentEvent {
     /// `sha` is an abbreviation still to be expanded by GitLab (see [`EventDraft::short_sha`]).
     #[serde(skip)]
     pub short_sha: bool,
+    /// See [`EventDraft::environment_by_bridge`] (false when the URL or route named it).
+    #[serde(skip)]
+    pub environment_by_bridge: bool,
 }
 
 /// The names [`DeploymentEvent::ref_source`] takes.
@@ -113,6 +119,7 @@ impl DeploymentEvent {
         })?;
         validate_project(&project)?;
 
+        let environment_by_bridge = draft.environment_by_bridge && non_empty(overrides.environment.clone()).is_none();
         let environment = non_empty(overrides.environment.clone())
             .or(non_empty(draft.environment))
             .ok_or_else(|| {
@@ -174,6 +181,7 @@ impl DeploymentEvent {
             occurred_at: draft.occurred_at,
             ordered: false,
             short_sha: short.is_some(),
+            environment_by_bridge,
         })
     }
 }

@@ -23,6 +23,7 @@ use axum::Json;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tower::ServiceExt;
 
 use crate::config::MAX_BODY_BYTES;
 use crate::error::Error;
@@ -39,7 +40,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/hooks/{source}", post(hook))
         .route("/hooks/{source}/{route}", post(routed_hook))
@@ -47,9 +48,47 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v4/projects/{id}/deployments/{deployment_id}", put(facade_update))
         .route("/routes/{route}/api/v4/projects/{id}/deployments", post(routed_facade_create))
         .route("/routes/{route}/api/v4/projects/{id}/deployments/{deployment_id}", put(routed_facade_update))
-        .fallback(no_route)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    let exact = routes.clone().fallback(no_route).with_state(state.clone());
+    // A function URL ends in `/`, so `<function URL>/hooks/...` has a doubled slash, and a
+    // pasted URL may end in one: such a path is served as the route it names.
+    routes
+        .fallback(move |req: Request| {
+            let exact = exact.clone();
+            async move {
+                match lenient_path(req.uri()) {
+                    Some(uri) => {
+                        let (mut parts, body) = req.into_parts();
+                        parts.uri = uri;
+                        match exact.oneshot(Request::from_parts(parts, body)).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    }
+                    None => no_route(req.method().clone(), req.uri().clone()).await.into_response(),
+                }
+            }
+        })
         .with_state(state)
+}
+
+/// The URI with leading slashes collapsed to one and a trailing slash dropped; `None` when that
+/// changes nothing (the path names no route as it is either).
+fn lenient_path(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    let trimmed = format!("/{}", path.trim_start_matches('/'));
+    let trimmed = match trimmed.strip_suffix('/') {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => trimmed,
+    };
+    if trimmed == path {
+        return None;
+    }
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed,
+    };
+    Uri::try_from(path_and_query).ok()
 }
 
 /// A router for a function whose configuration cannot be read: every call but `/healthz`

@@ -157,7 +157,7 @@ impl Lifecycle {
     /// How GitLab will treat the event's environment for DORA and MR linking; each warning is
     /// logged once per environment per container and returned with every answer.
     pub fn warnings(&self, ev: &DeploymentEvent) -> Vec<String> {
-        let warnings = environment::warnings(&ev.environment, ev.tier);
+        let warnings = environment::warnings(&ev.environment, ev.tier, !ev.environment_by_bridge);
         if !warnings.is_empty() {
             let first = self
                 .warned

@@ -33,7 +33,7 @@ pub enum SecretsError {
     NotFound(String),
     #[error("secret {secret:?} is unusable: {reason}")]
     Invalid { secret: String, reason: String },
-    #[error("secret {secret:?} has no key {key:?}; add it to the secret's JSON object")]
+    #[error("{}", missing_key(secret, key))]
     MissingKey { secret: String, key: String },
     /// Secrets Manager could not be reached or refused us; a redelivery may succeed.
     #[error("Secrets Manager is unavailable: {0}")]
@@ -48,6 +48,7 @@ impl SecretsError {
             SecretsError::NotConfigured(m) => format!("secrets are not configured: {m}"),
             SecretsError::NotFound(_) => "Secrets Manager has no secret named by SECRET_ID (check SECRET_ID and the function's region)".into(),
             SecretsError::Invalid { reason, .. } => format!("the secret named by SECRET_ID is unusable: {reason}"),
+            SecretsError::MissingKey { secret, key } if secret == ENV_ORIGIN => missing_key(secret, key),
             SecretsError::MissingKey { key, .. } => {
                 format!("the secret named by SECRET_ID has no key {key:?}; add it to the secret's JSON object")
             }
@@ -98,8 +99,29 @@ impl SecretBundle {
         self.get(&webhook_secret_key(source))
     }
 
+    /// The keys the secret holds (never the values).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.values.keys().map(String::as_str)
+    }
+
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+}
+
+/// Where [`StaticSecrets`] come from: environment variables (no `SECRET_ID`).
+const ENV_ORIGIN: &str = "environment";
+
+/// What is missing, in the words of where it must be put: a key of the Secrets Manager secret,
+/// or, without `SECRET_ID`, an environment variable.
+fn missing_key(secret: &str, key: &str) -> String {
+    if secret == ENV_ORIGIN {
+        format!(
+            "set the environment variable {} (without SECRET_ID the bridge reads its secrets from environment variables)",
+            key.to_ascii_uppercase()
+        )
+    } else {
+        format!("secret {secret:?} has no key {key:?}; add it to the secret's JSON object")
     }
 }
 
@@ -115,7 +137,7 @@ pub struct StaticSecrets(Arc<SecretBundle>);
 
 impl StaticSecrets {
     pub fn new(values: HashMap<String, SecretString>) -> Self {
-        StaticSecrets(Arc::new(SecretBundle::new("environment", 0, values)))
+        StaticSecrets(Arc::new(SecretBundle::new(ENV_ORIGIN, 0, values)))
     }
 
     /// `GITLAB_TOKEN` → `gitlab_token`, `<SOURCE>_WEBHOOK_SECRET` → `<source>_webhook_secret`,

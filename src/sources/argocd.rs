@@ -142,6 +142,7 @@ impl Source for ArgoCd {
             sha_hint,
             occurred_at: occurred_at(&obj, &phase, &health),
             short_sha: false,
+            environment_by_bridge: false,
         }))
     }
 

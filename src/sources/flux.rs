@@ -194,6 +194,7 @@ impl Source for Flux {
             sha_hint,
             occurred_at: time_field(&obj, "timestamp"),
             short_sha: false,
+            environment_by_bridge: false,
         }))
     }
 }

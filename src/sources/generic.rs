@@ -58,6 +58,7 @@ impl Source for Generic {
             sha_hint: None,
             occurred_at,
             short_sha: false,
+            environment_by_bridge: false,
         }))
     }
 }
@@ -69,6 +70,12 @@ fn fields(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, Error>
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if is_form && body.trim_ascii_start().starts_with(b"{") {
+        // curl's `-d` sends a form's content type whatever the data is.
+        return Err(Error::BadRequest(
+            "the body was read as a form (Content-Type: application/x-www-form-urlencoded, curl's default for -d), but it is JSON; send it with Content-Type: application/json".into(),
+        ));
+    }
     if is_form {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_bytes(body).map_err(|e| Error::BadRequest(format!("the form body cannot be read: {e}")))?;
@@ -113,6 +120,14 @@ mod tests {
         let SourceOutput::Event(d) = Generic.parse(&h, body).unwrap() else { panic!() };
         assert_eq!(d.tag, Some(true));
         assert_eq!(d.status, Some(Status::Running));
+    }
+
+    #[test]
+    fn json_sent_as_a_form_is_named_as_such() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/x-www-form-urlencoded".parse().unwrap());
+        let e = Generic.parse(&h, br#" {"status":"running"}"#).unwrap_err().to_string();
+        assert!(e.contains("read as a form") && e.contains("Content-Type: application/json"), "{e}");
     }
 
     #[test]

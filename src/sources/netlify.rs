@@ -90,6 +90,7 @@ impl Source for Netlify {
         })?;
         let branch = str_field(&obj, "branch");
         let context = str_field(&obj, "context").unwrap_or_else(|| "production".into());
+        let environment_by_bridge = matches!(context.as_str(), "deploy-preview" | "branch-deploy");
         let environment = match context.as_str() {
             "production" => "production".to_string(),
             "deploy-preview" => format!("preview/{}", branch.clone().unwrap_or_else(|| "unknown".into())),
@@ -113,6 +114,7 @@ impl Source for Netlify {
             sha_hint: None,
             occurred_at: time_field(&obj, "updated_at"),
             short_sha: false,
+            environment_by_bridge,
         }))
     }
 }

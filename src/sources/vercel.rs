@@ -108,6 +108,7 @@ impl Source for Vercel {
             )
         })?;
         let target = if kind == "deployment.promoted" { Some("production".to_string()) } else { str_field(payload, "target") };
+        let environment_by_bridge = target.is_none();
         let environment = match target {
             Some(t) => t,
             None => format!("preview/{}", git_ref.clone().unwrap_or_else(|| "unknown".into())),
@@ -129,6 +130,7 @@ impl Source for Vercel {
                 .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()),
             sha_hint: None,
             short_sha: false,
+            environment_by_bridge,
         }))
     }
 }

@@ -148,6 +148,7 @@ impl Spooled {
             occurred_at: self.occurred_at,
             ordered: true,
             short_sha: self.short_sha,
+            environment_by_bridge: false,
         })
     }
 }

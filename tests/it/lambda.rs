@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 
 const EVENT_SHA: &str = "c0ffee1234567890abcdef1234567890abcdef12";
 
@@ -57,22 +56,7 @@ async fn start_function(runtime: &RuntimeApi, extra: &[(&str, &str)]) -> Functio
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("start the function binary");
-    let output = Arc::new(Mutex::new(String::new()));
-    for mut stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let out = output.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stream.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
+    let output = capture_output(&mut child);
     Function { _child: child, output }
 }
 

@@ -3,9 +3,11 @@
 
 mod support;
 
+mod check;
 mod cli;
 mod dora;
 mod events;
+mod firsthour;
 mod flux;
 mod hints;
 mod hardening;
@@ -20,4 +22,5 @@ mod routes;
 mod secrets;
 mod spool;
 mod template;
+mod toolchain;
 mod vercel;

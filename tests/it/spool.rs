@@ -18,7 +18,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::io::AsyncReadExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gitlab-deploy-bridge");
 
@@ -225,33 +224,9 @@ impl Serve {
             cmd.env(format!("ROUTE_{}_SECRET", route.to_ascii_uppercase()), secret);
         }
         let mut child = cmd.spawn().unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        for mut stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = output.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let output = capture_output(&mut child);
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let mut up = false;
-        for _ in 0..300 {
-            if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(up, "serve did not answer /healthz: {}", output.lock().unwrap());
+        assert!(healthy(&base).await, "serve did not answer /healthz: {}", output.lock().unwrap());
         Serve { child, base, output }
     }
 
@@ -503,22 +478,7 @@ async fn start_function(runtime: &RuntimeApi, gitlab: &GitLabStub, queue: &str, 
     }
     cmd.envs(extra.iter().copied());
     let mut child = cmd.spawn().expect("start the function binary");
-    let output = Arc::new(Mutex::new(String::new()));
-    for mut stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let out = output.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stream.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
+    let output = capture_output(&mut child);
     Function { _child: child, output }
 }
 

@@ -36,6 +36,8 @@ async fn production_created_then_succeeded_and_previews_kept_apart() {
     let gh = json!({"githubCommitSha": SHA_B, "githubCommitRef": "release"});
     let (_, r) = send(&bridge, &event("deployment.error", Value::Null, gh.clone())).await;
     assert_eq!((r["action"].as_str(), r["deployment"]["environment"].as_str()), (Some("created"), Some("preview/release")), "{r}");
+    // The preview's name is the bridge's convention, not the user's: nothing asks to rename it.
+    assert!(r.get("warnings").is_none(), "{r}");
     let (_, r) = send(&bridge, &event("deployment.canceled", json!("staging"), gh)).await;
     assert_eq!((r["deployment"]["environment"].as_str(), r["deployment"]["status"].as_str()), (Some("staging"), Some("canceled")), "{r}");
     let deps = gitlab.deployments();

@@ -205,3 +205,37 @@ pub fn demo_env() -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Collects a child's stdout and stderr, as they come, into one string.
+pub fn capture_output(child: &mut tokio::process::Child) -> Arc<Mutex<String>> {
+    use tokio::io::AsyncReadExt;
+    let output = Arc::new(Mutex::new(String::new()));
+    for mut stream in [
+        Box::new(child.stdout.take().expect("stdout piped")) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        Box::new(child.stderr.take().expect("stderr piped")),
+    ] {
+        let out = output.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    output
+}
+
+/// Whether `base`/healthz answers 200 within 15 s (a `serve` process starting).
+pub async fn healthy(base: &str) -> bool {
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
