@@ -100,6 +100,13 @@ pub fn local_spool(config: &Config) -> Result<Option<spool::LocalHandle>, BoxErr
     Ok(Some((Arc::new(local), Arc::new(tokio::sync::Notify::new()))))
 }
 
+/// A GitLab client that really calls GitLab (for `check`, whatever `DRY_RUN` says).
+pub fn gitlab_client(config: &Config, secrets: Arc<dyn SecretProvider>) -> Result<GitLabClient, BoxError> {
+    let settings = gitlab::Settings { dry_run: false, ..gitlab_settings(config) };
+    let http = GitLabClient::http_client(&settings)?;
+    Ok(GitLabClient::new(&settings, http, secrets))
+}
+
 /// The GitLab client's part of the configuration.
 fn gitlab_settings(config: &Config) -> gitlab::Settings {
     gitlab::Settings {
@@ -194,9 +201,70 @@ pub async fn serve_on(
 /// Runs each function-URL event file through the router, as Lambda would, and prints the
 /// answers as JSON lines. Returns whether every answer was a success.
 pub async fn invoke(app: Router, files: &[PathBuf]) -> Result<bool, BoxError> {
+    invoke_retargeted(app, files, &Retarget::default()).await
+}
+
+/// What `invoke` changes in each event before running it, to try the sample events on one's
+/// own project: the project (in the query, or the facade's path), and the commit in bodies that
+/// are not signed (`generic`, the facade and Argo CD authenticate by a bearer secret; a signed
+/// body cannot be changed without its signature failing, so it is left as it is).
+#[derive(Debug, Default, Clone)]
+pub struct Retarget {
+    pub project: Option<String>,
+    pub sha: Option<String>,
+    /// The environment, through the query (which wins over the payload's).
+    pub environment: Option<String>,
+}
+
+impl Retarget {
+    fn apply(&self, text: &str) -> Result<String, BoxError> {
+        if self.project.is_none() && self.sha.is_none() && self.environment.is_none() {
+            return Ok(text.to_string());
+        }
+        let mut ev: Value = serde_json::from_str(text)?;
+        let path = ev["rawPath"].as_str().unwrap_or("").to_string();
+        if let Some(project) = &self.project {
+            if let Some((before, after)) = path.split_once("/api/v4/projects/") {
+                let rest = after.split_once('/').map(|(_, r)| r).unwrap_or("");
+                let encoded = percent_encoding::utf8_percent_encode(project, percent_encoding::NON_ALPHANUMERIC);
+                let new_path = format!("{before}/api/v4/projects/{encoded}/{rest}");
+                ev["rawPath"] = json!(new_path);
+                ev["requestContext"]["http"]["path"] = json!(new_path);
+            } else {
+                let query = ev["rawQueryString"].as_str().unwrap_or("");
+                let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+                pairs.retain(|(k, _)| k != "project");
+                pairs.push(("project".into(), project.clone()));
+                ev["rawQueryString"] = json!(serde_urlencoded::to_string(&pairs)?);
+            }
+        }
+        if let Some(environment) = &self.environment {
+            let query = ev["rawQueryString"].as_str().unwrap_or("");
+            let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+            pairs.retain(|(k, _)| k != "environment");
+            pairs.push(("environment".into(), environment.clone()));
+            ev["rawQueryString"] = json!(serde_urlencoded::to_string(&pairs)?);
+        }
+        if let Some(sha) = &self.sha {
+            let unsigned = ["/hooks/generic", "/hooks/argocd"].iter().any(|p| path.starts_with(p)) || path.contains("/api/v4/");
+            if unsigned
+                && ev["isBase64Encoded"] != json!(true)
+                && let Some(body) = ev["body"].as_str()
+            {
+                let any_sha = regex::Regex::new(r"\b[0-9a-fA-F]{40}\b")?;
+                ev["body"] = json!(any_sha.replace_all(body, sha.as_str()).into_owned());
+            }
+        }
+        Ok(serde_json::to_string(&ev)?)
+    }
+}
+
+/// [`invoke`], each event changed by `retarget` first.
+pub async fn invoke_retargeted(app: Router, files: &[PathBuf], retarget: &Retarget) -> Result<bool, BoxError> {
     let mut all_ok = true;
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let text = retarget.apply(&text).map_err(|e| format!("{}: {e}", file.display()))?;
         let request = crate::lambda::request_from_str(&text)
             .map_err(|e| format!("{}: not a Lambda function URL / HTTP API v2 event: {e}", file.display()))?;
         let response = app.clone().oneshot(request).await?;

@@ -34,6 +34,21 @@ pub enum SpoolAction {
     Drop { id: String },
 }
 
+/// `check`: every check on its line (or a JSON array with `--json`); fails if any check fails.
+pub async fn check(config: &Config, secrets: Arc<dyn crate::secrets::SecretProvider>, projects: &[String], as_json: bool) -> Result<ExitCode, BoxError> {
+    let gitlab = app::gitlab_client(config, secrets.clone())?;
+    let lines = crate::check::run(config, secrets, &gitlab, projects).await;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else {
+        for line in &lines {
+            println!("{}", line.text());
+        }
+    }
+    let failed = lines.iter().any(|l| l.verdict == crate::check::Verdict::Failed);
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
 pub async fn spool(config: &Config, sdk: Option<&aws_config::SdkConfig>, action: SpoolAction) -> Result<ExitCode, BoxError> {
     if config.spool.dlq_url.is_some() {
         let queue = app::sqs_spool(config, sdk).ok_or("set SPOOL_QUEUE_URL (the stack's output SpoolQueueUrl) as well as SPOOL_DLQ_URL")?;

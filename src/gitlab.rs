@@ -73,6 +73,16 @@ pub struct NewDeployment<'a> {
     pub status: Status,
 }
 
+/// The host (and port, when not the scheme's) a GitLab URL names: failures say where they
+/// happened, never the path or the token.
+fn host(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => "GITLAB_URL".into(),
+    }
+}
+
 /// One GitLab call as made (or, in dry-run, as it would be made).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Call {
@@ -150,6 +160,8 @@ pub struct GitLabClient {
     base: String,
     secrets: Arc<dyn SecretProvider>,
     dry_run: bool,
+    /// In a dry run: the in-memory GitLab the run plans against.
+    dry: Option<crate::dry_gitlab::DryGitLab>,
     request_timeout: Duration,
     max_attempts: u32,
     retry_base: Duration,
@@ -164,6 +176,7 @@ impl GitLabClient {
             base: settings.base_url.clone(),
             secrets,
             dry_run: settings.dry_run,
+            dry: settings.dry_run.then(Default::default),
             request_timeout: settings.request_timeout,
             max_attempts: settings.max_attempts.max(1),
             retry_base: settings.retry_base,
@@ -174,6 +187,11 @@ impl GitLabClient {
     /// Whether calls are only recorded (dry run).
     pub fn dry_run(&self) -> bool {
         self.dry_run
+    }
+
+    /// What a dry run planned so far (see [`crate::dry_gitlab::DryGitLab::summary`]).
+    pub fn planned(&self) -> Option<Value> {
+        self.dry.as_ref().map(|d| d.summary())
     }
 
     /// The one HTTP client for GitLab: rustls, no redirects, connect timeout.
@@ -239,6 +257,19 @@ impl GitLabClient {
         let url = self.url(project, "")?;
         let reply = self.execute(ctx, Method::GET, url, None, true, || json!({})).await?;
         Ok(reply.get("id").and_then(Value::as_u64))
+    }
+
+    /// The project as GitLab shows it to this token (`permissions` included).
+    pub async fn project(&self, ctx: &CallCtx, project: &str) -> Result<Value, GitLabError> {
+        let url = self.url(project, "")?;
+        self.execute(ctx, Method::GET, url, None, true, || json!({})).await
+    }
+
+    /// `GET /api/v4/<path>` outside any project (`personal_access_tokens/self`), for `check`.
+    pub async fn get_api(&self, ctx: &CallCtx, path: &str) -> Result<Value, GitLabError> {
+        let url = Url::parse(&format!("{}/api/v4/{path}", self.base))
+            .map_err(|e| GitLabError::InvalidResponse(format!("cannot build a URL from GITLAB_URL: {e}")))?;
+        self.execute(ctx, Method::GET, url, None, true, || json!({})).await
     }
 
     pub async fn get_deployment(&self, ctx: &CallCtx, project: &str, id: u64) -> Result<Deployment, GitLabError> {
@@ -360,17 +391,24 @@ impl GitLabClient {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
-        ctx.record(Call { method: method.to_string(), path, body: body.clone() });
+        let call = Call { method: method.to_string(), path, body: body.clone() };
         if self.dry_run {
-            return Ok(dry_answer());
+            ctx.record(call);
+            let planned = self.dry.as_ref().and_then(|d| d.answer(&method, &url, body.as_ref()));
+            return Ok(planned.unwrap_or_else(dry_answer));
         }
 
         let mut attempt = 0u32;
         let mut refreshed = false;
+        let mut recorded = false;
         loop {
             attempt += 1;
             let secrets = self.secrets.current().await?;
             let token = secrets.gitlab_token()?;
+            // Counted once it is really sent (a missing token sends nothing).
+            if !std::mem::replace(&mut recorded, true) {
+                ctx.record(call.clone());
+            }
             let Some(remaining) = ctx.remaining() else {
                 return Err(GitLabError::Deadline(format!("no time left for {method} {}", url.path())));
             };
@@ -428,19 +466,19 @@ impl GitLabClient {
                             let location = header_str(&headers, "location").unwrap_or_default().to_string();
                             return Err(GitLabError::Redirect { location });
                         }
-                        s if s.is_server_error() && idempotent => Failure::Retry(format!("{} {message}", s.as_u16())),
+                        s if s.is_server_error() && idempotent => Failure::Retry(format!("{} answered {} {message}", host(&url), s.as_u16())),
                         s if s.is_server_error() => {
-                            return Err(GitLabError::Ambiguous(format!("{} {message}", s.as_u16())));
+                            return Err(GitLabError::Ambiguous(format!("{} answered {} {message}", host(&url), s.as_u16())));
                         }
                         s => return Err(GitLabError::Rejected { status: s.as_u16(), message }),
                     }
                 }
-                Err(e) if e.is_connect() => Failure::Retry(format!("cannot connect: {}", e.without_url())),
+                Err(e) if e.is_connect() => Failure::Retry(format!("cannot connect to {}: {}", host(&url), e.without_url())),
                 Err(e) if e.is_timeout() && ctx.remaining().is_none() => {
                     return Err(GitLabError::Deadline(format!("{method} {} timed out", url.path())));
                 }
-                Err(e) if idempotent => Failure::Retry(e.without_url().to_string()),
-                Err(e) => return Err(GitLabError::Ambiguous(e.without_url().to_string())),
+                Err(e) if idempotent => Failure::Retry(format!("{}: {}", host(&url), e.without_url())),
+                Err(e) => return Err(GitLabError::Ambiguous(format!("{}: {}", host(&url), e.without_url()))),
             };
 
             self.wait_before_retry(ctx, attempt, failure).await?;

@@ -12,9 +12,11 @@
 //! `gitlab` → `model` (the vocabulary) and `secrets`; `pipeline` and `config` → `routes` → `model`.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod drain;
+pub mod dry_gitlab;
 pub mod environment;
 pub mod error;
 pub mod event;

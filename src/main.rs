@@ -7,7 +7,17 @@ use std::process::ExitCode;
 /// Relays deploy tools' webhooks to GitLab's Deployments API. Under AWS Lambda
 /// (AWS_LAMBDA_RUNTIME_API set) it serves function-URL events and ignores arguments.
 #[derive(Parser)]
-#[command(version)]
+#[command(
+    version,
+    after_help = "Configured by environment variables (README \"Configuration\"), among them:\n  \
+        GITLAB_URL      your GitLab (default https://gitlab.com)\n  \
+        GITLAB_TOKEN    the GitLab token, without SECRET_ID\n  \
+        SECRET_ID       a Secrets Manager secret with gitlab_token and route_<route>_secret keys\n  \
+        ROUTES          what each route's secret may touch, JSON (README \"Routes\")\n  \
+        ROUTE_<NAME>_SECRET  a route's secret, without SECRET_ID\n  \
+        SPOOL_DIR       serve's spool directory (default ./spool; README \"Spool\")\n  \
+        DRY_RUN=1       plan every GitLab call, send none"
+)]
 struct Cli {
     /// Plan every GitLab call but send none (also DRY_RUN=1).
     #[arg(long, global = true)]
@@ -20,13 +30,36 @@ struct Cli {
 enum Command {
     /// Serve the webhook routes over plain HTTP.
     Serve {
+        /// Address and port to listen on (0.0.0.0:3000 to be reachable from other hosts).
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
     },
     /// Run Lambda function-URL event files (events/*.json) through the handler.
     Invoke {
+        /// Function-URL (HTTP API v2) event files, run in the order given; a dry run plans them
+        /// in that order against one in-memory GitLab and ends with what it planned.
         #[arg(required = true)]
         events: Vec<PathBuf>,
+        /// Send every event to this project (numeric id or full path) instead of its own.
+        #[arg(long)]
+        project: Option<String>,
+        /// Use this commit in the events whose body is not signed (generic, the facade, Argo CD).
+        #[arg(long)]
+        sha: Option<String>,
+        /// Send every event to this environment (e.g. a test one, before production).
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    /// Check the configuration against the real GitLab (and the secret) before pointing a tool
+    /// at it: the token, its scope and expiry, each project and the token's role there, the
+    /// environments of ENVIRONMENTS, the secret's keys against ROUTES. Exits non-zero if any fails.
+    Check {
+        /// A project to check besides the routes' own (numeric id or full path; repeatable).
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        /// Print the checks as a JSON array.
+        #[arg(long)]
+        json: bool,
     },
     /// See and operate the spool: `serve`'s local one (SPOOL_DIR), or with SPOOL_QUEUE_URL and
     /// SPOOL_DLQ_URL set, the Lambda spool's dead-letter queue.
@@ -83,10 +116,15 @@ async fn local(cli: Cli) -> Result<ExitCode, app::BoxError> {
             let app = app::assemble(config, secrets, local.clone().map(|(s, wake)| spool::Spool::Local(s, wake)))?;
             Box::pin(app::serve(app, local, listen, header_timeout, max_connections)).await.map(|_| ExitCode::SUCCESS)
         }
-        Command::Invoke { events } => {
-            let ok = app::invoke(app::build(config, secrets)?, &events).await?;
+        Command::Invoke { events, project, sha, environment } => {
+            let app = app::assemble(config, secrets, None)?;
+            let ok = app::invoke_retargeted(app.router.clone(), &events, &app::Retarget { project, sha, environment }).await?;
+            if let Some(planned) = app.pipeline.planned() {
+                println!("{}", serde_json::json!({ "planned": planned }));
+            }
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Check { projects, json } => Box::pin(cli::check(&config, secrets, &projects, json)).await,
         Command::Spool { action } => Box::pin(cli::spool(&config, sdk.as_ref(), action)).await,
     }
 }

@@ -109,6 +109,11 @@ impl Pipeline {
         &self.config
     }
 
+    /// In a dry run, what the run planned so far (per environment and sha, the statuses).
+    pub fn planned(&self) -> Option<Value> {
+        self.lifecycle.gitlab().planned()
+    }
+
     /// What can be refused before the body is read: an unknown source, and a request without
     /// the source's credential header — so an unauthenticated caller cannot make the bridge
     /// buffer a body. The refusal is answered and logged as the webhook's (through its body).
@@ -155,7 +160,12 @@ impl Pipeline {
                     sha = log.sha.as_deref().unwrap_or(""),
                     status = log.status.unwrap_or(""),
                     delivery_id = log.delivery_id.as_deref().unwrap_or(""),
-                    action = log.action.unwrap_or(""),
+                    // A dry run changes nothing: its line says what a live run would do.
+                    action = match (self.config.dry_run, log.action) {
+                        (true, Some("created")) => "would create",
+                        (true, Some("updated")) => "would update",
+                        (_, action) => action.unwrap_or(""),
+                    },
                     deployment_id = log.deployment_id,
                     dry_run = self.config.dry_run,
                     gitlab_calls,
@@ -165,6 +175,7 @@ impl Pipeline {
             };
         }
         match &result {
+            Ok(_) if self.config.dry_run => line!(info, http_status = 200u16, outcome = "ok", "webhook planned (dry run)"),
             Ok(h) => line!(info, http_status = if h.spooled { 202u16 } else { 200 }, outcome = "ok", "webhook handled"),
             Err(e) => {
                 let status = e.status().as_u16();
@@ -359,17 +370,7 @@ impl Pipeline {
         log.deployment_id = outcome.deployment.as_ref().map(|d| d.id);
         warnings.extend(outcome.notes.iter().cloned());
 
-        let mut answer = json!({
-            "action": outcome.action,
-            "deployment": {
-                "environment": ev.environment,
-                "sha": ev.sha,
-                "ref": ev.git_ref,
-                "ref_source": ev.ref_source,
-                "tag": ev.tag,
-            },
-            "source": ev.source,
-        });
+        let mut answer = json!({ "action": outcome.action, "deployment": deployment_answer(&ev), "source": ev.source });
         if let Some(d) = &outcome.deployment {
             answer["deployment"]["id"] = json!(d.id);
             answer["deployment"]["status"] = json!(d.status);
@@ -491,16 +492,11 @@ impl Pipeline {
             reason = %item.reason,
             "spool: event enqueued"
         );
+        let mut deployment = deployment_answer(ev);
+        deployment["status"] = json!(ev.status);
         let mut answer = json!({
             "action": "spooled",
-            "deployment": {
-                "environment": ev.environment,
-                "sha": ev.sha,
-                "ref": ev.git_ref,
-                "ref_source": ev.ref_source,
-                "tag": ev.tag,
-                "status": ev.status,
-            },
+            "deployment": deployment,
             "source": ev.source,
             "spool": { "kind": spool.kind(), "id": receipt.id, "duplicate": receipt.duplicate, "reason": item.reason },
         });
@@ -569,6 +565,11 @@ impl Pipeline {
             answer["gitlab_calls"] = json!(ctx.calls());
         }
     }
+}
+
+/// The event as an answer's `deployment` says it (GitLab's id and status are added once known).
+fn deployment_answer(ev: &DeploymentEvent) -> Value {
+    json!({ "environment": ev.environment, "sha": ev.sha, "ref": ev.git_ref, "ref_source": ev.ref_source, "tag": ev.tag })
 }
 
 /// Where a verified call may write, as its URL says.

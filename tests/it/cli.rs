@@ -4,7 +4,6 @@
 use crate::support::*;
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gitlab-deploy-bridge");
 
@@ -33,8 +32,13 @@ fn readme_dry_run_command_answers_every_event_without_gitlab() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let answers: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (planned, answers): (Vec<Value>, Vec<Value>) = lines.into_iter().partition(|l| l.get("planned").is_some());
     assert_eq!(answers.len(), event_files().len());
+    // The batch is planned in order against one in-memory GitLab: a rollout's later events find
+    // the deployment its first one would create (the summary's last line says so).
+    let planned = planned[0]["planned"].as_array().unwrap().clone();
+    assert!(planned.iter().any(|d| d["statuses"] == json!(["running", "success"])), "{planned:?}");
     for a in &answers {
         // The GitLab-compatible facade answers as GitLab does: 201 with the deployment, the
         // bridge's own answer beside it.
@@ -42,9 +46,48 @@ fn readme_dry_run_command_answers_every_event_without_gitlab() {
         assert_eq!(a["statusCode"], if facade { 201 } else { 200 }, "{a}");
         let body = if facade { &a["body"]["bridge"] } else { &a["body"] };
         assert_eq!(body["dry_run"], true, "{a}");
-        let calls = body["gitlab_calls"].as_array().unwrap();
-        assert!(calls.iter().any(|c| c["method"] == "POST"), "{a}");
+        assert!(body["gitlab_calls"].as_array().is_some(), "{a}");
     }
+    assert!(answers.iter().any(|a| a["body"]["action"] == "updated"), "a later event of a rollout updates what an earlier one created");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("\"created\""), "no log line claims a creation in a dry run");
+}
+
+#[test]
+fn a_dry_run_plans_a_rollout_as_one_deployment_and_can_aim_at_your_project_and_commit() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events");
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["invoke", "--dry-run"])
+            .args(extra)
+            .arg(dir.join("generic-running.json"))
+            .arg(dir.join("generic-success.json"))
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env_remove("SECRET_ID")
+            .envs(demo_env())
+            .env("GITLAB_URL", "http://127.0.0.1:9")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        (lines, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (lines, logs) = run(&[]);
+    let actions: Vec<&str> = lines.iter().filter_map(|l| l["body"]["action"].as_str()).collect();
+    assert_eq!(actions, ["created", "updated"], "{lines:?}");
+    assert_eq!(lines[2]["planned"][0]["statuses"], json!(["running", "success"]), "{lines:?}");
+    assert!(logs.contains("webhook planned (dry run)") && logs.contains("would create") && !logs.contains("webhook handled"), "{logs}");
+    assert!(!logs.contains("None"), "no Rust debug formatting in the log: {logs}");
+
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let (lines, _) = run(&["--project", "my-group/my-app", "--sha", sha, "--environment", "bridge-test"]);
+    let planned = &lines[2]["planned"][0];
+    assert_eq!(
+        (planned["project"].as_str(), planned["sha"].as_str(), planned["environment"].as_str()),
+        (Some("my-group/my-app"), Some(sha), Some("bridge-test")),
+        "{lines:?}"
+    );
+    let first_call = lines[0]["body"]["gitlab_calls"][0]["path"].as_str().unwrap();
+    assert!(first_call.starts_with("/api/v4/projects/my-group%2Fmy-app"), "{first_call}");
 }
 
 #[test]
@@ -59,7 +102,8 @@ fn invoke_without_the_secret_fails_closed_and_exits_non_zero() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string();
+    let answer: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(answer["statusCode"], 401);
 }
 
@@ -86,15 +130,7 @@ async fn serve_runs_the_same_router() {
         .unwrap();
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..300 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "serve did not answer /healthz");
+    assert!(healthy(&base).await, "serve did not answer /healthz");
     for (status, action) in [("running", "created"), ("success", "updated"), ("success", "unchanged")] {
         let r: Value = http
             .post(format!("{base}/hooks/generic/app"))

@@ -124,6 +124,22 @@ struct StubState {
     down: Option<u16>,
     /// Added to every answer (a GitLab across the internet, not on loopback).
     latency: Option<std::time::Duration>,
+    /// What `GET /personal_access_tokens/self` says of the token, and its role in every project.
+    token_info: TokenInfo,
+}
+
+/// The token as GitLab describes it (`personal_access_tokens/self`) and its role in projects.
+#[derive(Clone)]
+pub struct TokenInfo {
+    pub scopes: Vec<String>,
+    pub expires_at: Option<String>,
+    pub access_level: u64,
+}
+
+impl Default for TokenInfo {
+    fn default() -> Self {
+        TokenInfo { scopes: vec!["api".into()], expires_at: None, access_level: 30 }
+    }
 }
 
 #[derive(Clone)]
@@ -147,6 +163,7 @@ impl GitLabStub {
         };
         let state = Arc::new(Mutex::new(state));
         let app = Router::new()
+            .route("/api/v4/personal_access_tokens/self", get(token_self))
             .route("/api/v4/projects/{id}", get(project))
             .route("/api/v4/projects/{id}/deployments", get(list).post(create))
             .route("/api/v4/projects/{id}/deployments/{did}", get(get_one).put(update))
@@ -197,6 +214,11 @@ impl GitLabStub {
     /// Makes every answer take `latency` longer.
     pub fn set_latency(&self, latency: Option<std::time::Duration>) {
         self.state.lock().unwrap().latency = latency;
+    }
+
+    /// What GitLab says of the token: scopes, expiry, role in every project.
+    pub fn set_token_info(&self, info: TokenInfo) {
+        self.state.lock().unwrap().token_info = info;
     }
 
     /// Drops faults no request has met yet.
@@ -333,16 +355,27 @@ fn project_id(id: &str) -> Result<&'static str, Response> {
 }
 
 /// `GET /projects/:id`, the fields a client reads.
-async fn project(Path(id): Path<String>) -> Response {
+async fn project(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+    let level = st.lock().unwrap().token_info.access_level;
     match project_id(&id) {
         Ok(pid) => {
             let path = PROJECTS.iter().find(|(k, v)| *v == pid && k.contains('/')).map(|(k, _)| *k).unwrap_or(pid);
             Json(json!({"id": pid.parse::<u64>().unwrap(), "path_with_namespace": path, "name": path.rsplit('/').next(),
-                        "web_url": format!("https://gitlab.example.com/{path}"), "default_branch": "main"}))
+                        "web_url": format!("https://gitlab.example.com/{path}"), "default_branch": "main",
+                        "permissions": {"project_access": {"access_level": level, "notification_level": 3}, "group_access": null}}))
             .into_response()
         }
         Err(r) => r,
     }
+}
+
+/// GitLab's `GET /personal_access_tokens/self` (personal, project and group access tokens).
+async fn token_self(State(st): State<Shared>) -> Response {
+    let info = st.lock().unwrap().token_info.clone();
+    Json(json!({"id": 4711, "name": "deploy-bridge", "revoked": false, "created_at": "2026-11-01T09:00:00.000Z",
+                "description": "", "scopes": info.scopes, "user_id": 91, "last_used_at": null, "active": true,
+                "expires_at": info.expires_at}))
+    .into_response()
 }
 
 fn new_deployment(s: &mut StubState, project: &str, environment: &str, sha: &str, git_ref: &str, tag: bool, status: &str) -> StoredDeployment {
