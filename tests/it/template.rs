@@ -124,3 +124,23 @@ fn spool_resources_are_wired() {
     assert!(section(&t, "SpoolQueueUrl").contains("Value: !Ref SpoolQueue"));
     assert!(section(&t, "SpoolDeadLetterQueueUrl").contains("Value: !Ref SpoolDeadLetterQueue"));
 }
+
+#[test]
+fn the_readme_commands_use_samconfigs_stack_name() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let samconfig = std::fs::read_to_string(root.join("samconfig.toml")).unwrap();
+    let name = samconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("stack_name = \""))
+        .and_then(|r| r.strip_suffix('"'))
+        .expect("samconfig.toml names the stack");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let used: Vec<&str> = readme
+        .split("--stack-name ")
+        .skip(1)
+        .filter_map(|r| r.split_whitespace().next())
+        .map(|n| n.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+        .collect();
+    assert!(!used.is_empty());
+    assert!(used.iter().all(|u| *u == name), "README uses stack names {used:?}; samconfig.toml says {name:?}");
+}
