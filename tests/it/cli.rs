@@ -156,3 +156,18 @@ async fn serve_runs_the_same_router() {
     assert!(!stderr.contains(&token), "the token reached the log");
     assert!(stderr.contains("webhook handled"), "{stderr}");
 }
+
+#[test]
+fn help_describes_every_argument_and_names_the_configuration() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).env_remove("AWS_LAMBDA_RUNTIME_API").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = help(&["--help"]);
+    for needle in ["GITLAB_URL", "GITLAB_TOKEN", "SECRET_ID", "ROUTES", "check", "spool"] {
+        assert!(top.contains(needle), "--help lacks {needle}:\n{top}");
+    }
+    assert!(help(&["serve", "--help"]).contains("Address and port to listen on"));
+    let invoke = help(&["invoke", "--help"]);
+    assert!(invoke.contains("event files") && invoke.contains("--project") && invoke.contains("--sha"), "{invoke}");
+}
