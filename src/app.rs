@@ -231,19 +231,11 @@ impl Retarget {
                 ev["rawPath"] = json!(new_path);
                 ev["requestContext"]["http"]["path"] = json!(new_path);
             } else {
-                let query = ev["rawQueryString"].as_str().unwrap_or("");
-                let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-                pairs.retain(|(k, _)| k != "project");
-                pairs.push(("project".into(), project.clone()));
-                ev["rawQueryString"] = json!(serde_urlencoded::to_string(&pairs)?);
+                set_query(&mut ev, "project", project)?;
             }
         }
         if let Some(environment) = &self.environment {
-            let query = ev["rawQueryString"].as_str().unwrap_or("");
-            let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-            pairs.retain(|(k, _)| k != "environment");
-            pairs.push(("environment".into(), environment.clone()));
-            ev["rawQueryString"] = json!(serde_urlencoded::to_string(&pairs)?);
+            set_query(&mut ev, "environment", environment)?;
         }
         if let Some(sha) = &self.sha {
             let unsigned = ["/hooks/generic", "/hooks/argocd"].iter().any(|p| path.starts_with(p)) || path.contains("/api/v4/");
@@ -257,6 +249,16 @@ impl Retarget {
         }
         Ok(serde_json::to_string(&ev)?)
     }
+}
+
+/// Sets (or replaces) one parameter of a function-URL event's query.
+fn set_query(ev: &mut Value, key: &str, value: &str) -> Result<(), BoxError> {
+    let query = ev["rawQueryString"].as_str().unwrap_or("");
+    let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    pairs.retain(|(k, _)| k != key);
+    pairs.push((key.to_string(), value.to_string()));
+    ev["rawQueryString"] = json!(serde_urlencoded::to_string(&pairs)?);
+    Ok(())
 }
 
 /// [`invoke`], each event changed by `retarget` first.

@@ -5,10 +5,9 @@
 //! run another build of the function, such as the arm64 `bootstrap`, through the same tests.
 
 use crate::support::moto::{self, CountingProxy};
-use crate::support::runtime::RuntimeApi;
+use crate::support::runtime::{RuntimeApi, function_command};
 use crate::support::*;
 use serde_json::{Value, json};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,32 +25,9 @@ impl Function {
 }
 
 async fn start_function(runtime: &RuntimeApi, extra: &[(&str, &str)]) -> Function {
-    let binary = std::env::var("BRIDGE_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gitlab-deploy-bridge").to_string());
-    let runner = std::env::var("BRIDGE_RUNNER").unwrap_or_default();
-    let mut argv: Vec<String> = runner.split_whitespace().map(str::to_string).collect();
-    argv.push(binary);
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "gitlab-deploy-bridge")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        // The sample events are dated 2026-10 and some are sent twice on purpose.
-        .env("REPLAY_WINDOWS", r#"{"*": 0}"#)
-        .env("UNBOUND_HOOKS", "allow")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/25/[$LATEST]0123456789abcdef")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/gitlab-deploy-bridge")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_SESSION_TOKEN", "test")
-        .env("GITLAB_RETRY_BASE_MS", "20")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut cmd = function_command(runtime);
+    // The sample events are dated 2026-10 and some are sent twice on purpose.
+    cmd.env("REPLAY_WINDOWS", r#"{"*": 0}"#).env("UNBOUND_HOOKS", "allow").env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128");
     for (k, v) in extra {
         cmd.env(k, v);
     }

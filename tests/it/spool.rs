@@ -7,7 +7,7 @@
 //! with its reason, and the events behind it go on.
 
 use crate::support::moto;
-use crate::support::runtime::RuntimeApi;
+use crate::support::runtime::{RuntimeApi, function_command};
 use crate::support::*;
 use gitlab_deploy_bridge::config::Config;
 use gitlab_deploy_bridge::routes::Routes;
@@ -308,10 +308,10 @@ async fn serve_keeps_what_arrives_during_an_outage_and_delivers_it_in_order() {
     let delivered = eventually(60, || state(&gitlab) == expected).await;
     assert!(delivered, "GitLab: {:?}\nexpected: {expected:?}\n{}", state(&gitlab), serve.output());
     assert!(eventually(10, || spool_command(&dir, &["list"]).1.is_empty()).await, "the spool is empty once delivered");
-    let logs = serve.output();
     for needle in ["spool: event enqueued", "spool: delivery failed, will retry", "spool: event delivered"] {
-        assert!(logs.contains(needle), "no {needle:?} in the log:\n{logs}");
+        assert!(eventually(10, || serve.output().contains(needle)).await, "no {needle:?} in the log:\n{}", serve.output());
     }
+    let logs = serve.output();
     assert!(!logs.contains(&gitlab.token()), "the token reached the log");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -338,7 +338,7 @@ async fn serve_killed_with_events_pending_delivers_them_once_after_a_restart() {
     assert!(eventually(60, || state(&gitlab) == expected).await, "GitLab: {:?}\nexpected: {expected:?}\n{}", state(&gitlab), serve.output());
     // Exactly once (the state above has every rollout once), and nothing left behind.
     assert!(eventually(10, || spool_command(&dir, &["list"]).1.is_empty()).await);
-    assert!(serve.output().contains("spool: event delivered"));
+    assert!(eventually(10, || serve.output().contains("spool: event delivered")).await);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -359,7 +359,7 @@ async fn serve_dead_letters_a_poison_event_lets_its_environment_go_on_and_replay
     let dead = &list[0];
     assert_eq!((dead["state"].as_str(), dead["event"]["sha"].as_str()), (Some("dead"), Some(SHA_UNKNOWN)), "{dead}");
     assert!(dead["last_error"].as_str().unwrap().contains("commit"), "the reason is kept: {dead}");
-    assert!(serve.output().contains("spool: event dead-lettered"));
+    assert!(eventually(10, || serve.output().contains("spool: event dead-lettered")).await);
     // The commit is pushed after all; the operator replays the dead letter.
     gitlab.add_commit(SHA_UNKNOWN);
     let id = dead["id"].as_str().unwrap().to_string();
@@ -368,7 +368,8 @@ async fn serve_dead_letters_a_poison_event_lets_its_environment_go_on_and_replay
     // Delivered, and judged by the lifecycle as any late delivery is: the start of a rollout
     // that happened before the environment's latest change changes nothing.
     assert!(eventually(20, || spool_command(&dir, &["list"]).1.is_empty()).await, "{}", serve.output());
-    assert!(delivered_stale(&serve.output(), SHA_UNKNOWN), "{}", serve.output());
+    // (The log reaches this test through a pipe, a moment after the spool is written.)
+    assert!(eventually(10, || delivered_stale(&serve.output(), SHA_UNKNOWN)).await, "{}", serve.output());
     assert_eq!(gitlab.deployments().len(), 1);
     let (ok, _, err) = spool_command(&dir, &["drop", "999"]);
     assert!(!ok && err.contains("no entry 999"), "{err}");
@@ -443,22 +444,8 @@ struct Function {
 }
 
 async fn start_function(runtime: &RuntimeApi, gitlab: &GitLabStub, queue: &str, dlq: &str, extra: &[(&str, &str)]) -> Function {
-    let binary = std::env::var("BRIDGE_BINARY").unwrap_or_else(|_| BIN.to_string());
-    let runner = std::env::var("BRIDGE_RUNNER").unwrap_or_default();
-    let mut argv: Vec<String> = runner.split_whitespace().map(str::to_string).collect();
-    argv.push(binary);
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "gitlab-deploy-bridge")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_ENDPOINT_URL", moto::endpoint())
+    let mut cmd = function_command(runtime);
+    cmd.env("AWS_ENDPOINT_URL", moto::endpoint())
         .env("GITLAB_URL", &gitlab.url)
         .env("GITLAB_TOKEN", gitlab.token())
         .env("ROUTES", ROUTES)
@@ -466,13 +453,8 @@ async fn start_function(runtime: &RuntimeApi, gitlab: &GitLabStub, queue: &str, 
         .env("SPOOL_DLQ_URL", dlq)
         .env("SPOOL_AFTER_SECONDS", "1")
         .env("SPOOL_RETRY_MAX_SECONDS", "1")
-        .env("GITLAB_RETRY_BASE_MS", "20")
         .env("GITLAB_MAX_ATTEMPTS", "2")
-        .env("REPLAY_WINDOWS", r#"{"flux": 3}"#)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env("REPLAY_WINDOWS", r#"{"flux": 3}"#);
     for (route, secret) in ROUTE_SECRETS {
         cmd.env(format!("ROUTE_{}_SECRET", route.to_ascii_uppercase()), secret);
     }
@@ -612,8 +594,13 @@ async fn lambda_spools_to_sqs_during_an_outage_and_its_sqs_invocations_deliver_i
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let logs = function.output.lock().unwrap().clone();
-    assert!(delivered_stale(&logs, SHA_UNKNOWN), "the replayed event was delivered, and is older than the rollouts after it: {logs}");
+    let logs = || function.output.lock().unwrap().clone();
+    assert!(
+        eventually(10, || delivered_stale(&logs(), SHA_UNKNOWN)).await,
+        "the replayed event was delivered, and is older than the rollouts after it: {}",
+        logs()
+    );
+    let logs = logs();
     assert_eq!(state(&gitlab), expected);
     assert!(logs.contains("spool: event moved to the dead-letter queue"), "{logs}");
     assert!(!logs.contains(&gitlab.token()), "the token reached the log");

@@ -125,3 +125,34 @@ async fn init_error(State(st): State<Arc<St>>, body: Bytes) -> &'static str {
     st.post(String::new(), "init_error", &body);
     "{\"status\":\"OK\"}"
 }
+
+/// The function binary as Lambda starts it, against `runtime`: an empty environment but for
+/// PATH, Lambda's variables and test AWS credentials; stdout and stderr piped. `BRIDGE_BINARY`
+/// (and `BRIDGE_RUNNER`, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`) run another build of it,
+/// such as the arm64 `bootstrap`. The caller adds its own variables and spawns it.
+pub fn function_command(runtime: &RuntimeApi) -> tokio::process::Command {
+    let binary = std::env::var("BRIDGE_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gitlab-deploy-bridge").to_string());
+    let runner = std::env::var("BRIDGE_RUNNER").unwrap_or_default();
+    let mut argv: Vec<String> = runner.split_whitespace().map(str::to_string).collect();
+    argv.push(binary);
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "gitlab-deploy-bridge")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/25/[$LATEST]0123456789abcdef")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/gitlab-deploy-bridge")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_SESSION_TOKEN", "test")
+        .env("GITLAB_RETRY_BASE_MS", "20")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
