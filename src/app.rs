@@ -90,7 +90,7 @@ pub fn assemble(config: Config, secrets: Arc<dyn SecretProvider>, spool: Option<
 /// `serve`'s spool: opened from `SPOOL_DIR` unless `SPOOL_MODE=off` or in a dry run (which
 /// writes nothing). The worker waits on the returned `Notify`.
 pub fn local_spool(config: &Config) -> Result<Option<spool::LocalHandle>, BoxError> {
-    if config.dry_run || config.spool.mode == spool::Mode::Off {
+    if config.dry_run || config.spool.mode == crate::config::SpoolMode::Off {
         return Ok(None);
     }
     let dir = &config.spool.dir;

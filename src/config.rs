@@ -68,11 +68,35 @@ pub struct Config {
     pub spool: SpoolSettings,
 }
 
+/// When events go to the spool (`SPOOL_MODE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpoolMode {
+    /// Deliver now within `SPOOL_AFTER_SECONDS`; spool when GitLab is unavailable, and while
+    /// the event's group has events waiting (so order holds).
+    #[default]
+    OnFailure,
+    /// Every event goes through the spool; the tool always gets 202.
+    Always,
+    /// No spool: GitLab unavailable past the deadline is a 5xx, as before issue 11.
+    Off,
+}
+
+impl SpoolMode {
+    pub fn parse(s: &str) -> Option<SpoolMode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on-failure" | "" => Some(SpoolMode::OnFailure),
+            "always" => Some(SpoolMode::Always),
+            "off" => Some(SpoolMode::Off),
+            _ => None,
+        }
+    }
+}
+
 /// Where and when events wait for GitLab (issue 11; README "Spool").
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpoolSettings {
     /// `on-failure` (default), `always` or `off` (`SPOOL_MODE`).
-    pub mode: crate::spool::Mode,
+    pub mode: SpoolMode,
     /// How long a webhook may wait for GitLab before its event goes to the spool
     /// (`SPOOL_AFTER_SECONDS`, default 5; Flux gives the whole exchange 15 s).
     pub after: Duration,
@@ -92,7 +116,7 @@ pub struct SpoolSettings {
 impl Default for SpoolSettings {
     fn default() -> Self {
         SpoolSettings {
-            mode: crate::spool::Mode::OnFailure,
+            mode: SpoolMode::OnFailure,
             after: Duration::from_secs(5),
             dir: "spool".into(),
             queue_url: None,
@@ -217,7 +241,7 @@ impl Config {
         let spool = SpoolSettings {
             mode: match spool_mode.as_deref() {
                 None => d.spool.mode,
-                Some(v) => crate::spool::Mode::parse(v)
+                Some(v) => SpoolMode::parse(v)
                     .ok_or_else(|| ConfigError(format!("SPOOL_MODE must be `on-failure`, `always` or `off`, got {v:?}")))?,
             },
             after: secs("SPOOL_AFTER_SECONDS", d.spool.after)?,
@@ -276,6 +300,13 @@ mod tests {
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn spool_modes() {
+        assert_eq!(SpoolMode::parse("ALWAYS"), Some(SpoolMode::Always));
+        assert_eq!(SpoolMode::parse("sometimes"), None);
+        assert!(cfg(&[("SPOOL_MODE", "sometimes")]).is_err());
     }
 
     #[test]

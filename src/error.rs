@@ -43,9 +43,9 @@ pub enum Error {
     GitLab(#[from] GitLabError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-    /// GitLab could not take the event now, and neither could the spool.
-    #[error(transparent)]
-    Spool(#[from] crate::spool::SpoolError),
+    /// GitLab could not take the event now, and neither could the spool (the log has why).
+    #[error("the spool cannot keep the event: {0}")]
+    Spool(String),
 }
 
 impl Error {

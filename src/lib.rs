@@ -8,8 +8,11 @@
 //! under Lambda (through [`lambda`], which makes events safe for lambda_http), as a local
 //! server, or on event files.
 //!
-//! Imports point one way: `http` → `pipeline` → `sources` / `lifecycle` → `environment` →
-//! `gitlab` → `model` (the vocabulary) and `secrets`; `pipeline` and `config` → `routes` → `model`.
+//! Imports point one way: `cli` → `app` → `lambda` / `http` / `drain` → `pipeline` → `spool` →
+//! `sources` / `lifecycle` → `event` → `environment` → `gitlab` → `dry_gitlab`, `model` (the
+//! vocabulary) and `secrets`; `pipeline` and `config` → `routes` → `model`. A webhook GitLab
+//! cannot take now waits in [`spool`] and is delivered by [`drain`]; [`check`] verifies a
+//! configuration against the real services.
 
 pub mod app;
 pub mod check;

@@ -88,7 +88,7 @@ async fn lambda() -> Result<ExitCode, app::BoxError> {
         Ok(config) => {
             let sdk = Box::pin(app::aws_config(&config)).await;
             let secrets = app::secret_provider(&config, true, sdk.as_ref()).await;
-            let queue = app::sqs_spool(&config, sdk.as_ref()).filter(|_| config.spool.mode != spool::Mode::Off);
+            let queue = app::sqs_spool(&config, sdk.as_ref()).filter(|_| config.spool.mode != gitlab_deploy_bridge::config::SpoolMode::Off);
             app::assemble(config, secrets, queue.clone().map(spool::Spool::Sqs)).map(|app| (app, queue))
         }
         Err(e) => Err(e.into()),

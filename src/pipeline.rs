@@ -8,7 +8,7 @@ use sha2::Digest;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, SpoolMode};
 use crate::error::Error;
 use crate::event::{DeploymentEvent, Overrides, SourceOutput, validate_project};
 use crate::gitlab::{CallCtx, GitLabError};
@@ -18,7 +18,7 @@ use crate::replay::Replays;
 use crate::routes::{self, Route};
 use crate::secrets::{SecretProvider, SecretsError};
 use crate::sources::{self, generic};
-use crate::spool::{self, Spool, Spooled};
+use crate::spool::{Spool, Spooled};
 
 /// One webhook as the transport received it.
 pub struct Webhook<'a> {
@@ -277,7 +277,7 @@ impl Pipeline {
         let Target { route, query, path_project, update, received } = target;
         // The GitLab-compatible facade answers with GitLab's deployment (its id is the one a
         // later PUT names): only the tools' own hooks can be answered from the spool.
-        let spool = self.spool.as_ref().filter(|_| path_project.is_none() && !self.config.dry_run && self.config.spool.mode != spool::Mode::Off);
+        let spool = self.spool.as_ref().filter(|_| path_project.is_none() && !self.config.dry_run && self.config.spool.mode != SpoolMode::Off);
         let mut overrides: Overrides = serde_urlencoded::from_str(query.unwrap_or(""))
             .map_err(|e| Error::BadRequest(format!("the query string cannot be read: {e}")))?;
         if path_project.is_some() {
@@ -443,7 +443,7 @@ impl Pipeline {
     /// event does under `SPOOL_MODE=always`; otherwise one whose group has events waiting, so
     /// that an environment's events reach GitLab in order.
     async fn must_queue(&self, spool: &Spool, group: &str) -> Option<String> {
-        if self.config.spool.mode == spool::Mode::Always {
+        if self.config.spool.mode == SpoolMode::Always {
             return Some("SPOOL_MODE=always: every event goes through the spool".into());
         }
         match spool.pending(group).await {
@@ -474,7 +474,7 @@ impl Pipeline {
                 tracing::error!(spool = spool.kind(), project = %ev.project, environment = %ev.environment, sha = %ev.sha, error = %e, reason = %item.reason, "the event could not be spooled either");
                 return Err(match cause {
                     Some(cause) => cause.into(),
-                    None => Error::Spool(e),
+                    None => Error::Spool(e.to_string()),
                 });
             }
         };

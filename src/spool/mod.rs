@@ -33,30 +33,6 @@ impl<E: Into<redb::Error>> From<E> for SpoolError {
     }
 }
 
-/// When events go to the spool (`SPOOL_MODE`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
-    /// Deliver now within `SPOOL_AFTER_SECONDS`; spool when GitLab is unavailable, and while
-    /// the event's group has events waiting (so order holds).
-    #[default]
-    OnFailure,
-    /// Every event goes through the spool; the tool always gets 202.
-    Always,
-    /// No spool: GitLab unavailable past the deadline is a 5xx, as before issue 11.
-    Off,
-}
-
-impl Mode {
-    pub fn parse(s: &str) -> Option<Mode> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "on-failure" | "" => Some(Mode::OnFailure),
-            "always" => Some(Mode::Always),
-            "off" => Some(Mode::Off),
-            _ => None,
-        }
-    }
-}
-
 /// A spooled event: the normalized event as the pipeline built it at receipt, when it was
 /// received, why it was spooled, and the keys that order and deduplicate it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -247,7 +223,5 @@ mod tests {
             let full = Duration::from_secs(1u64 << attempts.min(20)).min(max);
             assert!(d >= full / 2 && d <= full, "{attempts}: {d:?}");
         }
-        assert_eq!(Mode::parse("ALWAYS"), Some(Mode::Always));
-        assert_eq!(Mode::parse("sometimes"), None);
     }
 }
