@@ -101,10 +101,6 @@ impl Pipeline {
         self
     }
 
-    pub fn spool(&self) -> Option<&Spool> {
-        self.spool.as_ref()
-    }
-
     pub fn config(&self) -> &Config {
         &self.config
     }

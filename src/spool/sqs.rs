@@ -42,10 +42,6 @@ impl SqsSpool {
         SqsSpool { client, queue_url, dlq_url }
     }
 
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
-    }
-
     /// Sends the event to the queue, in its group, deduplicated by its delivery. SQS answers a
     /// copy within its five-minute window as it answers the first, and delivers one.
     pub async fn enqueue(&self, item: &Spooled) -> Result<Receipt, SpoolError> {
