@@ -58,10 +58,17 @@ pub async fn drain_local(pipeline: &Arc<Pipeline>, spool: &Arc<LocalSpool>) -> R
         let (pipeline, spool) = (pipeline.clone(), spool.clone());
         tries.spawn(async move { deliver_entry(&pipeline, &spool, entry).await });
     }
+    let mut unwritten = None;
     while let Some(done) = tries.join_next().await {
         if let Ok(Err(e)) = done {
             tracing::error!(error = %e, "spool: the outcome of a delivery could not be written; it will be tried again");
+            unwritten = Some(e);
         }
+    }
+    // An outcome the spool could not write (a full disk) leaves its entry due: wait before the
+    // next pass rather than deliver it again at once.
+    if let Some(e) = unwritten {
+        return Err(e);
     }
     blocking(spool, |s| s.next_due()).await
 }
