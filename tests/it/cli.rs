@@ -19,17 +19,22 @@ fn event_files() -> Vec<String> {
     files
 }
 
-#[test]
-fn readme_dry_run_command_answers_every_event_without_gitlab() {
-    let out = Command::new(BIN)
+/// The README's first command: `invoke --dry-run <args>` with the demo secrets, no AWS, no GitLab.
+fn dry_run(args: &[String]) -> std::process::Output {
+    Command::new(BIN)
         .args(["invoke", "--dry-run"])
-        .args(event_files())
+        .args(args)
         .env_remove("AWS_LAMBDA_RUNTIME_API")
         .env_remove("SECRET_ID")
         .envs(demo_env())
         .env("GITLAB_URL", "http://127.0.0.1:9")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn readme_dry_run_command_answers_every_event_without_gitlab() {
+    let out = dry_run(&event_files());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -56,17 +61,9 @@ fn readme_dry_run_command_answers_every_event_without_gitlab() {
 fn a_dry_run_plans_a_rollout_as_one_deployment_and_can_aim_at_your_project_and_commit() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events");
     let run = |extra: &[&str]| {
-        let out = Command::new(BIN)
-            .args(["invoke", "--dry-run"])
-            .args(extra)
-            .arg(dir.join("generic-running.json"))
-            .arg(dir.join("generic-success.json"))
-            .env_remove("AWS_LAMBDA_RUNTIME_API")
-            .env_remove("SECRET_ID")
-            .envs(demo_env())
-            .env("GITLAB_URL", "http://127.0.0.1:9")
-            .output()
-            .unwrap();
+        let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        args.extend(["generic-running.json", "generic-success.json"].map(|f| dir.join(f).display().to_string()));
+        let out = dry_run(&args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         (lines, String::from_utf8_lossy(&out.stderr).into_owned())
