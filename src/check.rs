@@ -109,13 +109,11 @@ fn secret_shape(config: &Config, bundle: &SecretBundle, out: &mut Vec<Line>) {
         }
         known.insert(key);
     }
-    let all = crate::sources::names();
-    let names: Vec<&str> = all.split(", ").collect();
     let mut unbound = Vec::new();
-    for source in &names {
+    for source in crate::sources::ALL.iter().map(|s| s.name()) {
         let key = crate::secrets::webhook_secret_key(source);
         if keys.contains(key.as_str()) {
-            unbound.push(*source);
+            unbound.push(source);
         }
         known.insert(key);
     }
@@ -132,7 +130,7 @@ fn secret_shape(config: &Config, bundle: &SecretBundle, out: &mut Vec<Line>) {
         out.push(Line::new(
             "secret keys",
             Verdict::Warning,
-            format!("{} is not read by the bridge (a typo? it reads gitlab_token, route_<route>_secret for the routes in ROUTES, <source>_webhook_secret for {}, heroku_api_token)", named(key), names.join(", ")),
+            format!("{} is not read by the bridge (a typo? it reads gitlab_token, route_<route>_secret for the routes in ROUTES, <source>_webhook_secret for {}, heroku_api_token)", named(key), crate::sources::names()),
         ));
     }
 }

@@ -142,24 +142,20 @@ impl LocalSpool {
         Ok(self.list()?.iter().any(|e| !e.dead && e.group == group))
     }
 
-    /// The head of each group that may be tried at `now_ms`: its oldest live entry, if that
-    /// one is due.
-    pub fn due(&self, now_ms: u64) -> Result<Vec<Entry>, SpoolError> {
+    /// The head of each group: its oldest live entry.
+    fn heads(&self) -> Result<Vec<Entry>, SpoolError> {
         let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for e in self.list()?.into_iter().filter(|e| !e.dead) {
-            if seen.insert(e.group.clone()) && e.not_before_ms <= now_ms {
-                out.push(e);
-            }
-        }
-        Ok(out)
+        Ok(self.list()?.into_iter().filter(|e| !e.dead && seen.insert(e.group.clone())).collect())
+    }
+
+    /// The head of each group that may be tried at `now_ms`.
+    pub fn due(&self, now_ms: u64) -> Result<Vec<Entry>, SpoolError> {
+        Ok(self.heads()?.into_iter().filter(|e| e.not_before_ms <= now_ms).collect())
     }
 
     /// When the earliest head of a group will be due (`None`: nothing to deliver).
     pub fn next_due(&self) -> Result<Option<u64>, SpoolError> {
-        let mut seen = std::collections::HashSet::new();
-        let heads = self.list()?.into_iter().filter(|e| !e.dead && seen.insert(e.group.clone()));
-        Ok(heads.map(|e| e.not_before_ms).min())
+        Ok(self.heads()?.iter().map(|e| e.not_before_ms).min())
     }
 
     /// Delivered: forget it.
