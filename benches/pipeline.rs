@@ -1,5 +1,7 @@
 //! Hot-path cost of one webhook inside the function, without network: signature checks,
-//! parsing, and the whole router in dry-run (auth → parse → validate → plan).
+//! parsing, the whole router in dry-run (auth → parse → validate → plan), and reading a page
+//! of GitLab's deployments (straight into the lean struct, as the client does, against the
+//! detour through `serde_json::Value` it took before issue 13).
 //! Run with `cargo bench`; CI only builds it.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -66,5 +68,46 @@ fn router_dry_run(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, signatures_and_parsing, router_dry_run);
+/// One deployment as GitLab lists it: a CI-made one carries its job, pipeline, commit and user.
+fn listed_deployment(id: u64) -> serde_json::Value {
+    let user = serde_json::json!({"id": 1, "username": "deployer", "name": "Deploy Bot", "state": "active",
+        "avatar_url": "https://gitlab.example.com/uploads/-/system/user/avatar/1/avatar.png", "web_url": "https://gitlab.example.com/deployer"});
+    let sha = format!("{id:040x}");
+    serde_json::json!({
+        "id": id, "iid": id, "ref": "main", "sha": sha, "status": "success",
+        "created_at": "2026-10-02T11:00:00.000Z", "updated_at": "2026-10-02T11:04:00.000Z", "finished_at": "2026-10-02T11:04:00.000Z",
+        "user": user,
+        "environment": {"id": 9, "name": "production", "slug": "production", "external_url": "https://shop.example.com",
+            "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-10-02T11:04:00.000Z", "tier": "production", "state": "available"},
+        "deployable": {
+            "id": id * 10, "status": "success", "stage": "deploy", "name": "deploy:production", "ref": "main", "tag": false,
+            "coverage": null, "allow_failure": false, "created_at": "2026-10-02T10:58:00.000Z", "started_at": "2026-10-02T11:00:00.000Z",
+            "finished_at": "2026-10-02T11:04:00.000Z", "duration": 240.5, "queued_duration": 1.2, "user": user,
+            "commit": {"id": sha, "short_id": &sha[..8], "created_at": "2026-10-02T10:50:00.000Z", "parent_ids": [format!("{:040x}", id + 1)],
+                "title": "Make checkout faster", "message": "Make checkout faster\n\nCloses #42", "author_name": "Dev", "author_email": "dev@example.com",
+                "authored_date": "2026-10-02T10:50:00.000Z", "committer_name": "Dev", "committer_email": "dev@example.com",
+                "committed_date": "2026-10-02T10:50:00.000Z", "web_url": format!("https://gitlab.example.com/shop/-/commit/{sha}")},
+            "pipeline": {"id": id * 100, "iid": id, "project_id": 42, "sha": sha, "ref": "main", "status": "success", "source": "push",
+                "created_at": "2026-10-02T10:58:00.000Z", "updated_at": "2026-10-02T11:04:00.000Z",
+                "web_url": format!("https://gitlab.example.com/shop/-/pipelines/{}", id * 100)},
+            "web_url": format!("https://gitlab.example.com/shop/-/jobs/{}", id * 10), "artifacts": [], "runner": null, "artifacts_expire_at": null
+        }
+    })
+}
+
+fn gitlab_page_decoding(c: &mut Criterion) {
+    use gitlab_deploy_bridge::model::Deployment;
+    let page = serde_json::to_vec(&(1..=100).map(listed_deployment).collect::<Vec<_>>()).unwrap();
+    c.bench_function("gitlab/decode 100 deployments, straight", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<Vec<Deployment>>(black_box(&page)).unwrap()))
+    });
+    c.bench_function("gitlab/decode 100 deployments, through Value", |b| {
+        b.iter(|| {
+            let v: serde_json::Value = serde_json::from_slice(black_box(&page)).unwrap();
+            black_box(serde_json::from_value::<Vec<Deployment>>(v).unwrap())
+        })
+    });
+}
+
+criterion_group!(benches, signatures_and_parsing, router_dry_run, gitlab_page_decoding);
 criterion_main!(benches);

@@ -25,8 +25,9 @@ pub struct App {
 }
 
 /// The AWS SDK's configuration, loaded once when something needs AWS (the secret, the spool
-/// queue); the clients built from it share its HTTP client and credentials.
-pub async fn aws_config(config: &Config) -> Option<aws_config::SdkConfig> {
+/// queue); the clients built from it share its credentials and send through `http`, the
+/// process's one HTTP client.
+pub async fn aws_config(config: &Config, http: &reqwest::Client) -> Option<aws_config::SdkConfig> {
     if config.secret_id.is_none() && config.spool.queue_url.is_none() && config.spool.dlq_url.is_none() {
         return None;
     }
@@ -34,7 +35,13 @@ pub async fn aws_config(config: &Config) -> Option<aws_config::SdkConfig> {
         .connect_timeout(config.connect_timeout)
         .operation_timeout(std::time::Duration::from_secs(10))
         .build();
-    Some(aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await)
+    Some(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(crate::transport::SdkHttpClient::shared(http))
+            .timeout_config(timeouts)
+            .load()
+            .await,
+    )
 }
 
 /// The SQS spool, when `SPOOL_QUEUE_URL` names one (Lambda; template.yaml sets it).
@@ -69,18 +76,19 @@ pub async fn secret_provider(config: &Config, in_lambda: bool, sdk: Option<&aws_
 /// The router with its state, from a configuration and a secret provider (no spool: GitLab
 /// unavailable past the deadline is a 5xx).
 pub fn build(config: Config, secrets: Arc<dyn SecretProvider>) -> Result<Router, BoxError> {
-    assemble(config, secrets, None).map(|app| app.router)
+    let http = crate::transport::http_client(config.connect_timeout)?;
+    assemble(config, secrets, None, http).map(|app| app.router)
 }
 
-/// The router and its pipeline, with the spool events wait in when GitLab cannot take them.
-pub fn assemble(config: Config, secrets: Arc<dyn SecretProvider>, spool: Option<Spool>) -> Result<App, BoxError> {
+/// The router and its pipeline, with the spool events wait in when GitLab cannot take them;
+/// GitLab is called through `http` (the process's one client, [`crate::transport`]).
+pub fn assemble(config: Config, secrets: Arc<dyn SecretProvider>, spool: Option<Spool>, http: reqwest::Client) -> Result<App, BoxError> {
     for (name, route) in config.routes.iter() {
         if crate::sources::find(&route.source).is_none() {
             return Err(format!("configuration: ROUTES: route {name:?} names source {:?}; this bridge knows: {}", route.source, crate::sources::names()).into());
         }
     }
     let settings = gitlab_settings(&config);
-    let http = GitLabClient::http_client(&settings)?;
     let gitlab = GitLabClient::new(&settings, http, secrets.clone());
     let lifecycle = Lifecycle::new(gitlab, config.clock_skew);
     let pipeline = Arc::new(Pipeline::new(config, secrets, lifecycle).with_spool(spool));
@@ -101,10 +109,9 @@ pub fn local_spool(config: &Config) -> Result<Option<spool::LocalHandle>, BoxErr
 }
 
 /// A GitLab client that really calls GitLab (for `check`, whatever `DRY_RUN` says).
-pub fn gitlab_client(config: &Config, secrets: Arc<dyn SecretProvider>) -> Result<GitLabClient, BoxError> {
+pub fn gitlab_client(config: &Config, secrets: Arc<dyn SecretProvider>, http: reqwest::Client) -> GitLabClient {
     let settings = gitlab::Settings { dry_run: false, ..gitlab_settings(config) };
-    let http = GitLabClient::http_client(&settings)?;
-    Ok(GitLabClient::new(&settings, http, secrets))
+    GitLabClient::new(&settings, http, secrets)
 }
 
 /// The GitLab client's part of the configuration.
@@ -112,11 +119,30 @@ fn gitlab_settings(config: &Config) -> gitlab::Settings {
     gitlab::Settings {
         base_url: config.gitlab_url.clone(),
         dry_run: config.dry_run,
-        connect_timeout: config.connect_timeout,
         request_timeout: config.request_timeout,
         max_attempts: config.max_attempts,
         retry_base: config.retry_base,
         retry_max: config.retry_max,
+    }
+}
+
+/// How long Lambda init may spend warming up ([`warm_up`]). Init has 10 s; a GitLab or Secrets
+/// Manager slower than this is left to the first webhook, as without a warm-up.
+pub const WARM_UP_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Lambda init's warm-up: the secret read and GitLab's connection opened before the first
+/// event arrives, so that the first webhook costs what every later one costs. Bounded by
+/// `budget`; never fails (whatever did not happen, the first webhook does, as before).
+pub async fn warm_up(app: &App, budget: std::time::Duration) {
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(budget, app.pipeline.warm_up()).await {
+        Ok(done) => tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            secret = done.secret.as_deref().unwrap_or("ready"),
+            gitlab = done.gitlab.as_deref().unwrap_or("connected"),
+            "warm-up"
+        ),
+        Err(_) => tracing::warn!(budget_ms = budget.as_millis() as u64, "warm-up did not finish in time; the first webhook completes it"),
     }
 }
 
@@ -243,7 +269,7 @@ impl Retarget {
                 && ev["isBase64Encoded"] != json!(true)
                 && let Some(body) = ev["body"].as_str()
             {
-                let any_sha = regex::Regex::new(r"\b[0-9a-fA-F]{40}\b")?;
+                let any_sha = regex_lite::Regex::new(r"\b[0-9a-fA-F]{40}\b")?;
                 ev["body"] = json!(any_sha.replace_all(body, sha.as_str()).into_owned());
             }
         }

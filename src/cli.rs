@@ -35,8 +35,14 @@ pub enum SpoolAction {
 }
 
 /// `check`: every check on its line (or a JSON array with `--json`); fails if any check fails.
-pub async fn check(config: &Config, secrets: Arc<dyn crate::secrets::SecretProvider>, projects: &[String], as_json: bool) -> Result<ExitCode, BoxError> {
-    let gitlab = app::gitlab_client(config, secrets.clone())?;
+pub async fn check(
+    config: &Config,
+    secrets: Arc<dyn crate::secrets::SecretProvider>,
+    http: reqwest::Client,
+    projects: &[String],
+    as_json: bool,
+) -> Result<ExitCode, BoxError> {
+    let gitlab = app::gitlab_client(config, secrets.clone(), http);
     let lines = crate::check::run(config, secrets, &gitlab, projects).await;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&lines)?);

@@ -232,7 +232,7 @@ impl Config {
         };
         let argocd_image = get("ARGOCD_IMAGE");
         if let Some(pattern) = argocd_image.as_deref().filter(|p| p.contains('(')) {
-            let re = regex::Regex::new(pattern).map_err(|e| ConfigError(format!("ARGOCD_IMAGE is not a valid regex: {e}")))?;
+            let re = regex_lite::Regex::new(pattern).map_err(|e| ConfigError(format!("ARGOCD_IMAGE is not a valid regex: {e}")))?;
             if re.captures_len() != 2 {
                 return Err(ConfigError("ARGOCD_IMAGE as a regex needs exactly one capture group (the commit)".into()));
             }

@@ -139,6 +139,13 @@ enum Failure {
     RateLimited(Option<Duration>),
 }
 
+/// What [`GitLabClient::warm_up`] could not do (`None`: done, or nothing to do).
+#[derive(Debug, Default)]
+pub struct WarmUp {
+    pub secret: Option<String>,
+    pub gitlab: Option<String>,
+}
+
 /// What the client needs to know of the configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -146,7 +153,6 @@ pub struct Settings {
     pub base_url: String,
     /// Record every call, send none.
     pub dry_run: bool,
-    pub connect_timeout: Duration,
     pub request_timeout: Duration,
     /// Attempts per call, the first included.
     pub max_attempts: u32,
@@ -169,7 +175,7 @@ pub struct GitLabClient {
 }
 
 impl GitLabClient {
-    /// `http` must be built with redirects disabled; [`GitLabClient::http_client`] does that.
+    /// `http` must be built with redirects disabled; [`crate::transport::http_client`] does that.
     pub fn new(settings: &Settings, http: reqwest::Client, secrets: Arc<dyn SecretProvider>) -> Self {
         GitLabClient {
             http,
@@ -194,14 +200,25 @@ impl GitLabClient {
         self.dry.as_ref().map(|d| d.summary())
     }
 
-    /// The one HTTP client for GitLab: rustls, no redirects, connect timeout.
-    pub fn http_client(settings: &Settings) -> Result<reqwest::Client, reqwest::Error> {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(50))
-            .user_agent(concat!("gitlab-deploy-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()
+    /// Lambda init's warm-up: reads the secret and, at the same time, opens the connection to
+    /// GitLab (TCP and TLS handshake) with an unauthenticated `HEAD /api/v4/version`, whose
+    /// answer (401 on a real GitLab) does not matter: the kept-alive connection and the cached
+    /// secret are what the first webhook then finds ready. Sends no token; in a dry run it does
+    /// nothing. What failed is returned for the log; the first webhook does it again.
+    pub async fn warm_up(&self) -> WarmUp {
+        if self.dry_run {
+            return WarmUp::default();
+        }
+        let secret = async { self.secrets.current().await.map(|_| ()).map_err(|e| e.to_string()) };
+        let connect = async {
+            let url = format!("{}/api/v4/version", self.base);
+            match self.http.head(&url).timeout(self.request_timeout).send().await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("{}: {}", Url::parse(&url).map(|u| host(&u)).unwrap_or_default(), e.without_url())),
+            }
+        };
+        let (secret, gitlab) = tokio::join!(secret, connect);
+        WarmUp { secret: secret.err(), gitlab: gitlab.err() }
     }
 
     /// The shared HTTP client (also used for deploy tools' own APIs: it follows no redirects,
@@ -247,16 +264,15 @@ impl GitLabClient {
             }
             q.append_pair("order_by", "id").append_pair("sort", "desc").append_pair("per_page", &per_page.to_string());
         }
-        let reply = self.execute(ctx, Method::GET, url, None, true, || json!([])).await?;
-        let items: Vec<Deployment> = decode(reply)?;
+        let items: Vec<Deployment> = self.execute(ctx, Method::GET, url, None, true, || json!([])).await?;
         Ok(Recent { more: items.len() >= per_page as usize, items })
     }
 
     /// The numeric id of a project named by its full path; `None` in a dry run.
     pub async fn project_id(&self, ctx: &CallCtx, project: &str) -> Result<Option<u64>, GitLabError> {
         let url = self.url(project, "")?;
-        let reply = self.execute(ctx, Method::GET, url, None, true, || json!({})).await?;
-        Ok(reply.get("id").and_then(Value::as_u64))
+        let reply: IdOnly<u64> = self.execute(ctx, Method::GET, url, None, true, || json!({})).await?;
+        Ok(reply.id)
     }
 
     /// The project as GitLab shows it to this token (`permissions` included).
@@ -274,10 +290,7 @@ impl GitLabClient {
 
     pub async fn get_deployment(&self, ctx: &CallCtx, project: &str, id: u64) -> Result<Deployment, GitLabError> {
         let url = self.url(project, &format!("/deployments/{id}"))?;
-        let reply = self
-            .execute(ctx, Method::GET, url, None, true, || json!({"id": id, "status": "", "sha": "", "ref": ""}))
-            .await?;
-        decode(reply)
+        self.execute(ctx, Method::GET, url, None, true, || json!({"id": id, "status": "", "sha": "", "ref": ""})).await
     }
 
     /// The full sha of a revision (a short sha, a branch, a tag) in the project, `None` if
@@ -286,8 +299,8 @@ impl GitLabClient {
         let rev_enc = utf8_percent_encode(rev, PATH_SEGMENT);
         let url = self.url(project, &format!("/repository/commits/{rev_enc}"))?;
         let dry = || json!({"id": format!("{rev:0<40}")});
-        match self.execute(ctx, Method::GET, url, None, true, dry).await {
-            Ok(reply) => Ok(reply.get("id").and_then(Value::as_str).map(str::to_ascii_lowercase)),
+        match self.execute::<IdOnly<String>>(ctx, Method::GET, url, None, true, dry).await {
+            Ok(reply) => Ok(reply.id.map(|id| id.to_ascii_lowercase())),
             Err(GitLabError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -297,8 +310,7 @@ impl GitLabClient {
     pub async fn find_environment(&self, ctx: &CallCtx, project: &str, name: &str) -> Result<Option<Environment>, GitLabError> {
         let mut url = self.url(project, "/environments")?;
         url.query_pairs_mut().append_pair("name", name);
-        let reply = self.execute(ctx, Method::GET, url, None, true, || json!([])).await?;
-        let all: Vec<Environment> = decode(reply)?;
+        let all: Vec<Environment> = self.execute(ctx, Method::GET, url, None, true, || json!([])).await?;
         Ok(all.into_iter().find(|e| e.name == name))
     }
 
@@ -320,8 +332,7 @@ impl GitLabClient {
         }
         let dry = || json!({"id": 0, "name": name, "tier": tier, "external_url": external_url});
         // Creating an environment twice fails on the unique name: retrying is safe.
-        let reply = self.execute(ctx, Method::POST, url, Some(body), true, dry).await?;
-        decode(reply)
+        self.execute(ctx, Method::POST, url, Some(body), true, dry).await
     }
 
     pub async fn update_environment(
@@ -341,8 +352,7 @@ impl GitLabClient {
             body["external_url"] = json!(u);
         }
         let dry = || json!({"id": id, "name": "", "tier": tier, "external_url": external_url});
-        let reply = self.execute(ctx, Method::PUT, url, Some(body), true, dry).await?;
-        decode(reply)
+        self.execute(ctx, Method::PUT, url, Some(body), true, dry).await
     }
 
     pub async fn create_deployment(
@@ -354,8 +364,7 @@ impl GitLabClient {
         let url = self.url(project, "/deployments")?;
         let body = serde_json::to_value(d).map_err(|e| GitLabError::InvalidResponse(e.to_string()))?;
         let dry = || json!({"id": 0, "status": d.status, "sha": d.sha, "ref": d.git_ref, "environment": {"name": d.environment}});
-        let reply = self.execute(ctx, Method::POST, url, Some(body), false, dry).await?;
-        decode(reply)
+        self.execute(ctx, Method::POST, url, Some(body), false, dry).await
     }
 
     pub async fn update_deployment(
@@ -367,8 +376,7 @@ impl GitLabClient {
     ) -> Result<Deployment, GitLabError> {
         let url = self.url(project, &format!("/deployments/{id}"))?;
         let dry = || json!({"id": id, "status": status, "sha": "", "ref": ""});
-        let reply = self.execute(ctx, Method::PUT, url, Some(json!({ "status": status })), true, dry).await?;
-        decode(reply)
+        self.execute(ctx, Method::PUT, url, Some(json!({ "status": status })), true, dry).await
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -378,7 +386,9 @@ impl GitLabClient {
         step / 2 + step.mul_f64(fastrand::f64() / 2.0)
     }
 
-    async fn execute(
+    /// One call, its answer decoded straight from the bytes into `T` (a lean struct: the
+    /// fields GitLab sends beyond it are skipped, not built).
+    async fn execute<T: DeserializeOwned>(
         &self,
         ctx: &CallCtx,
         method: Method,
@@ -386,7 +396,7 @@ impl GitLabClient {
         body: Option<Value>,
         idempotent: bool,
         dry_answer: impl FnOnce() -> Value,
-    ) -> Result<Value, GitLabError> {
+    ) -> Result<T, GitLabError> {
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
@@ -395,7 +405,7 @@ impl GitLabClient {
         if self.dry_run {
             ctx.record(call);
             let planned = self.dry.as_ref().and_then(|d| d.answer(&method, &url, body.as_ref()));
-            return Ok(planned.unwrap_or_else(dry_answer));
+            return decode(planned.unwrap_or_else(dry_answer));
         }
 
         let mut attempt = 0u32;
@@ -443,10 +453,9 @@ impl GitLabClient {
                         Err(e) => return Err(GitLabError::Ambiguous(format!("reading the answer failed: {}", e.without_url()))),
                     };
                     if status.is_success() {
-                        let body = serde_json::from_slice(&bytes).map_err(|e| {
-                            GitLabError::InvalidResponse(format!("{status} with a body that is not JSON ({e})"))
-                        })?;
-                        return Ok(body);
+                        return serde_json::from_slice(&bytes).map_err(|e| {
+                            GitLabError::InvalidResponse(format!("{status} with a body that is not the JSON expected ({e})"))
+                        });
                     }
                     let message = error_message(&bytes);
                     match status {
@@ -503,6 +512,12 @@ impl GitLabClient {
             _ => Err(give_up),
         }
     }
+}
+
+/// An answer of which only the `id` is read (a project's, a commit's).
+#[derive(serde::Deserialize)]
+struct IdOnly<T> {
+    id: Option<T>,
 }
 
 fn decode<T: DeserializeOwned>(v: Value) -> Result<T, GitLabError> {
@@ -600,7 +615,6 @@ mod tests {
         let settings = Settings {
             base_url: "https://gitlab.example.com".into(),
             dry_run: false,
-            connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
             max_attempts: 5,
             retry_base: Duration::from_millis(250),

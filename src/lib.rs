@@ -12,7 +12,8 @@
 //! `sources` / `lifecycle` → `event` → `environment` → `gitlab` → `dry_gitlab`, `model` (the
 //! vocabulary) and `secrets`; `pipeline` and `config` → `routes` → `model`. A webhook GitLab
 //! cannot take now waits in [`spool`] and is delivered by [`drain`]; [`check`] verifies a
-//! configuration against the real services.
+//! configuration against the real services. [`transport`] is the process's one HTTP stack (one
+//! TLS configuration and connection pool for GitLab, the tools' APIs and the AWS SDK).
 
 pub mod app;
 pub mod check;
@@ -35,3 +36,4 @@ pub mod secrets;
 pub mod spool;
 pub mod sources;
 pub mod telemetry;
+pub mod transport;

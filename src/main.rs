@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use gitlab_deploy_bridge::{app, cli, config::Config, http, spool, telemetry};
+use gitlab_deploy_bridge::{app, cli, config::Config, http, spool, telemetry, transport};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,16 +85,22 @@ async fn main() -> ExitCode {
 
 async fn lambda() -> Result<ExitCode, app::BoxError> {
     let built = match Config::from_env() {
-        Ok(config) => {
-            let sdk = Box::pin(app::aws_config(&config)).await;
-            let secrets = app::secret_provider(&config, true, sdk.as_ref()).await;
-            let queue = app::sqs_spool(&config, sdk.as_ref()).filter(|_| config.spool.mode != gitlab_deploy_bridge::config::SpoolMode::Off);
-            app::assemble(config, secrets, queue.clone().map(spool::Spool::Sqs)).map(|app| (app, queue))
-        }
+        Ok(config) => match transport::http_client(config.connect_timeout) {
+            Ok(http) => {
+                let sdk = Box::pin(app::aws_config(&config, &http)).await;
+                let secrets = app::secret_provider(&config, true, sdk.as_ref()).await;
+                let queue = app::sqs_spool(&config, sdk.as_ref()).filter(|_| config.spool.mode != gitlab_deploy_bridge::config::SpoolMode::Off);
+                app::assemble(config, secrets, queue.clone().map(spool::Spool::Sqs), http).map(|app| (app, queue))
+            }
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e.into()),
     };
     let (router, consumer) = match built {
-        Ok((app, queue)) => (app.router, queue.map(|q| (app.pipeline, q))),
+        Ok((app, queue)) => {
+            Box::pin(app::warm_up(&app, app::WARM_UP_BUDGET)).await;
+            (app.router, queue.map(|q| (app.pipeline, q)))
+        }
         Err(e) => {
             tracing::error!(error = %e, "configuration is invalid; every webhook will get 500 until it is fixed");
             (http::misconfigured_router(e.to_string()), None)
@@ -107,24 +113,25 @@ async fn lambda() -> Result<ExitCode, app::BoxError> {
 async fn local(cli: Cli) -> Result<ExitCode, app::BoxError> {
     let mut config = Config::from_env()?;
     config.dry_run |= cli.dry_run;
-    let sdk = Box::pin(app::aws_config(&config)).await;
+    let http = transport::http_client(config.connect_timeout)?;
+    let sdk = Box::pin(app::aws_config(&config, &http)).await;
     let secrets = app::secret_provider(&config, false, sdk.as_ref()).await;
     let (header_timeout, max_connections) = (config.serve_header_timeout, config.serve_max_connections);
     match cli.command {
         Command::Serve { listen } => {
             let local = app::local_spool(&config)?;
-            let app = app::assemble(config, secrets, local.clone().map(|(s, wake)| spool::Spool::Local(s, wake)))?;
+            let app = app::assemble(config, secrets, local.clone().map(|(s, wake)| spool::Spool::Local(s, wake)), http)?;
             Box::pin(app::serve(app, local, listen, header_timeout, max_connections)).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Invoke { events, project, sha, environment } => {
-            let app = app::assemble(config, secrets, None)?;
+            let app = app::assemble(config, secrets, None, http)?;
             let ok = app::invoke_retargeted(app.router.clone(), &events, &app::Retarget { project, sha, environment }).await?;
             if let Some(planned) = app.pipeline.planned() {
                 println!("{}", serde_json::json!({ "planned": planned }));
             }
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Check { projects, json } => Box::pin(cli::check(&config, secrets, &projects, json)).await,
+        Command::Check { projects, json } => Box::pin(cli::check(&config, secrets, http, &projects, json)).await,
         Command::Spool { action } => Box::pin(cli::spool(&config, sdk.as_ref(), action)).await,
     }
 }

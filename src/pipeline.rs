@@ -101,6 +101,12 @@ impl Pipeline {
         self
     }
 
+    /// Reads the secret and opens the connection to GitLab ahead of the first webhook
+    /// ([`crate::gitlab::GitLabClient::warm_up`]).
+    pub async fn warm_up(&self) -> crate::gitlab::WarmUp {
+        self.lifecycle.gitlab().warm_up().await
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -19,7 +19,7 @@
 //! terminated ("Operation terminated", how gitops-engine ends it) → canceled; `Terminating` → canceled.
 
 use axum::http::HeaderMap;
-use regex::Regex;
+use regex_lite::Regex;
 use secrecy::SecretString;
 use serde_json::Value;
 use std::sync::Mutex;

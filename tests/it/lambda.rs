@@ -238,3 +238,67 @@ async fn events_lambda_http_would_panic_on_are_answered_and_the_process_lives() 
     assert_eq!(gitlab.deployments().len(), 1, "only the real event reached GitLab");
     assert!(!function.output().contains("panicked"), "{}", function.output());
 }
+
+/// Waits (up to 60 s: the arm64 build runs under qemu) until `ready` holds.
+async fn eventually(what: &str, ready: impl Fn() -> bool) {
+    for _ in 0..600 {
+        if ready() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 60 s");
+}
+
+#[tokio::test]
+async fn init_reads_the_secret_and_opens_gitlab_before_the_first_event() {
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(EVENT_SHA);
+    let secret = moto::create_secret(&demo_secret(&token)).await;
+    let proxy = CountingProxy::start().await;
+    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
+    let function = start_function(
+        &runtime,
+        &[("SECRET_ID", &secret), ("GITLAB_URL", &gitlab.url), ("AWS_ENDPOINT_URL", &proxy.url)],
+    )
+    .await;
+    // No event yet: what happens now is Lambda's init.
+    eventually("the warm-up", || proxy.reads() == 1 && !gitlab.requests().is_empty()).await;
+    let warm = gitlab.requests();
+    assert_eq!((warm[0].method.as_str(), warm[0].uri.as_str()), ("HEAD", "/api/v4/version"), "{warm:?}");
+    assert_eq!(warm[0].private_token, None, "the warm-up sends no token");
+
+    let (code, body) = invoke(&runtime, &event_file("generic-success.json")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["deployment"]["status"], "success", "{body}");
+    assert_eq!(proxy.reads(), 1, "the first webhook found the secret read in init");
+    let out = function.output();
+    let warm_line: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "warm-up")
+        .unwrap_or_else(|| panic!("no warm-up line in:\n{out}"));
+    assert_eq!((&warm_line["secret"], &warm_line["gitlab"]), (&json!("ready"), &json!("connected")), "{warm_line}");
+}
+
+#[tokio::test]
+async fn a_warm_up_that_cannot_finish_leaves_the_work_to_the_first_event() {
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(EVENT_SHA);
+    // GitLab takes longer than init's warm-up budget (2 s) to answer anything.
+    gitlab.set_latency(Some(Duration::from_secs(5)));
+    let secret = moto::create_secret(&demo_secret(&token)).await;
+    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
+    let function = start_function(
+        &runtime,
+        &[("SECRET_ID", &secret), ("GITLAB_URL", &gitlab.url), ("AWS_ENDPOINT_URL", &moto::endpoint())],
+    )
+    .await;
+    eventually("the warm-up's give-up line", || function.output().contains("warm-up did not finish in time")).await;
+    gitlab.set_latency(None);
+    let (code, body) = invoke(&runtime, &event_file("generic-success.json")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["deployment"]["status"], "success", "{body}");
+}

@@ -397,6 +397,7 @@ async fn a_rejection_while_gitlab_is_up_is_still_answered_at_once() {
 fn sqs_client() -> aws_sdk_sqs::Client {
     let conf = aws_sdk_sqs::Config::builder()
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .http_client(moto::sdk_http())
         .region(aws_sdk_sqs::config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test"))
         .endpoint_url(moto::endpoint())

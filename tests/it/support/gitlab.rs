@@ -82,7 +82,7 @@ pub fn guess_tier(name: &str) -> &'static str {
     ];
     rules
         .iter()
-        .find(|(re, _)| regex::Regex::new(re).unwrap().is_match(name))
+        .find(|(re, _)| regex_lite::Regex::new(re).unwrap().is_match(name))
         .map(|(_, tier)| *tier)
         .unwrap_or("other")
 }

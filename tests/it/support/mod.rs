@@ -127,7 +127,8 @@ impl Bridge {
         capture_logs();
         let local = Arc::new(LocalSpool::open(dir).expect("spool opens"));
         let wake = Arc::new(tokio::sync::Notify::new());
-        let built = app::assemble(config, secrets, Some(Spool::Local(local.clone(), wake.clone()))).expect("router builds");
+        let http = gitlab_deploy_bridge::transport::http_client(config.connect_timeout).expect("HTTP client");
+        let built = app::assemble(config, secrets, Some(Spool::Local(local.clone(), wake.clone())), http).expect("router builds");
         tokio::spawn(gitlab_deploy_bridge::drain::run_local(built.pipeline.clone(), local.clone(), wake, std::future::pending()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

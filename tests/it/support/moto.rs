@@ -73,10 +73,17 @@ pub fn endpoint() -> String {
         .clone()
 }
 
+/// The HTTP client the bridge gives the AWS SDK (src/transport.rs), for the tests' own clients.
+pub fn sdk_http() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    let http = gitlab_deploy_bridge::transport::http_client(Duration::from_secs(3)).expect("the HTTP client builds");
+    gitlab_deploy_bridge::transport::SdkHttpClient::shared(&http)
+}
+
 /// An SDK client for moto, configured explicitly (no process environment involved).
 pub fn client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
     let conf = aws_sdk_secretsmanager::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(sdk_http())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
         .endpoint_url(endpoint)
