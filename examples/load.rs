@@ -68,7 +68,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("GITLAB_URL", &gitlab.url)
         .env("GITLAB_TOKEN", token)
-        .env("GENERIC_WEBHOOK_SECRET", secret)
+        // A route, as a production setup has (unbound hooks are refused by default).
+        .env("ROUTES", r#"{"load": {"source": "generic", "projects": ["42"]}}"#)
+        .env("ROUTE_LOAD_SECRET", secret)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;
@@ -97,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let body = serde_json::json!({"environment": *env, "sha": sha, "ref": "main", "status": status});
                     let t = Instant::now();
                     let ok = http
-                        .post(format!("{url}/hooks/generic?project=42"))
+                        .post(format!("{url}/hooks/generic/load?project=42"))
                         .bearer_auth(secret)
                         .json(&body)
                         .send()
@@ -138,5 +140,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "gitlab_calls_per_event": ((calls as f64 / events.max(1) as f64) * 100.0).round() / 100.0,
         })
     );
+    if failures > 0 {
+        return Err(format!("{failures} of the events were not answered with a 2xx; the figures above measure failures").into());
+    }
     Ok(())
 }

@@ -59,8 +59,17 @@ fn demo_secret(token: &str) -> String {
     Value::Object(secret).to_string()
 }
 
-#[tokio::test]
-async fn the_binary_serves_function_url_events_under_the_runtime_api() {
+/// The function as deployed: its secret in Secrets Manager (moto, behind a proxy counting the
+/// reads), a fresh GitLab stand-in that knows `EVENT_SHA`.
+struct Deployed {
+    token: String,
+    gitlab: GitLabStub,
+    proxy: CountingProxy,
+    runtime: RuntimeApi,
+    function: Function,
+}
+
+async fn deployed() -> Deployed {
     let token = format!("glpat-{}", fastrand_token());
     let gitlab = GitLabStub::start(&token).await;
     gitlab.add_commit(EVENT_SHA);
@@ -72,6 +81,12 @@ async fn the_binary_serves_function_url_events_under_the_runtime_api() {
         &[("SECRET_ID", &secret), ("GITLAB_URL", &gitlab.url), ("AWS_ENDPOINT_URL", &proxy.url)],
     )
     .await;
+    Deployed { token, gitlab, proxy, runtime, function }
+}
+
+#[tokio::test]
+async fn the_binary_serves_function_url_events_under_the_runtime_api() {
+    let Deployed { token, gitlab, proxy, runtime, function } = deployed().await;
 
     let series = [
         ("argocd-running.json", "created", "running"),
@@ -252,17 +267,7 @@ async fn eventually(what: &str, ready: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn init_reads_the_secret_and_opens_gitlab_before_the_first_event() {
-    let token = format!("glpat-{}", fastrand_token());
-    let gitlab = GitLabStub::start(&token).await;
-    gitlab.add_commit(EVENT_SHA);
-    let secret = moto::create_secret(&demo_secret(&token)).await;
-    let proxy = CountingProxy::start().await;
-    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
-    let function = start_function(
-        &runtime,
-        &[("SECRET_ID", &secret), ("GITLAB_URL", &gitlab.url), ("AWS_ENDPOINT_URL", &proxy.url)],
-    )
-    .await;
+    let Deployed { gitlab, proxy, runtime, function, .. } = deployed().await;
     // No event yet: what happens now is Lambda's init.
     eventually("the warm-up", || proxy.reads() == 1 && !gitlab.requests().is_empty()).await;
     let warm = gitlab.requests();
