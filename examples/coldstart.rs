@@ -40,7 +40,7 @@ mod support {
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -198,7 +198,7 @@ async fn run(args: Args) -> Result<(), Error> {
 /// What every run shares: moto (with the bridge's secret) behind a counting proxy, the
 /// throwaway CA and the stand-in's certificate, and a scratch directory.
 struct Bench {
-    secrets: SecretsProxy,
+    secrets: moto::CountingProxy,
     secret_id: String,
     gitlab_token: String,
     route_secret: String,
@@ -220,11 +220,12 @@ impl Bench {
         let ca_file = dir.0.join("ca.pem");
         std::fs::write(&ca_file, bundle)?;
 
-        let endpoint = tokio::task::spawn_blocking(moto::endpoint).await?;
+        // Starts moto (a blocking wait) off the async threads; the proxy below then finds it.
+        tokio::task::spawn_blocking(moto::endpoint).await?;
         let gitlab_token = format!("glpat-{}", support::fastrand_token());
         let route_secret = support::fastrand_token();
         let secret_id = moto::create_secret(&json!({"gitlab_token": gitlab_token, "route_bench_secret": route_secret}).to_string()).await;
-        let secrets = SecretsProxy::start(endpoint).await?;
+        let secrets = moto::CountingProxy::start().await;
         Ok(Bench { secrets, secret_id, gitlab_token, route_secret, acceptor, ca_file, roots, dir, run_id: fastrand::u32(..) })
     }
 
@@ -310,7 +311,8 @@ impl Bench {
 
         let (utime, stime, max_rss_kb) = usage.map_err(|e| failure(format!("wait4: {e}")))?;
         let this_run = |calls: &Calls| -> Vec<Call> { calls.lock().unwrap().iter().filter(|c| c.at >= started).copied().collect() };
-        let (reads, handshakes) = (this_run(&self.secrets.reads), this_run(&front.handshakes));
+        let reads: Vec<Call> = self.secrets.read_times().into_iter().filter(|(at, _)| *at >= started).map(|(at, took)| Call { at, took }).collect();
+        let handshakes = this_run(&front.handshakes);
         let split = |calls: &[Call]| {
             let init = calls.iter().filter(|c| c.at < handed_out).count();
             let invoke = calls.iter().filter(|c| c.at >= handed_out && c.at <= answered).count();
@@ -475,61 +477,6 @@ async fn answer(State(st): State<Arc<RuntimeState>>, Path((_id, kind)): Path<(St
 /// algorithm meets the client's delayed ACK and an answer now and then waits 40 ms.
 fn no_delay(tcp: &mut tokio::net::TcpStream) {
     let _ = tcp.set_nodelay(true);
-}
-
-/// A loopback proxy to moto that times each `GetSecretValue`.
-struct SecretsProxy {
-    url: String,
-    reads: Calls,
-}
-
-#[derive(Clone)]
-struct Upstream {
-    http: reqwest::Client,
-    url: String,
-    reads: Calls,
-}
-
-impl SecretsProxy {
-    async fn start(moto: String) -> Result<SecretsProxy, Error> {
-        let reads = Calls::default();
-        let upstream = Upstream { http: reqwest::Client::new(), url: moto, reads: reads.clone() };
-        let app = Router::new().fallback(forward).with_state(upstream);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move {
-            let _ = axum::serve(listener.tap_io(no_delay), app).await;
-        });
-        Ok(SecretsProxy { url, reads })
-    }
-}
-
-async fn forward(State(up): State<Upstream>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let at = Instant::now();
-    let read = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).is_some_and(|t| t.ends_with("GetSecretValue"));
-    let mut rb = up.http.post(format!("{}{}", up.url, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
-    for (k, v) in headers.iter().filter(|(k, _)| *k != "host" && *k != "content-length") {
-        rb = rb.header(k.as_str(), v.as_bytes());
-    }
-    let result = async {
-        let resp = rb.body(body).send().await?;
-        let (status, ct) = (resp.status().as_u16(), resp.headers().get("content-type").cloned());
-        Ok::<_, reqwest::Error>((status, ct, resp.bytes().await?))
-    };
-    let result = result.await;
-    if read {
-        up.reads.lock().unwrap().push(Call { at, took: at.elapsed() });
-    }
-    match result {
-        Ok((status, ct, bytes)) => {
-            let mut out = (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), bytes).into_response();
-            if let Some(ct) = ct {
-                out.headers_mut().insert("content-type", ct);
-            }
-            out
-        }
-        Err(e) => (StatusCode::BAD_GATEWAY, format!("moto: {e}")).into_response(),
-    }
 }
 
 /// TLS in front of one GitLab stand-in: terminates TLS with the throwaway certificate and

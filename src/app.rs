@@ -31,10 +31,8 @@ pub async fn aws_config(config: &Config, http: &reqwest::Client) -> Option<aws_c
     if config.secret_id.is_none() && config.spool.queue_url.is_none() && config.spool.dlq_url.is_none() {
         return None;
     }
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(config.connect_timeout)
-        .operation_timeout(std::time::Duration::from_secs(10))
-        .build();
+    // The connect timeout is `http`'s own (GITLAB_CONNECT_TIMEOUT_MS, for every host it calls).
+    let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_timeout(std::time::Duration::from_secs(10)).build();
     Some(
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(crate::transport::SdkHttpClient::shared(http))

@@ -211,10 +211,10 @@ impl GitLabClient {
         }
         let secret = async { self.secrets.current().await.map(|_| ()).map_err(|e| e.to_string()) };
         let connect = async {
-            let url = format!("{}/api/v4/version", self.base);
-            match self.http.head(&url).timeout(self.request_timeout).send().await {
+            let url = Url::parse(&format!("{}/api/v4/version", self.base)).map_err(|e| format!("GITLAB_URL: {e}"))?;
+            match self.http.head(url.clone()).timeout(self.request_timeout).send().await {
                 Ok(_) => Ok(()),
-                Err(e) => Err(format!("{}: {}", Url::parse(&url).map(|u| host(&u)).unwrap_or_default(), e.without_url())),
+                Err(e) => Err(format!("{}: {}", host(&url), e.without_url())),
             }
         };
         let (secret, gitlab) = tokio::join!(secret, connect);

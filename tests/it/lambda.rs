@@ -70,9 +70,15 @@ struct Deployed {
 }
 
 async fn deployed() -> Deployed {
+    deployed_with(|_| {}).await
+}
+
+/// [`deployed`], with the GitLab stand-in prepared before the function starts.
+async fn deployed_with(prepare: impl FnOnce(&GitLabStub)) -> Deployed {
     let token = format!("glpat-{}", fastrand_token());
     let gitlab = GitLabStub::start(&token).await;
     gitlab.add_commit(EVENT_SHA);
+    prepare(&gitlab);
     let secret = moto::create_secret(&demo_secret(&token)).await;
     let proxy = CountingProxy::start().await;
     let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
@@ -289,18 +295,8 @@ async fn init_reads_the_secret_and_opens_gitlab_before_the_first_event() {
 
 #[tokio::test]
 async fn a_warm_up_that_cannot_finish_leaves_the_work_to_the_first_event() {
-    let token = format!("glpat-{}", fastrand_token());
-    let gitlab = GitLabStub::start(&token).await;
-    gitlab.add_commit(EVENT_SHA);
     // GitLab takes longer than init's warm-up budget (2 s) to answer anything.
-    gitlab.set_latency(Some(Duration::from_secs(5)));
-    let secret = moto::create_secret(&demo_secret(&token)).await;
-    let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
-    let function = start_function(
-        &runtime,
-        &[("SECRET_ID", &secret), ("GITLAB_URL", &gitlab.url), ("AWS_ENDPOINT_URL", &moto::endpoint())],
-    )
-    .await;
+    let Deployed { gitlab, runtime, function, .. } = deployed_with(|gitlab| gitlab.set_latency(Some(Duration::from_secs(5)))).await;
     eventually("the warm-up's give-up line", || function.output().contains("warm-up did not finish in time")).await;
     gitlab.set_latency(None);
     let (code, body) = invoke(&runtime, &event_file("generic-success.json")).await;

@@ -9,9 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 static ENDPOINT: OnceLock<String> = OnceLock::new();
 
@@ -102,45 +101,66 @@ pub async fn put_secret(name: &str, value: &str) {
     client(&endpoint()).put_secret_value().secret_id(name).secret_string(value).send().await.expect("put secret value");
 }
 
-/// A loopback proxy to moto that counts `GetSecretValue` calls, and every call by its action.
+/// A loopback proxy to moto that logs each `GetSecretValue` call (when it arrived, how long moto
+/// took), and counts every call by its action.
 pub struct CountingProxy {
     pub url: String,
-    pub reads: Arc<AtomicUsize>,
+    reads: ReadLog,
     pub actions: Actions,
 }
 
 /// Calls by action (`AmazonSQS.SendMessage`, `secretsmanager.GetSecretValue`, ...).
 pub type Actions = Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>;
 
+/// Each `GetSecretValue`: when it arrived, and how long the answer took (zero until it came).
+type ReadLog = Arc<std::sync::Mutex<Vec<(Instant, Duration)>>>;
+
+#[derive(Clone)]
+struct Upstream {
+    reads: ReadLog,
+    actions: Actions,
+    http: reqwest::Client,
+    url: String,
+}
+
 impl CountingProxy {
     pub async fn start() -> CountingProxy {
-        let reads = Arc::new(AtomicUsize::new(0));
-        let actions = Actions::default();
-        let state = (reads.clone(), actions.clone(), reqwest::Client::new(), endpoint());
-        let app = axum::Router::new().fallback(forward).with_state(state);
+        let upstream = Upstream { reads: ReadLog::default(), actions: Actions::default(), http: reqwest::Client::new(), url: endpoint() };
+        let (reads, actions) = (upstream.reads.clone(), upstream.actions.clone());
+        let app = axum::Router::new().fallback(forward).with_state(upstream);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        // No Nagle: with the client's delayed ACK an answer would now and then wait 40 ms.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         CountingProxy { url, reads, actions }
     }
 
     pub fn reads(&self) -> usize {
-        self.reads.load(Ordering::SeqCst)
+        self.reads.lock().unwrap().len()
+    }
+
+    /// Each `GetSecretValue` so far: when it arrived, and how long moto took to answer it
+    /// (the cold-start benchmark, examples/coldstart.rs, splits them by phase).
+    #[allow(dead_code)]
+    pub fn read_times(&self) -> Vec<(Instant, Duration)> {
+        self.reads.lock().unwrap().clone()
     }
 }
 
-async fn forward(
-    State((reads, actions, http, upstream)): State<(Arc<AtomicUsize>, Actions, reqwest::Client, String)>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
+async fn forward(State(up): State<Upstream>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let at = Instant::now();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    if target.ends_with("GetSecretValue") {
-        reads.fetch_add(1, Ordering::SeqCst);
-    }
-    *actions.lock().unwrap().entry(target.clone()).or_default() += 1;
-    let mut rb = http.post(format!("{upstream}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
+    *up.actions.lock().unwrap().entry(target.clone()).or_default() += 1;
+    // Counted on arrival; its duration filled in once moto has answered.
+    let read = target.ends_with("GetSecretValue").then(|| {
+        let mut log = up.reads.lock().unwrap();
+        log.push((at, Duration::ZERO));
+        log.len() - 1
+    });
+    let mut rb = up.http.post(format!("{}{}", up.url, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
     for (k, v) in headers.iter() {
         if k != "host" && k != "content-length" {
             rb = rb.header(k.as_str(), v.as_bytes());
@@ -150,6 +170,9 @@ async fn forward(
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let ct = resp.headers().get("content-type").cloned();
     let bytes = resp.bytes().await.unwrap();
+    if let Some(i) = read {
+        up.reads.lock().unwrap()[i].1 = at.elapsed();
+    }
     let mut out = (status, bytes).into_response();
     if let Some(ct) = ct {
         out.headers_mut().insert("content-type", ct);
