@@ -19,7 +19,9 @@ fn event(name: &str) -> String {
 
 fn demo_secrets() -> StaticSecrets {
     let text = std::fs::read_to_string(format!("{}/events/demo.env", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    StaticSecrets::from_env_vars(text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())))
+    StaticSecrets::from_env_vars(
+        text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())),
+    )
 }
 
 /// The raw headers and body of a function-URL event file.

@@ -83,7 +83,9 @@ fn args() -> Result<Args, String> {
             "--bridge" => bridge = Some(PathBuf::from(val()?)),
             "--hello" => hello = Some(PathBuf::from(val()?)),
             "--hello-sdk" => hello_sdk = Some(PathBuf::from(val()?)),
-            "--rounds" => rounds = val()?.parse().ok().filter(|n| *n > 0).ok_or("--rounds needs a whole number above 0")?,
+            "--rounds" => {
+                rounds = val()?.parse().ok().filter(|n| *n > 0).ok_or("--rounds needs a whole number above 0")?
+            }
             "--json" => json = true,
             "-h" | "--help" => return Err(usage.into()),
             other => return Err(format!("unknown argument {other}\n{usage}")),
@@ -174,7 +176,10 @@ async fn run(args: Args) -> Result<(), Error> {
         for k in 0..CASES.len() {
             let i = (round + k) % CASES.len();
             let binary = [&args.hello, &args.hello_sdk, &args.bridge][i];
-            let sample = bench.run_once(CASES[i], binary, round).await.map_err(|e| format!("{} (round {round}): {e}", CASES[i].name()))?;
+            let sample = bench
+                .run_once(CASES[i], binary, round)
+                .await
+                .map_err(|e| format!("{} (round {round}): {e}", CASES[i].name()))?;
             if round > 0 {
                 samples[i].push(sample);
             }
@@ -214,8 +219,11 @@ impl Bench {
     async fn start() -> Result<Bench, Error> {
         let dir = Scratch::new()?;
         let (acceptor, ca_pem) = throwaway_tls()?;
-        let system = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"].iter().find_map(|p| std::fs::read_to_string(p).ok());
-        let bundle = format!("{}{}", system.as_deref().map(|s| format!("{}\n", s.trim_end())).unwrap_or_default(), ca_pem);
+        let system = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok());
+        let bundle =
+            format!("{}{}", system.as_deref().map(|s| format!("{}\n", s.trim_end())).unwrap_or_default(), ca_pem);
         let roots = bundle.matches("-----BEGIN CERTIFICATE-----").count();
         let ca_file = dir.0.join("ca.pem");
         std::fs::write(&ca_file, bundle)?;
@@ -224,9 +232,21 @@ impl Bench {
         tokio::task::spawn_blocking(moto::endpoint).await?;
         let gitlab_token = format!("glpat-{}", support::fastrand_token());
         let route_secret = support::fastrand_token();
-        let secret_id = moto::create_secret(&json!({"gitlab_token": gitlab_token, "route_bench_secret": route_secret}).to_string()).await;
+        let secret_id =
+            moto::create_secret(&json!({"gitlab_token": gitlab_token, "route_bench_secret": route_secret}).to_string())
+                .await;
         let secrets = moto::CountingProxy::start().await;
-        Ok(Bench { secrets, secret_id, gitlab_token, route_secret, acceptor, ca_file, roots, dir, run_id: fastrand::u32(..) })
+        Ok(Bench {
+            secrets,
+            secret_id,
+            gitlab_token,
+            route_secret,
+            acceptor,
+            ca_file,
+            roots,
+            dir,
+            run_id: fastrand::u32(..),
+        })
     }
 
     /// The environment every case gets: what Lambda sets, fake credentials, moto as the AWS
@@ -259,7 +279,10 @@ impl Bench {
         ev["rawPath"] = json!(ROUTE_PATH);
         ev["requestContext"]["http"]["path"] = json!(ROUTE_PATH);
         ev["headers"]["authorization"] = json!(format!("Bearer {}", self.route_secret));
-        ev["body"] = json!(json!({"environment": "production", "sha": sha, "ref": "main", "tag": false, "status": "success"}).to_string());
+        ev["body"] = json!(
+            json!({"environment": "production", "sha": sha, "ref": "main", "tag": false, "status": "success"})
+                .to_string()
+        );
         Ok(ev.to_string())
     }
 
@@ -284,23 +307,30 @@ impl Bench {
         let child = Child(cmd.spawn()?.id() as libc::pid_t);
         let ended = runtime.finished(&child).await;
         let usage = child.kill();
-        let failure = |what: String| -> Error { format!("{what}\n--- the end of its output:\n{}", tail(&log_path, 30)).into() };
+        let failure =
+            |what: String| -> Error { format!("{what}\n--- the end of its output:\n{}", tail(&log_path, 30)).into() };
         ended.map_err(failure)?;
 
         let timeline = runtime.timeline();
-        let (Some(first_next), Some(handed_out), Some((answered, kind, body))) = (timeline.first_next, timeline.handed_out, timeline.answered) else {
+        let (Some(first_next), Some(handed_out), Some((answered, kind, body))) =
+            (timeline.first_next, timeline.handed_out, timeline.answered)
+        else {
             return Err(failure("the runtime saw no answer".into()));
         };
         if kind != "response" {
             return Err(failure(format!("the function posted {kind}: {body}")));
         }
-        let answer: Value = serde_json::from_str(&body).map_err(|e| failure(format!("the response is no JSON ({e}): {body}")))?;
+        let answer: Value =
+            serde_json::from_str(&body).map_err(|e| failure(format!("the response is no JSON ({e}): {body}")))?;
         let status = answer["statusCode"].as_u64().unwrap_or(0);
         if !(200..300).contains(&status) {
             return Err(failure(format!("answered {status}, not 2xx: {body}")));
         }
         if case == Case::Bridge {
-            let deployed = gitlab.deployments().iter().any(|d| d.sha == sha && d.environment == "production" && d.status == "success");
+            let deployed = gitlab
+                .deployments()
+                .iter()
+                .any(|d| d.sha == sha && d.environment == "production" && d.status == "success");
             if !deployed {
                 let handshake_errors = front.errors.lock().unwrap().join("; ");
                 return Err(failure(format!(
@@ -310,8 +340,16 @@ impl Bench {
         }
 
         let (utime, stime, max_rss_kb) = usage.map_err(|e| failure(format!("wait4: {e}")))?;
-        let this_run = |calls: &Calls| -> Vec<Call> { calls.lock().unwrap().iter().filter(|c| c.at >= started).copied().collect() };
-        let reads: Vec<Call> = self.secrets.read_times().into_iter().filter(|(at, _)| *at >= started).map(|(at, took)| Call { at, took }).collect();
+        let this_run = |calls: &Calls| -> Vec<Call> {
+            calls.lock().unwrap().iter().filter(|c| c.at >= started).copied().collect()
+        };
+        let reads: Vec<Call> = self
+            .secrets
+            .read_times()
+            .into_iter()
+            .filter(|(at, _)| *at >= started)
+            .map(|(at, took)| Call { at, took })
+            .collect();
         let handshakes = this_run(&front.handshakes);
         let split = |calls: &[Call]| {
             let init = calls.iter().filter(|c| c.at < handed_out).count();
@@ -401,11 +439,17 @@ struct RuntimeState {
 
 impl RuntimeApi {
     async fn start(event: String) -> Result<RuntimeApi, Error> {
-        let state = Arc::new(RuntimeState { event: Mutex::new(Some(event)), timeline: Mutex::default(), done: Notify::new() });
+        let state =
+            Arc::new(RuntimeState { event: Mutex::new(Some(event)), timeline: Mutex::default(), done: Notify::new() });
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
             .route("/2018-06-01/runtime/invocation/{id}/{kind}", post(answer))
-            .route("/2018-06-01/runtime/init/error", post(|st: State<Arc<RuntimeState>>, body: Bytes| answer(st, Path((String::new(), "init_error".into())), body)))
+            .route(
+                "/2018-06-01/runtime/init/error",
+                post(|st: State<Arc<RuntimeState>>, body: Bytes| {
+                    answer(st, Path((String::new(), "init_error".into())), body)
+                }),
+            )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?.to_string();
@@ -452,19 +496,27 @@ async fn next(State(st): State<Arc<RuntimeState>>) -> Response {
         tokio::time::sleep(RUN_TIMEOUT).await;
         return (StatusCode::GONE, "no more events").into_response();
     };
-    let deadline_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64 + RUN_TIMEOUT.as_millis() as u64;
+    let deadline_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+        + RUN_TIMEOUT.as_millis() as u64;
     let mut r = event.into_response();
     let h = r.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/json"));
     h.insert("lambda-runtime-aws-request-id", HeaderValue::from_static("coldstart-0001"));
     h.insert("lambda-runtime-deadline-ms", HeaderValue::from(deadline_ms));
-    h.insert("lambda-runtime-invoked-function-arn", HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:gitlab-deploy-bridge"));
+    h.insert(
+        "lambda-runtime-invoked-function-arn",
+        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:gitlab-deploy-bridge"),
+    );
     h.insert("lambda-runtime-trace-id", HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"));
     st.timeline.lock().unwrap().handed_out = Some(Instant::now());
     r
 }
 
-async fn answer(State(st): State<Arc<RuntimeState>>, Path((_id, kind)): Path<(String, String)>, body: Bytes) -> Response {
+async fn answer(
+    State(st): State<Arc<RuntimeState>>,
+    Path((_id, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
     let now = Instant::now();
     st.timeline.lock().unwrap().answered.get_or_insert((now, kind.clone(), String::from_utf8_lossy(&body).into()));
     if kind != "response" {
@@ -653,7 +705,13 @@ impl Report {
             let xs: Vec<f64> = samples.iter().flatten().flat_map(f).map(|d| d.as_secs_f64() * 1000.0).collect();
             (!xs.is_empty()).then(|| Stats::of(xs))
         };
-        Report { rounds, roots, cases, secret_read_ms: all_ms(|x| &x.secret_read_times), handshake_ms: all_ms(|x| &x.handshake_times) }
+        Report {
+            rounds,
+            roots,
+            cases,
+            secret_read_ms: all_ms(|x| &x.secret_read_times),
+            handshake_ms: all_ms(|x| &x.handshake_times),
+        }
     }
 
     fn case(&self, case: Case) -> &CaseReport {
@@ -686,7 +744,11 @@ impl Report {
         out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for c in &self.cases {
             let pair = |p: &(Stats, Stats)| format!("{} / {}", p.0.cell(0), p.1.cell(0));
-            let (tls, gitlab) = if c.name == "bridge" { (pair(&c.tls_handshakes), c.gitlab_calls.cell(0)) } else { ("—".into(), "—".into()) };
+            let (tls, gitlab) = if c.name == "bridge" {
+                (pair(&c.tls_handshakes), c.gitlab_calls.cell(0))
+            } else {
+                ("—".into(), "—".into())
+            };
             let reads = if c.name == "hello" { "—".into() } else { pair(&c.secret_reads) };
             out += &format!(
                 "| {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -711,7 +773,11 @@ impl Report {
         );
         out += "\n| issue 13 target | measured | target | |\n|---|---:|---:|---|\n";
         for (label, value, target, met) in self.targets() {
-            let (value, target) = if target == 0.0 { (format!("{value:.0}"), "0".to_string()) } else { (format!("{value:.2}x"), format!("≤ {target}x")) };
+            let (value, target) = if target == 0.0 {
+                (format!("{value:.0}"), "0".to_string())
+            } else {
+                (format!("{value:.2}x"), format!("≤ {target}x"))
+            };
             out += &format!("| {label} | {value} | {target} | target {} |\n", if met { "met" } else { "missed" });
         }
         out

@@ -54,7 +54,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secret = "load-generic-secret";
     let gitlab = gitlab::GitLabStub::start(token).await;
     gitlab.accept_any_commit();
-    let envs: Vec<String> = if args.shared { vec!["production".into()] } else { (0..args.workers).map(|w| format!("env-{w}")).collect() };
+    let envs: Vec<String> =
+        if args.shared { vec!["production".into()] } else { (0..args.workers).map(|w| format!("env-{w}")).collect() };
     // Interleaved, as environments deploy side by side (and so each one's newest deployments
     // are near the end of the stand-in's list).
     for i in 0..args.history {
@@ -124,7 +125,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = child.wait();
 
     latencies.sort();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+    let pct = |p: f64| {
+        latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+    };
     let events = latencies.len();
     println!(
         "{}",
@@ -141,7 +144,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     );
     if failures > 0 {
-        return Err(format!("{failures} of the events were not answered with a 2xx; the figures above measure failures").into());
+        return Err(format!(
+            "{failures} of the events were not answered with a 2xx; the figures above measure failures"
+        )
+        .into());
     }
     Ok(())
 }

@@ -32,7 +32,8 @@ pub async fn aws_config(config: &Config, http: &reqwest::Client) -> Option<aws_c
         return None;
     }
     // The connect timeout is `http`'s own (GITLAB_CONNECT_TIMEOUT_MS, for every host it calls).
-    let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_timeout(std::time::Duration::from_secs(10)).build();
+    let timeouts =
+        aws_config::timeout::TimeoutConfig::builder().operation_timeout(std::time::Duration::from_secs(10)).build();
     Some(
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(crate::transport::SdkHttpClient::shared(http))
@@ -52,7 +53,11 @@ pub fn sqs_spool(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Option
 /// Chooses where secrets come from: Secrets Manager when `SECRET_ID` is set; otherwise
 /// environment variables (`GITLAB_TOKEN`, `<SOURCE>_WEBHOOK_SECRET`: local runs and
 /// `cargo lambda watch`); in Lambda with neither, a provider that fails every request saying why.
-pub async fn secret_provider(config: &Config, in_lambda: bool, sdk: Option<&aws_config::SdkConfig>) -> Arc<dyn SecretProvider> {
+pub async fn secret_provider(
+    config: &Config,
+    in_lambda: bool,
+    sdk: Option<&aws_config::SdkConfig>,
+) -> Arc<dyn SecretProvider> {
     match (&config.secret_id, sdk) {
         (Some(id), Some(sdk)) => {
             let client = aws_sdk_secretsmanager::Client::new(sdk);
@@ -80,10 +85,20 @@ pub fn build(config: Config, secrets: Arc<dyn SecretProvider>) -> Result<Router,
 
 /// The router and its pipeline, with the spool events wait in when GitLab cannot take them;
 /// GitLab is called through `http` (the process's one client, [`crate::transport`]).
-pub fn assemble(config: Config, secrets: Arc<dyn SecretProvider>, spool: Option<Spool>, http: reqwest::Client) -> Result<App, BoxError> {
+pub fn assemble(
+    config: Config,
+    secrets: Arc<dyn SecretProvider>,
+    spool: Option<Spool>,
+    http: reqwest::Client,
+) -> Result<App, BoxError> {
     for (name, route) in config.routes.iter() {
         if crate::sources::find(&route.source).is_none() {
-            return Err(format!("configuration: ROUTES: route {name:?} names source {:?}; this bridge knows: {}", route.source, crate::sources::names()).into());
+            return Err(format!(
+                "configuration: ROUTES: route {name:?} names source {:?}; this bridge knows: {}",
+                route.source,
+                crate::sources::names()
+            )
+            .into());
         }
     }
     let settings = gitlab_settings(&config);
@@ -101,7 +116,10 @@ pub fn local_spool(config: &Config) -> Result<Option<spool::LocalHandle>, BoxErr
     }
     let dir = &config.spool.dir;
     let local = spool::local::LocalSpool::open_for_worker(dir).map_err(|e| {
-        format!("the spool in {} cannot be opened (is another `serve` using it? set SPOOL_DIR, or SPOOL_MODE=off): {e}", dir.display())
+        format!(
+            "the spool in {} cannot be opened (is another `serve` using it? set SPOOL_DIR, or SPOOL_MODE=off): {e}",
+            dir.display()
+        )
     })?;
     Ok(Some((Arc::new(local), Arc::new(tokio::sync::Notify::new()))))
 }
@@ -140,13 +158,19 @@ pub async fn warm_up(app: &App, budget: std::time::Duration) {
             gitlab = done.gitlab.as_deref().unwrap_or("connected"),
             "warm-up"
         ),
-        Err(_) => tracing::warn!(budget_ms = budget.as_millis() as u64, "warm-up did not finish in time; the first webhook completes it"),
+        Err(_) => tracing::warn!(
+            budget_ms = budget.as_millis() as u64,
+            "warm-up did not finish in time; the first webhook completes it"
+        ),
     }
 }
 
 /// Serves function-URL events through the router and, when the spool queue is configured,
 /// its SQS batches through the pipeline.
-pub async fn run_lambda(router: Router, consumer: Option<(Arc<Pipeline>, Arc<spool::sqs::SqsSpool>)>) -> Result<(), BoxError> {
+pub async fn run_lambda(
+    router: Router,
+    consumer: Option<(Arc<Pipeline>, Arc<spool::sqs::SqsSpool>)>,
+) -> Result<(), BoxError> {
     crate::lambda::run(router, consumer).await
 }
 
@@ -165,7 +189,9 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let worker = spool.map(|(local, wake)| tokio::spawn(crate::drain::run_local(app.pipeline.clone(), local, wake, stopped(stop.subscribe()))));
+    let worker = spool.map(|(local, wake)| {
+        tokio::spawn(crate::drain::run_local(app.pipeline.clone(), local, wake, stopped(stop.subscribe())))
+    });
     let server = serve_on(listener, app.router, header_timeout, max_connections, stopped(stop.subscribe()));
     let signal = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -262,7 +288,8 @@ impl Retarget {
             set_query(&mut ev, "environment", environment)?;
         }
         if let Some(sha) = &self.sha {
-            let unsigned = ["/hooks/generic", "/hooks/argocd"].iter().any(|p| path.starts_with(p)) || path.contains("/api/v4/");
+            let unsigned =
+                ["/hooks/generic", "/hooks/argocd"].iter().any(|p| path.starts_with(p)) || path.contains("/api/v4/");
             if unsigned
                 && ev["isBase64Encoded"] != json!(true)
                 && let Some(body) = ev["body"].as_str()

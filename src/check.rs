@@ -51,11 +51,20 @@ impl Line {
 }
 
 /// Runs every check; `projects` are checked besides the routes' own (plain) projects.
-pub async fn run(config: &Config, secrets: Arc<dyn SecretProvider>, gitlab: &GitLabClient, projects: &[String]) -> Vec<Line> {
+pub async fn run(
+    config: &Config,
+    secrets: Arc<dyn SecretProvider>,
+    gitlab: &GitLabClient,
+    projects: &[String],
+) -> Vec<Line> {
     let mut out = Vec::new();
     let bundle = match secrets.current().await {
         Ok(bundle) => {
-            let origin = if config.secret_id.is_some() { "Secrets Manager (SECRET_ID)" } else { "environment variables (no SECRET_ID)" };
+            let origin = if config.secret_id.is_some() {
+                "Secrets Manager (SECRET_ID)"
+            } else {
+                "environment variables (no SECRET_ID)"
+            };
             out.push(Line::new("secret", Verdict::Ok, format!("read from {origin}")));
             bundle
         }
@@ -81,7 +90,11 @@ pub async fn run(config: &Config, secrets: Arc<dyn SecretProvider>, gitlab: &Git
         }
     }
     if all.is_empty() {
-        out.push(Line::new("projects", Verdict::Warning, "none checked: name one with --project <id or full path> (or declare routes)"));
+        out.push(Line::new(
+            "projects",
+            Verdict::Warning,
+            "none checked: name one with --project <id or full path> (or declare routes)",
+        ));
     }
     for project in &all {
         project_check(config, gitlab, &ctx, project, &mut out).await;
@@ -97,15 +110,28 @@ fn secret_shape(config: &Config, bundle: &SecretBundle, out: &mut Vec<Line>) {
     let named = |key: &str| if env { key.to_ascii_uppercase() } else { key.to_string() };
     match keys.contains(crate::secrets::GITLAB_TOKEN_KEY) {
         true => out.push(Line::new("gitlab token", Verdict::Ok, format!("{} is set", named("gitlab_token")))),
-        false => out.push(Line::new("gitlab token", Verdict::Failed, bundle.gitlab_token().err().map(|e| e.to_string()).unwrap_or_default())),
+        false => out.push(Line::new(
+            "gitlab token",
+            Verdict::Failed,
+            bundle.gitlab_token().err().map(|e| e.to_string()).unwrap_or_default(),
+        )),
     }
-    let mut known: BTreeSet<String> = [crate::secrets::GITLAB_TOKEN_KEY.to_string(), "heroku_api_token".to_string()].into();
+    let mut known: BTreeSet<String> =
+        [crate::secrets::GITLAB_TOKEN_KEY.to_string(), "heroku_api_token".to_string()].into();
     for (name, route) in config.routes.iter() {
         let key = crate::routes::secret_key(name);
         if keys.contains(key.as_str()) {
-            out.push(Line::new(format!("route {name}"), Verdict::Ok, format!("{} calls verified with {}", route.source, named(&key))));
+            out.push(Line::new(
+                format!("route {name}"),
+                Verdict::Ok,
+                format!("{} calls verified with {}", route.source, named(&key)),
+            ));
         } else {
-            out.push(Line::new(format!("route {name}"), Verdict::Failed, format!("no {}: every call of this route is refused (401); set it", named(&key))));
+            out.push(Line::new(
+                format!("route {name}"),
+                Verdict::Failed,
+                format!("no {}: every call of this route is refused (401); set it", named(&key)),
+            ));
         }
         known.insert(key);
     }
@@ -118,9 +144,21 @@ fn secret_shape(config: &Config, bundle: &SecretBundle, out: &mut Vec<Line>) {
         known.insert(key);
     }
     match (config.unbound_hooks, unbound.is_empty()) {
-        (true, true) => out.push(Line::new("unbound hooks", Verdict::Warning, "UNBOUND_HOOKS=allow, but no <source>_webhook_secret is set: every /hooks/<source> call is refused (401)")),
-        (true, false) => out.push(Line::new("unbound hooks", Verdict::Ok, format!("served for {}; the others are refused (401)", unbound.join(", ")))),
-        (false, false) => out.push(Line::new("unbound hooks", Verdict::Warning, format!("secrets for {} are set but unused: UNBOUND_HOOKS=refuse (routes only)", unbound.join(", ")))),
+        (true, true) => out.push(Line::new(
+            "unbound hooks",
+            Verdict::Warning,
+            "UNBOUND_HOOKS=allow, but no <source>_webhook_secret is set: every /hooks/<source> call is refused (401)",
+        )),
+        (true, false) => out.push(Line::new(
+            "unbound hooks",
+            Verdict::Ok,
+            format!("served for {}; the others are refused (401)", unbound.join(", ")),
+        )),
+        (false, false) => out.push(Line::new(
+            "unbound hooks",
+            Verdict::Warning,
+            format!("secrets for {} are set but unused: UNBOUND_HOOKS=refuse (routes only)", unbound.join(", ")),
+        )),
         (false, true) => {}
     }
     if config.routes.iter().next().is_none() && !config.unbound_hooks {
@@ -141,19 +179,35 @@ async fn token(config: &Config, gitlab: &GitLabClient, ctx: &CallCtx, out: &mut 
     let at = &config.gitlab_url;
     match gitlab.get_api(ctx, "personal_access_tokens/self").await {
         Ok(t) => {
-            let scopes: Vec<&str> = t["scopes"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let scopes: Vec<&str> =
+                t["scopes"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             let name = t["name"].as_str().unwrap_or("?");
             if scopes.contains(&"api") {
-                out.push(Line::new("gitlab token", Verdict::Ok, format!("{at} accepts token {name:?} (scopes: {})", scopes.join(", "))));
+                out.push(Line::new(
+                    "gitlab token",
+                    Verdict::Ok,
+                    format!("{at} accepts token {name:?} (scopes: {})", scopes.join(", ")),
+                ));
             } else {
-                out.push(Line::new("gitlab token", Verdict::Failed, format!("token {name:?} lacks the `api` scope (it has: {}); create one with `api`", scopes.join(", "))));
+                out.push(Line::new(
+                    "gitlab token",
+                    Verdict::Failed,
+                    format!(
+                        "token {name:?} lacks the `api` scope (it has: {}); create one with `api`",
+                        scopes.join(", ")
+                    ),
+                ));
             }
             expiry(t["expires_at"].as_str(), out);
             true
         }
         // GitLab before 16.0 has no token-self endpoint; the project checks still tell.
         Err(GitLabError::Rejected { status: 404, .. }) => {
-            out.push(Line::new("gitlab token", Verdict::Warning, format!("{at} cannot describe the token (GitLab before 16.0?): its scopes and expiry are not checked")));
+            out.push(Line::new(
+                "gitlab token",
+                Verdict::Warning,
+                format!("{at} cannot describe the token (GitLab before 16.0?): its scopes and expiry are not checked"),
+            ));
             true
         }
         Err(GitLabError::Unauthorized) => {
@@ -176,14 +230,28 @@ fn expiry(expires_at: Option<&str>, out: &mut Vec<Line>) {
         Some(day) => {
             let left = (day - time::OffsetDateTime::now_utc().date()).whole_days();
             if left < 0 {
-                out.push(Line::new("token expiry", Verdict::Failed, format!("expired on {date}; create a new token and put it in the secret")));
+                out.push(Line::new(
+                    "token expiry",
+                    Verdict::Failed,
+                    format!("expired on {date}; create a new token and put it in the secret"),
+                ));
             } else if left < EXPIRY_WARNING_DAYS {
-                out.push(Line::new("token expiry", Verdict::Warning, format!("expires on {date}, in {left} days: rotate it (README \"Deploy\", rotate the GitLab token)")));
+                out.push(Line::new(
+                    "token expiry",
+                    Verdict::Warning,
+                    format!(
+                        "expires on {date}, in {left} days: rotate it (README \"Deploy\", rotate the GitLab token)"
+                    ),
+                ));
             } else {
                 out.push(Line::new("token expiry", Verdict::Ok, format!("expires on {date}")));
             }
         }
-        None => out.push(Line::new("token expiry", Verdict::Warning, format!("GitLab says it expires at {date:?}, which is no date"))),
+        None => out.push(Line::new(
+            "token expiry",
+            Verdict::Warning,
+            format!("GitLab says it expires at {date:?}, which is no date"),
+        )),
     }
 }
 
@@ -220,11 +288,17 @@ async fn project_check(config: &Config, gitlab: &GitLabClient, ctx: &CallCtx, pr
             Ok(Some(e)) => {
                 let has = e.tier.clone().unwrap_or_else(|| "(none)".into());
                 match settings.tier {
-                    Some(want) if want.as_str() != has => out.push(Line::new(check.clone(), Verdict::Warning, format!("GitLab has tier {has}; ENVIRONMENTS says {want}, set at its next deployment"))),
+                    Some(want) if want.as_str() != has => out.push(Line::new(
+                        check.clone(),
+                        Verdict::Warning,
+                        format!("GitLab has tier {has}; ENVIRONMENTS says {want}, set at its next deployment"),
+                    )),
                     _ => out.push(Line::new(check.clone(), Verdict::Ok, format!("exists, tier {has}"))),
                 }
             }
-            Ok(None) => out.push(Line::new(check.clone(), Verdict::Ok, "not created yet: its first deployment creates it")),
+            Ok(None) => {
+                out.push(Line::new(check.clone(), Verdict::Ok, "not created yet: its first deployment creates it"))
+            }
             Err(e) => out.push(Line::new(check.clone(), Verdict::Failed, e.to_string())),
         }
         for warning in crate::environment::warnings(name, settings.tier, true) {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use crate::app::{self, BoxError};
 use crate::config::Config;
 use crate::drain;
+use crate::spool::Spooled;
 use crate::spool::local::LocalSpool;
 use crate::spool::sqs::{DeadLetter, SqsSpool};
-use crate::spool::Spooled;
 
 /// How long `spool` holds the dead letters it reads before giving the rest back.
 const HOLD: Duration = Duration::from_secs(60);
@@ -55,14 +55,23 @@ pub async fn check(
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-pub async fn spool(config: &Config, sdk: Option<&aws_config::SdkConfig>, action: SpoolAction) -> Result<ExitCode, BoxError> {
+pub async fn spool(
+    config: &Config,
+    sdk: Option<&aws_config::SdkConfig>,
+    action: SpoolAction,
+) -> Result<ExitCode, BoxError> {
     if config.spool.dlq_url.is_some() {
-        let queue = app::sqs_spool(config, sdk).ok_or("set SPOOL_QUEUE_URL (the stack's output SpoolQueueUrl) as well as SPOOL_DLQ_URL")?;
+        let queue = app::sqs_spool(config, sdk)
+            .ok_or("set SPOOL_QUEUE_URL (the stack's output SpoolQueueUrl) as well as SPOOL_DLQ_URL")?;
         return dead_letters(&queue, action).await;
     }
     let dir = config.spool.dir.clone();
     if !dir.join("spool.redb").exists() {
-        return Err(format!("no spool in {} (set SPOOL_DIR to `serve`'s, or SPOOL_DLQ_URL for the Lambda spool)", dir.display()).into());
+        return Err(format!(
+            "no spool in {} (set SPOOL_DIR to `serve`'s, or SPOOL_DLQ_URL for the Lambda spool)",
+            dir.display()
+        )
+        .into());
     }
     let local = Arc::new(LocalSpool::open(&dir)?);
     tokio::task::spawn_blocking(move || local_action(&local, action)).await?

@@ -228,11 +228,14 @@ impl Config {
         let unbound_hooks = match get("UNBOUND_HOOKS").as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("refuse") => false,
             Some("allow") => true,
-            Some(other) => return Err(ConfigError(format!("UNBOUND_HOOKS must be `refuse` or `allow`, got {other:?}"))),
+            Some(other) => {
+                return Err(ConfigError(format!("UNBOUND_HOOKS must be `refuse` or `allow`, got {other:?}")));
+            }
         };
         let argocd_image = get("ARGOCD_IMAGE");
         if let Some(pattern) = argocd_image.as_deref().filter(|p| p.contains('(')) {
-            let re = regex_lite::Regex::new(pattern).map_err(|e| ConfigError(format!("ARGOCD_IMAGE is not a valid regex: {e}")))?;
+            let re = regex_lite::Regex::new(pattern)
+                .map_err(|e| ConfigError(format!("ARGOCD_IMAGE is not a valid regex: {e}")))?;
             if re.captures_len() != 2 {
                 return Err(ConfigError("ARGOCD_IMAGE as a regex needs exactly one capture group (the commit)".into()));
             }
@@ -241,8 +244,9 @@ impl Config {
         let spool = SpoolSettings {
             mode: match spool_mode.as_deref() {
                 None => d.spool.mode,
-                Some(v) => SpoolMode::parse(v)
-                    .ok_or_else(|| ConfigError(format!("SPOOL_MODE must be `on-failure`, `always` or `off`, got {v:?}")))?,
+                Some(v) => SpoolMode::parse(v).ok_or_else(|| {
+                    ConfigError(format!("SPOOL_MODE must be `on-failure`, `always` or `off`, got {v:?}"))
+                })?,
             },
             after: secs("SPOOL_AFTER_SECONDS", d.spool.after)?,
             dir: get("SPOOL_DIR").map(Into::into).unwrap_or(d.spool.dir.clone()),
@@ -250,7 +254,9 @@ impl Config {
             dlq_url: get("SPOOL_DLQ_URL"),
             max_age: match num("SPOOL_MAX_AGE_HOURS")? {
                 Some(h) if h == 0 || h > 24 * 14 => {
-                    return Err(ConfigError(format!("SPOOL_MAX_AGE_HOURS must be between 1 and 336 (14 days, SQS's longest retention), got {h}")));
+                    return Err(ConfigError(format!(
+                        "SPOOL_MAX_AGE_HOURS must be between 1 and 336 (14 days, SQS's longest retention), got {h}"
+                    )));
                 }
                 Some(h) => Duration::from_secs(h * 3600),
                 None => d.spool.max_age,
@@ -269,11 +275,15 @@ impl Config {
             replay_windows: match get("REPLAY_WINDOWS") {
                 None => HashMap::new(),
                 Some(v) => serde_json::from_str(&v).map_err(|e| {
-                    ConfigError(format!("REPLAY_WINDOWS must be a JSON object of seconds such as {{\"flux\": 600, \"heroku\": 0}} ({e})"))
+                    ConfigError(format!(
+                        "REPLAY_WINDOWS must be a JSON object of seconds such as {{\"flux\": 600, \"heroku\": 0}} ({e})"
+                    ))
                 })?,
             },
             serve_header_timeout: secs("SERVE_HEADER_TIMEOUT_SECONDS", d.serve_header_timeout)?,
-            serve_max_connections: num("SERVE_MAX_CONNECTIONS")?.map(|n| n.clamp(1, 65_536) as usize).unwrap_or(d.serve_max_connections),
+            serve_max_connections: num("SERVE_MAX_CONNECTIONS")?
+                .map(|n| n.clamp(1, 65_536) as usize)
+                .unwrap_or(d.serve_max_connections),
             deadline_margin: ms("DEADLINE_MARGIN_MS", d.deadline_margin)?,
             connect_timeout: ms("GITLAB_CONNECT_TIMEOUT_MS", d.connect_timeout)?,
             request_timeout: ms("GITLAB_REQUEST_TIMEOUT_MS", d.request_timeout)?,
@@ -316,7 +326,12 @@ mod tests {
         assert_eq!(c.secret_ttl, Duration::from_secs(300));
         assert_eq!(c.clock_skew, Duration::from_secs(30));
         assert_eq!(cfg(&[("CLOCK_SKEW_SECONDS", "0")]).unwrap().clock_skew, Duration::ZERO);
-        let c = cfg(&[("GITLAB_URL", "https://git.example.com/api/v4/"), ("DRY_RUN", "1"), ("SECRET_CACHE_TTL_SECONDS", "60")]).unwrap();
+        let c = cfg(&[
+            ("GITLAB_URL", "https://git.example.com/api/v4/"),
+            ("DRY_RUN", "1"),
+            ("SECRET_CACHE_TTL_SECONDS", "60"),
+        ])
+        .unwrap();
         assert_eq!(c.gitlab_url, "https://git.example.com");
         assert!(c.dry_run);
         assert_eq!(c.secret_ttl, Duration::from_secs(60));
@@ -326,7 +341,13 @@ mod tests {
     /// overflowed the clock); every duration now has a bound, named in the refusal.
     #[test]
     fn durations_are_bounded() {
-        for k in ["REQUEST_DEADLINE_SECONDS", "SECRET_CACHE_TTL_SECONDS", "CLOCK_SKEW_SECONDS", "GITLAB_REQUEST_TIMEOUT_MS", "DEADLINE_MARGIN_MS"] {
+        for k in [
+            "REQUEST_DEADLINE_SECONDS",
+            "SECRET_CACHE_TTL_SECONDS",
+            "CLOCK_SKEW_SECONDS",
+            "GITLAB_REQUEST_TIMEOUT_MS",
+            "DEADLINE_MARGIN_MS",
+        ] {
             let err = cfg(&[(k, "18446744073709551615")]).unwrap_err().to_string();
             assert!(err.contains(k) && err.contains("at most"), "{k}: {err}");
         }
@@ -338,7 +359,9 @@ mod tests {
         assert!(cfg(&[("GITLAB_URL", "gitlab.com")]).unwrap_err().to_string().contains("GITLAB_URL"));
         assert!(cfg(&[("GITLAB_MAX_ATTEMPTS", "x")]).unwrap_err().to_string().contains("GITLAB_MAX_ATTEMPTS"));
         assert!(cfg(&[("DRY_RUN", "maybe")]).unwrap_err().to_string().contains("DRY_RUN"));
-        assert!(cfg(&[("ENVIRONMENTS", r#"{"p": {"tier": "prod"}}"#)]).unwrap_err().to_string().contains("ENVIRONMENTS"));
+        assert!(
+            cfg(&[("ENVIRONMENTS", r#"{"p": {"tier": "prod"}}"#)]).unwrap_err().to_string().contains("ENVIRONMENTS")
+        );
         assert!(cfg(&[("UNBOUND_HOOKS", "yes")]).unwrap_err().to_string().contains("UNBOUND_HOOKS"));
         assert!(cfg(&[("ROUTES", "[]")]).unwrap_err().to_string().contains("ROUTES"));
         assert!(!cfg(&[]).unwrap().unbound_hooks && cfg(&[("UNBOUND_HOOKS", "allow")]).unwrap().unbound_hooks);

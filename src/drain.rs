@@ -27,7 +27,12 @@ const IDLE: Duration = Duration::from_secs(5);
 
 /// Runs `serve`'s worker until `shutdown`: delivers what is due, then sleeps until the next
 /// entry is due or a new one arrives.
-pub async fn run_local(pipeline: Arc<Pipeline>, spool: Arc<LocalSpool>, wake: Arc<Notify>, shutdown: impl Future<Output = ()>) {
+pub async fn run_local(
+    pipeline: Arc<Pipeline>,
+    spool: Arc<LocalSpool>,
+    wake: Arc<Notify>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let wait = match drain_local(&pipeline, &spool).await {
@@ -144,7 +149,12 @@ pub async fn sqs_batch(pipeline: &Pipeline, queue: &SqsSpool, event: SqsEvent, d
             blocked.insert(group, wait);
             continue;
         }
-        let attempts = record.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse::<u32>().ok()).unwrap_or(1).saturating_sub(1);
+        let attempts = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(1)
+            .saturating_sub(1);
         let body = record.body.clone().unwrap_or_default();
         let delivery = match serde_json::from_str::<Spooled>(&body) {
             Err(e) => Delivery::Dead(format!("the message is not a spooled event: {e}")),

@@ -204,16 +204,26 @@ mod tests {
         let dry = DryGitLab::default();
         let url = |p: &str| Url::parse(&format!("https://gitlab.example.com/api/v4/projects/42{p}")).unwrap();
         let created = dry
-            .answer(&Method::POST, &url("/deployments"), Some(&json!({"environment": "production", "sha": "a1", "ref": "main", "status": "running"})))
+            .answer(
+                &Method::POST,
+                &url("/deployments"),
+                Some(&json!({"environment": "production", "sha": "a1", "ref": "main", "status": "running"})),
+            )
             .unwrap();
         let id = created["id"].as_u64().unwrap();
-        let list = dry.answer(&Method::GET, &url("/deployments?environment=production&order_by=id&sort=desc&per_page=20"), None).unwrap();
+        let list = dry
+            .answer(&Method::GET, &url("/deployments?environment=production&order_by=id&sort=desc&per_page=20"), None)
+            .unwrap();
         assert_eq!(list[0]["id"], id);
         assert_eq!(dry.answer(&Method::GET, &url("/deployments?environment=staging"), None).unwrap(), json!([]));
         dry.answer(&Method::PUT, &url(&format!("/deployments/{id}")), Some(&json!({"status": "success"}))).unwrap();
-        let running = dry.answer(&Method::GET, &url("/deployments?environment=production&status=running"), None).unwrap();
+        let running =
+            dry.answer(&Method::GET, &url("/deployments?environment=production&status=running"), None).unwrap();
         assert_eq!(running, json!([]));
         assert_eq!(dry.summary()[0]["statuses"], json!(["running", "success"]));
-        assert!(dry.answer(&Method::GET, &url("/repository/commits/abc"), None).is_none(), "not modelled: the client's own answer");
+        assert!(
+            dry.answer(&Method::GET, &url("/repository/commits/abc"), None).is_none(),
+            "not modelled: the client's own answer"
+        );
     }
 }

@@ -75,7 +75,14 @@ pub struct Environments {
 impl Environments {
     /// Whether giving `project`'s environment `name` the tier `tier` would change it (it does
     /// not exist yet, or has another tier). Reads; remembers a tier found right.
-    pub async fn tier_differs(&self, gitlab: &GitLabClient, ctx: &CallCtx, project: &str, name: &str, tier: Tier) -> Result<bool, GitLabError> {
+    pub async fn tier_differs(
+        &self,
+        gitlab: &GitLabClient,
+        ctx: &CallCtx,
+        project: &str,
+        name: &str,
+        tier: Tier,
+    ) -> Result<bool, GitLabError> {
         let key = (project.to_string(), name.to_string());
         if self.ensured.lock().map(|m| m.get(&key).is_some_and(|e| e.tier == Some(tier))).unwrap_or(false) {
             return Ok(false);
@@ -117,7 +124,8 @@ impl Environments {
         let now = match existing {
             None => match gitlab.create_environment(ctx, project, name, tier, external_url).await {
                 Ok(e) => {
-                    let verb = if gitlab.dry_run() { "would create environment (dry run)" } else { "created environment" };
+                    let verb =
+                        if gitlab.dry_run() { "would create environment (dry run)" } else { "created environment" };
                     tracing::info!(project, environment = name, tier = tier.map(Tier::as_str).unwrap_or(""), "{verb}");
                     e
                 }
@@ -134,7 +142,8 @@ impl Environments {
                 let tier_change = tier.filter(|t| e.tier.as_deref() != Some(t.as_str()));
                 let url_change = external_url.filter(|u| e.external_url.as_deref() != Some(*u));
                 if tier_change.is_some() || url_change.is_some() {
-                    let verb = if gitlab.dry_run() { "would update environment (dry run)" } else { "updating environment" };
+                    let verb =
+                        if gitlab.dry_run() { "would update environment (dry run)" } else { "updating environment" };
                     tracing::info!(
                         project,
                         environment = name,
@@ -195,7 +204,10 @@ mod tests {
         assert!(warnings("production", None, true).is_empty());
         assert!(warnings("eu-west-1", None, true).is_empty());
         assert!(warnings("preview/feature", None, true)[0].contains("folder"));
-        assert!(warnings("preview/feature", None, false).is_empty(), "the bridge's own preview names are not the user's to change");
+        assert!(
+            warnings("preview/feature", None, false).is_empty(),
+            "the bridge's own preview names are not the user's to change"
+        );
         assert!(warnings("production/eu", None, true).is_empty());
         assert!(warnings("apps/eu", Some(Tier::Staging), true).is_empty());
     }

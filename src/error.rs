@@ -100,7 +100,9 @@ impl Error {
         match self {
             Error::Secrets(s) | Error::GitLab(GitLabError::Secrets(s)) => s.public_message(),
             // The log has the spool's error (a queue's URL names the account).
-            Error::Spool(_) => "GitLab cannot take the event now and the spool could not keep it; redeliver it later".into(),
+            Error::Spool(_) => {
+                "GitLab cannot take the event now and the spool could not keep it; redeliver it later".into()
+            }
             other => other.to_string(),
         }
     }
@@ -110,7 +112,9 @@ impl Error {
     /// GitLab's `message` beside the bridge's `error`, so GitLab clients can read it.
     pub fn into_gitlab_response(self) -> Response {
         let status = match &self {
-            Error::GitLab(GitLabError::Rejected { status, .. }) => StatusCode::from_u16(*status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+            Error::GitLab(GitLabError::Rejected { status, .. }) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+            }
             other => other.status(),
         };
         let text = self.public_message();

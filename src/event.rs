@@ -131,7 +131,10 @@ impl DeploymentEvent {
 
         let sha = non_empty(draft.sha)
             .ok_or_else(|| Error::BadRequest(format!("`sha` is missing from the {source} payload")))?;
-        let short = draft.short_sha.then(|| sha.to_ascii_lowercase()).filter(|s| (7..40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()));
+        let short = draft
+            .short_sha
+            .then(|| sha.to_ascii_lowercase())
+            .filter(|s| (7..40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()));
         let sha = short.clone().or_else(|| normalize_sha(&sha)).ok_or_else(|| {
             Error::BadRequest(format!(
                 "`sha` must be a full 40-character hexadecimal commit id, got {:?}",
@@ -139,14 +142,15 @@ impl DeploymentEvent {
             ))
         })?;
 
-        let status = draft.status.ok_or_else(|| {
-            Error::BadRequest(format!("`status` is missing from the {source} payload"))
-        })?;
+        let status =
+            draft.status.ok_or_else(|| Error::BadRequest(format!("`status` is missing from the {source} payload")))?;
 
         let settings = config.environments.get(&environment);
         let tier = match non_empty(overrides.tier.clone()) {
             Some(t) => Some(Tier::parse(&t).ok_or_else(|| {
-                Error::BadRequest(format!("`tier` must be one of production, staging, testing, development, other; got {t:?}"))
+                Error::BadRequest(format!(
+                    "`tier` must be one of production, staging, testing, development, other; got {t:?}"
+                ))
             })?),
             None => settings.and_then(|s| s.tier),
         };
@@ -287,7 +291,22 @@ mod tests {
 
     #[test]
     fn refs_that_git_would_refuse_are_not_sent() {
-        for bad in ["refs/heads/\rrefs/heads/", "refs/heads/\rmain", "ma\nin", "a b", "a..b", "a~1", "x:y", "a@{1}", "feat//x", ".hidden", "a/.b", "x.lock", "x/", "refs/heads/"] {
+        for bad in [
+            "refs/heads/\rrefs/heads/",
+            "refs/heads/\rmain",
+            "ma\nin",
+            "a b",
+            "a..b",
+            "a~1",
+            "x:y",
+            "a@{1}",
+            "feat//x",
+            ".hidden",
+            "a/.b",
+            "x.lock",
+            "x/",
+            "refs/heads/",
+        ] {
             assert_eq!(usable_ref(bad), None, "{bad:?}");
         }
         for ok in ["main", "feature/x-1", "release/2.0", "refs/heads/main", "v1.4.0"] {
@@ -300,7 +319,18 @@ mod tests {
         for ok in ["42", "group/app", "group/sub/my.app", "a+b/c_d-e"] {
             assert!(validate_project(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "../x", "group/..", "group/./app", "/group/app", "group/app/", "group//app", "group/app%2F.."] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "group/..",
+            "group/./app",
+            "/group/app",
+            "group/app/",
+            "group//app",
+            "group/app%2F..",
+        ] {
             assert!(validate_project(bad).is_err(), "{bad}");
         }
     }
@@ -341,7 +371,10 @@ mod tests {
             crate::config::EnvironmentSettings { tier: Some(Tier::Production), git_ref: Some("stable".into()) },
         );
         let ev = DeploymentEvent::from_draft("generic", draft(), &overrides("1"), &config).unwrap();
-        assert_eq!((ev.git_ref.as_str(), ev.ref_source, ev.tier), ("stable", "environment config", Some(Tier::Production)));
+        assert_eq!(
+            (ev.git_ref.as_str(), ev.ref_source, ev.tier),
+            ("stable", "environment config", Some(Tier::Production))
+        );
         let o = Overrides { git_ref: Some(SHA.into()), ..overrides("1") };
         let ev = DeploymentEvent::from_draft("generic", draft(), &o, &config).unwrap();
         assert_eq!(ev.ref_source, "environment config", "a sha in the query falls through");
@@ -351,7 +384,9 @@ mod tests {
 
     #[test]
     fn missing_and_invalid_fields_name_the_field() {
-        let err = |d: EventDraft, o: &Overrides| DeploymentEvent::from_draft("generic", d, o, &Config::default()).unwrap_err().to_string();
+        let err = |d: EventDraft, o: &Overrides| {
+            DeploymentEvent::from_draft("generic", d, o, &Config::default()).unwrap_err().to_string()
+        };
         assert!(err(draft(), &Overrides::default()).contains("`project`"));
         let mut d = draft();
         d.sha = Some("abc123".into());

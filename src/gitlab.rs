@@ -6,8 +6,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use secrecy::ExposeSecret;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,9 +23,13 @@ pub enum GitLabError {
     /// GitLab refused the data (unknown commit or ref, invalid environment, unknown project).
     #[error("GitLab rejected the request ({status}): {message}")]
     Rejected { status: u16, message: String },
-    #[error("GitLab refused the token (401 Unauthorized) even after the secret was read again; put a valid token with the `api` scope in `gitlab_token`")]
+    #[error(
+        "GitLab refused the token (401 Unauthorized) even after the secret was read again; put a valid token with the `api` scope in `gitlab_token`"
+    )]
     Unauthorized,
-    #[error("GitLab answered 403 Forbidden ({0}); the token needs the `api` scope and at least the Developer role (and 'Allowed to deploy' on protected environments)")]
+    #[error(
+        "GitLab answered 403 Forbidden ({0}); the token needs the `api` scope and at least the Developer role (and 'Allowed to deploy' on protected environments)"
+    )]
     Forbidden(String),
     #[error("GitLab is rate-limiting requests (429) and the wait does not fit in this request's deadline; retry later")]
     RateLimited { retry_after: Option<Duration> },
@@ -36,7 +40,9 @@ pub enum GitLabError {
     Ambiguous(String),
     #[error("the deadline ran out waiting for GitLab: {0}")]
     Deadline(String),
-    #[error("GitLab answered with a redirect to {location:?}; set GITLAB_URL (or the project) to the final address, redirects are not followed so the token cannot leak")]
+    #[error(
+        "GitLab answered with a redirect to {location:?}; set GITLAB_URL (or the project) to the final address, redirects are not followed so the token cannot leak"
+    )]
     Redirect { location: String },
     #[error("GitLab sent a response the bridge cannot read: {0}")]
     InvalidResponse(String),
@@ -307,7 +313,12 @@ impl GitLabClient {
     }
 
     /// The environment called exactly `name`, if the project has one.
-    pub async fn find_environment(&self, ctx: &CallCtx, project: &str, name: &str) -> Result<Option<Environment>, GitLabError> {
+    pub async fn find_environment(
+        &self,
+        ctx: &CallCtx,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Environment>, GitLabError> {
         let mut url = self.url(project, "/environments")?;
         url.query_pairs_mut().append_pair("name", name);
         let all: Vec<Environment> = self.execute(ctx, Method::GET, url, None, true, || json!([])).await?;
@@ -422,11 +433,9 @@ impl GitLabClient {
             let Some(remaining) = ctx.remaining() else {
                 return Err(GitLabError::Deadline(format!("no time left for {method} {}", url.path())));
             };
-            let mut token_header = HeaderValue::from_str(token.expose_secret()).map_err(|_| {
-                SecretsError::Invalid {
-                    secret: secrets.origin().to_string(),
-                    reason: "gitlab_token contains characters that cannot be sent in an HTTP header".into(),
-                }
+            let mut token_header = HeaderValue::from_str(token.expose_secret()).map_err(|_| SecretsError::Invalid {
+                secret: secrets.origin().to_string(),
+                reason: "gitlab_token contains characters that cannot be sent in an HTTP header".into(),
             })?;
             token_header.set_sensitive(true);
             let mut rb = self
@@ -446,15 +455,23 @@ impl GitLabClient {
                         Ok(b) => b,
                         // The connection broke mid-answer: an idempotent call is simply repeated.
                         Err(e) if idempotent => {
-                            let failure = Failure::Retry(format!("{status} with an unreadable body: {}", e.without_url()));
+                            let failure =
+                                Failure::Retry(format!("{status} with an unreadable body: {}", e.without_url()));
                             self.wait_before_retry(ctx, attempt, failure).await?;
                             continue;
                         }
-                        Err(e) => return Err(GitLabError::Ambiguous(format!("reading the answer failed: {}", e.without_url()))),
+                        Err(e) => {
+                            return Err(GitLabError::Ambiguous(format!(
+                                "reading the answer failed: {}",
+                                e.without_url()
+                            )));
+                        }
                     };
                     if status.is_success() {
                         return serde_json::from_slice(&bytes).map_err(|e| {
-                            GitLabError::InvalidResponse(format!("{status} with a body that is not the JSON expected ({e})"))
+                            GitLabError::InvalidResponse(format!(
+                                "{status} with a body that is not the JSON expected ({e})"
+                            ))
                         });
                     }
                     let message = error_message(&bytes);
@@ -475,14 +492,22 @@ impl GitLabClient {
                             let location = header_str(&headers, "location").unwrap_or_default().to_string();
                             return Err(GitLabError::Redirect { location });
                         }
-                        s if s.is_server_error() && idempotent => Failure::Retry(format!("{} answered {} {message}", host(&url), s.as_u16())),
+                        s if s.is_server_error() && idempotent => {
+                            Failure::Retry(format!("{} answered {} {message}", host(&url), s.as_u16()))
+                        }
                         s if s.is_server_error() => {
-                            return Err(GitLabError::Ambiguous(format!("{} answered {} {message}", host(&url), s.as_u16())));
+                            return Err(GitLabError::Ambiguous(format!(
+                                "{} answered {} {message}",
+                                host(&url),
+                                s.as_u16()
+                            )));
                         }
                         s => return Err(GitLabError::Rejected { status: s.as_u16(), message }),
                     }
                 }
-                Err(e) if e.is_connect() => Failure::Retry(format!("cannot connect to {}: {}", host(&url), e.without_url())),
+                Err(e) if e.is_connect() => {
+                    Failure::Retry(format!("cannot connect to {}: {}", host(&url), e.without_url()))
+                }
                 Err(e) if e.is_timeout() && ctx.remaining().is_none() => {
                     return Err(GitLabError::Deadline(format!("{method} {} timed out", url.path())));
                 }
@@ -558,7 +583,11 @@ pub fn error_message(body: &[u8]) -> String {
                 .iter()
                 .map(|(field, msgs)| {
                     let msgs = match msgs {
-                        Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect::<Vec<_>>().join(", "),
+                        Value::Array(a) => a
+                            .iter()
+                            .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };
@@ -593,7 +622,10 @@ mod tests {
             error_message(br#"{"message":{"sha":["The commit does not exist"]}}"#),
             "sha: The commit does not exist"
         );
-        assert_eq!(error_message(br#"{"error":"status does not have a valid value"}"#), "status does not have a valid value");
+        assert_eq!(
+            error_message(br#"{"error":"status does not have a valid value"}"#),
+            "status does not have a valid value"
+        );
         assert_eq!(error_message(b"Retry later\n"), "Retry later");
         assert_eq!(error_message(b""), "(empty body)");
     }
@@ -626,7 +658,10 @@ mod tests {
     #[test]
     fn project_paths_are_encoded() {
         let c = client();
-        assert_eq!(c.url("group/sub/app", "/deployments").unwrap().path(), "/api/v4/projects/group%2Fsub%2Fapp/deployments");
+        assert_eq!(
+            c.url("group/sub/app", "/deployments").unwrap().path(),
+            "/api/v4/projects/group%2Fsub%2Fapp/deployments"
+        );
         assert_eq!(c.url("42", "").unwrap().path(), "/api/v4/projects/42");
         assert_eq!(c.url("group/my.app", "").unwrap().path(), "/api/v4/projects/group%2Fmy.app");
     }

@@ -12,6 +12,7 @@
 //!   under `bridge`), and errors with GitLab's `message` beside the bridge's `error`
 //! - `GET /healthz` — liveness; touches neither Secrets Manager nor GitLab
 
+use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -19,7 +20,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::{Extensions, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::Json;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -148,7 +148,11 @@ async fn hook(State(st): State<AppState>, source: Result<Path<String>, PathRejec
     }
 }
 
-async fn routed_hook(State(st): State<AppState>, path: Result<Path<(String, String)>, PathRejection>, req: Request) -> Response {
+async fn routed_hook(
+    State(st): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    req: Request,
+) -> Response {
     match path {
         Ok(Path((source, route))) => st.handle(Call::hook(&source, Some(route)), Answer::Bridge, req).await,
         Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_response(),
@@ -157,14 +161,22 @@ async fn routed_hook(State(st): State<AppState>, path: Result<Path<(String, Stri
 
 const CREATED: Answer = Answer::GitLab { success: StatusCode::CREATED };
 
-async fn facade_create(State(st): State<AppState>, project: Result<Path<String>, PathRejection>, req: Request) -> Response {
+async fn facade_create(
+    State(st): State<AppState>,
+    project: Result<Path<String>, PathRejection>,
+    req: Request,
+) -> Response {
     match project {
         Ok(Path(project)) => st.handle(Call::facade(None, project, None), CREATED, req).await,
         Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_gitlab_response(),
     }
 }
 
-async fn routed_facade_create(State(st): State<AppState>, path: Result<Path<(String, String)>, PathRejection>, req: Request) -> Response {
+async fn routed_facade_create(
+    State(st): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    req: Request,
+) -> Response {
     match path {
         Ok(Path((route, project))) => st.handle(Call::facade(Some(route), project, None), CREATED, req).await,
         Err(e) => Error::BadRequest(format!("the path cannot be read: {e}")).into_gitlab_response(),
@@ -196,9 +208,15 @@ async fn routed_facade_update(
 impl AppState {
     async fn facade_put(&self, route: Option<String>, project: String, id: String, req: Request) -> Response {
         match id.parse::<u64>() {
-            Ok(id) => self.handle(Call::facade(route, project, Some(id)), Answer::GitLab { success: StatusCode::OK }, req).await,
-            Err(_) => Error::NotFound(format!("404 Deployment Not Found: {:?} is not a deployment id", id.chars().take(40).collect::<String>()))
-                .into_gitlab_response(),
+            Ok(id) => {
+                self.handle(Call::facade(route, project, Some(id)), Answer::GitLab { success: StatusCode::OK }, req)
+                    .await
+            }
+            Err(_) => Error::NotFound(format!(
+                "404 Deployment Not Found: {:?} is not a deployment id",
+                id.chars().take(40).collect::<String>()
+            ))
+            .into_gitlab_response(),
         }
     }
 
@@ -263,11 +281,8 @@ fn gitlab_answer(success: StatusCode, handled: Handled) -> Response {
 /// The body, at most `MAX_BODY_BYTES`, read within `timeout` (a client that sends it slowly
 /// gets 408 rather than holding the request open).
 async fn read_body(parts: &axum::http::request::Parts, body: Body, timeout: Duration) -> Result<bytes::Bytes, Error> {
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(Error::PayloadTooLarge(MAX_BODY_BYTES));
     }
@@ -275,8 +290,7 @@ async fn read_body(parts: &axum::http::request::Parts, body: Body, timeout: Dura
         .await
         .map_err(|_| Error::RequestTimeout(timeout))?;
     read.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
         if too_large {
             Error::PayloadTooLarge(MAX_BODY_BYTES)

@@ -19,9 +19,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use axum::Router;
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::http::{HeaderName, Uri, header};
+use lambda_http::lambda_runtime::service_fn;
 use lambda_http::request::LambdaRequest;
 use lambda_http::tower::ServiceExt;
-use lambda_http::lambda_runtime::service_fn;
 use lambda_http::{Adapter, LambdaEvent};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::Url;
@@ -35,7 +35,18 @@ use crate::spool::sqs::SqsSpool;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a URI query cannot carry as is (besides non-ASCII, always encoded).
-const QUERY: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`').add(b'{').add(b'}').add(b'|').add(b'\\').add(b'^').add(b'#');
+const QUERY: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'|')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'#');
 
 /// What the spool queue's batches are delivered with.
 pub type Consumer = (Arc<Pipeline>, Arc<SqsSpool>);
@@ -70,7 +81,8 @@ async fn dispatch(app: Router, consumer: Option<&Consumer>, ev: LambdaEvent<Valu
 
 /// An SQS event: `Records` whose first says `"eventSource": "aws:sqs"`.
 fn is_sqs_batch(payload: &Value) -> bool {
-    payload.get("Records").and_then(|r| r.get(0)).and_then(|r| r.get("eventSource")).and_then(Value::as_str) == Some("aws:sqs")
+    payload.get("Records").and_then(|r| r.get(0)).and_then(|r| r.get("eventSource")).and_then(Value::as_str)
+        == Some("aws:sqs")
 }
 
 /// The instant by which an invocation whose deadline is `deadline_ms` (Unix milliseconds) must
@@ -109,7 +121,12 @@ fn sanitize_v2(ag: &mut ApiGatewayV2httpRequest) {
     ag.raw_path = Some(path);
     // A stage is a name; anything else (a `#` in it, found by fuzz/lambda_events) would become
     // part of the URL lambda_http builds. Function URLs always say `$default`.
-    if ag.request_context.stage.as_deref().is_some_and(|s| s != "$default" && !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))) {
+    if ag
+        .request_context
+        .stage
+        .as_deref()
+        .is_some_and(|s| s != "$default" && !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+    {
         ag.request_context.stage = None;
     }
     // Repairs, in order, until what lambda_http will build is a URI: drop a `Host` header, then

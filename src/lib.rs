@@ -33,7 +33,7 @@ pub mod pipeline;
 pub mod replay;
 pub mod routes;
 pub mod secrets;
-pub mod spool;
 pub mod sources;
+pub mod spool;
 pub mod telemetry;
 pub mod transport;

@@ -122,7 +122,9 @@ struct Written {
 impl Written {
     /// Whether `d` is still exactly what this container wrote (same id, status and change time).
     fn describes(&self, d: &Deployment) -> bool {
-        self.deployment.id == d.id && self.deployment.status == d.status && self.deployment.changed_at() == d.changed_at()
+        self.deployment.id == d.id
+            && self.deployment.status == d.status
+            && self.deployment.changed_at() == d.changed_at()
     }
 }
 
@@ -159,11 +161,8 @@ impl Lifecycle {
     pub fn warnings(&self, ev: &DeploymentEvent) -> Vec<String> {
         let warnings = environment::warnings(&ev.environment, ev.tier, !ev.environment_by_bridge);
         if !warnings.is_empty() {
-            let first = self
-                .warned
-                .lock()
-                .map(|mut w| w.insert((ev.project.clone(), ev.environment.clone())))
-                .unwrap_or(false);
+            let first =
+                self.warned.lock().map(|mut w| w.insert((ev.project.clone(), ev.environment.clone()))).unwrap_or(false);
             if first {
                 for w in &warnings {
                     tracing::warn!(project = %ev.project, environment = %ev.environment, "{w}");
@@ -218,13 +217,15 @@ impl Lifecycle {
         let _guard = self.lock_for(&key).lock().await;
         let mut notes = Vec::new();
         let tier_first = match ev.tier.filter(|_| ev.status == Status::Success) {
-            Some(tier) => match self.environments.tier_differs(&self.gitlab, ctx, &key.0, &ev.environment, tier).await {
-                Ok(differs) => differs,
-                Err(e) => {
-                    notes.push(format!("the environment's tier could not be read: {e}"));
-                    false
+            Some(tier) => {
+                match self.environments.tier_differs(&self.gitlab, ctx, &key.0, &ev.environment, tier).await {
+                    Ok(differs) => differs,
+                    Err(e) => {
+                        notes.push(format!("the environment's tier could not be read: {e}"));
+                        false
+                    }
                 }
-            },
+            }
             None => false,
         };
         let mut environment_done = false;
@@ -253,7 +254,11 @@ impl Lifecycle {
     /// settings: if they cannot be set now, the deployment stands; the next event tries again
     /// (nothing was cached).
     async fn set_environment(&self, ev: &DeploymentEvent, key: &EnvKey, ctx: &CallCtx, notes: &mut Vec<String>) {
-        if let Err(e) = self.environments.ensure(&self.gitlab, ctx, &key.0, &ev.environment, ev.tier, ev.external_url.as_deref()).await {
+        if let Err(e) = self
+            .environments
+            .ensure(&self.gitlab, ctx, &key.0, &ev.environment, ev.tier, ev.external_url.as_deref())
+            .await
+        {
             tracing::warn!(project = %ev.project, environment = %ev.environment, error = %e, "could not set the environment's tier or URL");
             notes.push(format!("the environment's tier or external URL could not be set: {e}"));
         }
@@ -298,7 +303,10 @@ impl Lifecycle {
             }
             None => Err(GitLabError::Rejected {
                 status: 404,
-                message: format!("the {} event names commit {}, which GitLab project {} does not have", ev.source, ev.sha, ev.project),
+                message: format!(
+                    "the {} event names commit {}, which GitLab project {} does not have",
+                    ev.source, ev.sha, ev.project
+                ),
             }),
         }
     }
@@ -313,7 +321,13 @@ impl Lifecycle {
     /// `id` to `status` as GitLab would, except that a finished deployment never changes (GitLab
     /// itself lets `success` become `failed` and back); asking for the status it already has is
     /// answered with it unchanged, so a tool's retry is harmless.
-    pub async fn set_status(&self, project: &str, id: u64, status: Status, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
+    pub async fn set_status(
+        &self,
+        project: &str,
+        id: u64,
+        status: Status,
+        ctx: &CallCtx,
+    ) -> Result<Outcome, GitLabError> {
         let project = self.project_id(ctx, project).await?;
         let found = self.gitlab.get_deployment(ctx, &project, id).await?;
         let environment = found.environment.as_ref().map(|e| e.name.clone()).unwrap_or_default();
@@ -348,7 +362,9 @@ impl Lifecycle {
         // GitLab says the remembered deployment is gone or already has the status, look it up.
         if ev.status != Status::Running {
             let remembered = self.written(key).filter(|w| {
-                w.deployment.is_of(&ev.sha) && w.deployment.status() == Some(Status::Running) && w.at.elapsed() < TRUST_RUNNING_FOR
+                w.deployment.is_of(&ev.sha)
+                    && w.deployment.status() == Some(Status::Running)
+                    && w.at.elapsed() < TRUST_RUNNING_FOR
             });
             if let Some(w) = remembered {
                 if let Some(reason) = ends_before_start(ev, &w) {
@@ -412,7 +428,8 @@ impl Lifecycle {
         }
         // Before creating, make sure no running deployment of the sha hides beyond the window.
         if recent.more {
-            let running = self.gitlab.recent_deployments(ctx, project, &ev.environment, Some(Status::Running), 100).await?;
+            let running =
+                self.gitlab.recent_deployments(ctx, project, &ev.environment, Some(Status::Running), 100).await?;
             if let Some(d) = running.items.iter().find(|d| d.is_of(&ev.sha)) {
                 return self.finish(ev, key, d, ctx).await;
             }
@@ -421,7 +438,13 @@ impl Lifecycle {
     }
 
     /// Moves a running deployment to the event's final status.
-    async fn finish(&self, ev: &DeploymentEvent, key: &EnvKey, running: &Deployment, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
+    async fn finish(
+        &self,
+        ev: &DeploymentEvent,
+        key: &EnvKey,
+        running: &Deployment,
+        ctx: &CallCtx,
+    ) -> Result<Outcome, GitLabError> {
         match self.gitlab.update_deployment(ctx, &key.0, running.id, ev.status).await {
             Ok(d) => Ok(self.wrote(key, Action::Updated, d, ev)),
             // Someone else finished it between our look and our update.
@@ -437,7 +460,13 @@ impl Lifecycle {
         }
     }
 
-    async fn create(&self, ev: &DeploymentEvent, key: &EnvKey, recent: &Recent, ctx: &CallCtx) -> Result<Outcome, GitLabError> {
+    async fn create(
+        &self,
+        ev: &DeploymentEvent,
+        key: &EnvKey,
+        recent: &Recent,
+        ctx: &CallCtx,
+    ) -> Result<Outcome, GitLabError> {
         let new = NewDeployment {
             environment: &ev.environment,
             sha: &ev.sha,
@@ -514,7 +543,9 @@ impl Lifecycle {
                     self.remember(key, Written { occurred_at, ..w });
                 }
             }
-            None if d.status != Status::Running.as_str() && ev.occurred_at.zip(d.changed_at()).is_some_and(|(at, changed)| at >= changed) => {
+            None if d.status != Status::Running.as_str()
+                && ev.occurred_at.zip(d.changed_at()).is_some_and(|(at, changed)| at >= changed) =>
+            {
                 self.remember(key, Written { deployment: d.clone(), occurred_at: ev.occurred_at, at: Instant::now() });
             }
             None => {}

@@ -89,7 +89,8 @@ async fn lambda() -> Result<ExitCode, app::BoxError> {
             Ok(http) => {
                 let sdk = Box::pin(app::aws_config(&config, &http)).await;
                 let secrets = app::secret_provider(&config, true, sdk.as_ref()).await;
-                let queue = app::sqs_spool(&config, sdk.as_ref()).filter(|_| config.spool.mode != gitlab_deploy_bridge::config::SpoolMode::Off);
+                let queue = app::sqs_spool(&config, sdk.as_ref())
+                    .filter(|_| config.spool.mode != gitlab_deploy_bridge::config::SpoolMode::Off);
                 app::assemble(config, secrets, queue.clone().map(spool::Spool::Sqs), http).map(|app| (app, queue))
             }
             Err(e) => Err(e),
@@ -120,12 +121,14 @@ async fn local(cli: Cli) -> Result<ExitCode, app::BoxError> {
     match cli.command {
         Command::Serve { listen } => {
             let local = app::local_spool(&config)?;
-            let app = app::assemble(config, secrets, local.clone().map(|(s, wake)| spool::Spool::Local(s, wake)), http)?;
+            let app =
+                app::assemble(config, secrets, local.clone().map(|(s, wake)| spool::Spool::Local(s, wake)), http)?;
             Box::pin(app::serve(app, local, listen, header_timeout, max_connections)).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Invoke { events, project, sha, environment } => {
             let app = app::assemble(config, secrets, None, http)?;
-            let ok = app::invoke_retargeted(app.router.clone(), &events, &app::Retarget { project, sha, environment }).await?;
+            let ok = app::invoke_retargeted(app.router.clone(), &events, &app::Retarget { project, sha, environment })
+                .await?;
             if let Some(planned) = app.pipeline.planned() {
                 println!("{}", serde_json::json!({ "planned": planned }));
             }

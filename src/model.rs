@@ -163,7 +163,10 @@ mod tests {
                 "deployable": null}"#,
         )
         .unwrap();
-        assert_eq!((d.id, d.status(), d.is_of("A91957A858320C0E17F3A0ECA7CFACBFF50EA29A")), (42, Some(Status::Success), true));
+        assert_eq!(
+            (d.id, d.status(), d.is_of("A91957A858320C0E17F3A0ECA7CFACBFF50EA29A")),
+            (42, Some(Status::Success), true)
+        );
         assert!(d.changed_at().unwrap() < d.created_at.unwrap(), "the offset is applied");
     }
 }

@@ -120,7 +120,8 @@ impl Pipeline {
     /// the source's credential header — so an unauthenticated caller cannot make the bridge
     /// buffer a body. The refusal is answered and logged as the webhook's (through its body).
     pub fn precheck(&self, source: &str, route: Option<&str>, headers: &HeaderMap) -> Result<(), Error> {
-        let source = sources::find(source).ok_or_else(|| Error::UnknownSource { name: printable(source), known: sources::names() })?;
+        let source = sources::find(source)
+            .ok_or_else(|| Error::UnknownSource { name: printable(source), known: sources::names() })?;
         self.admit_unbound(source, route)?;
         source.credentials(headers)
     }
@@ -134,7 +135,7 @@ impl Pipeline {
         }
     }
 
-        /// Handles one webhook within `deadline` and logs one line for it; returns the answer (and
+    /// Handles one webhook within `deadline` and logs one line for it; returns the answer (and
     /// the GitLab deployment, for the routes that answer as GitLab does).
     pub async fn handle(&self, hook: Webhook<'_>, deadline: Instant) -> Result<Handled, Error> {
         let started = hook.received;
@@ -177,7 +178,9 @@ impl Pipeline {
             };
         }
         match &result {
-            Ok(_) if self.config.dry_run => line!(info, http_status = 200u16, outcome = "ok", "webhook planned (dry run)"),
+            Ok(_) if self.config.dry_run => {
+                line!(info, http_status = 200u16, outcome = "ok", "webhook planned (dry run)")
+            }
             Ok(h) => line!(info, http_status = if h.spooled { 202u16 } else { 200 }, outcome = "ok", "webhook handled"),
             Err(e) => {
                 let status = e.status().as_u16();
@@ -209,7 +212,9 @@ impl Pipeline {
             Some(left) => tokio::time::timeout(left, self.secrets.current()).await.ok(),
             None => None,
         }
-        .unwrap_or_else(|| Err(SecretsError::Unavailable("the secret could not be read before this request's deadline".into())))?;
+        .unwrap_or_else(|| {
+            Err(SecretsError::Unavailable("the secret could not be read before this request's deadline".into()))
+        })?;
         // A route's calls verify with the route's own secret, an unbound hook's with the source's.
         let route = match hook.route {
             Some(name) => match self.config.routes.get(name).filter(|r| r.source == source.name()) {
@@ -249,11 +254,18 @@ impl Pipeline {
                 return Ok(Handled::new(json!({ "action": Action::Ignored, "reason": reason }), None));
             }
         };
-        let target = Target { route, query: hook.query, path_project: hook.path_project, update: hook.update, received: hook.received };
+        let target = Target {
+            route,
+            query: hook.query,
+            path_project: hook.path_project,
+            update: hook.update,
+            received: hook.received,
+        };
         let mut result = self.process_verified(source, target, headers, &body, &secrets, ctx, log).await;
         if let Ok(handled) = &mut result {
             if hook.route.is_none() && !self.config.unbound_hooks {
-                handled.answer["unbound"] = json!(format!("a live run would refuse this call: {}", unbound_refused(source.name())));
+                handled.answer["unbound"] =
+                    json!(format!("a live run would refuse this call: {}", unbound_refused(source.name())));
             }
             if let Some(admitted) = admitted.filter(|_| !self.config.dry_run) {
                 self.replays.handled(admitted);
@@ -279,7 +291,10 @@ impl Pipeline {
         let Target { route, query, path_project, update, received } = target;
         // The GitLab-compatible facade answers with GitLab's deployment (its id is the one a
         // later PUT names): only the tools' own hooks can be answered from the spool.
-        let spool = self.spool.as_ref().filter(|_| path_project.is_none() && !self.config.dry_run && self.config.spool.mode != SpoolMode::Off);
+        let spool = self
+            .spool
+            .as_ref()
+            .filter(|_| path_project.is_none() && !self.config.dry_run && self.config.spool.mode != SpoolMode::Off);
         let mut overrides: Overrides = serde_urlencoded::from_str(query.unwrap_or(""))
             .map_err(|e| Error::BadRequest(format!("the query string cannot be read: {e}")))?;
         if path_project.is_some() {
@@ -331,7 +346,10 @@ impl Pipeline {
         let mut warnings = Vec::new();
         if let Some((name, route)) = route {
             if !route.allows_environment(&ev.environment) {
-                return Err(Error::Forbidden(format!("route {name:?} may not write in environment {:?}", ev.environment)));
+                return Err(Error::Forbidden(format!(
+                    "route {name:?} may not write in environment {:?}",
+                    ev.environment
+                )));
             }
             if !route.set_environment && (ev.tier.is_some() || ev.external_url.is_some()) {
                 ev.tier = None;
@@ -347,8 +365,10 @@ impl Pipeline {
                 self.lifecycle.apply(&ev, ctx).await.map_err(|e| explain_unknown_commit(e, &ev))?
             }
             Some(spool) => {
-                let delivery = source.delivery_key(headers, body).unwrap_or_else(|| hex::encode(sha2::Sha256::digest(body)));
-                let item = Spooled::new(&ev, route.map(|r| r.0), &delivery, time::OffsetDateTime::now_utc(), String::new());
+                let delivery =
+                    source.delivery_key(headers, body).unwrap_or_else(|| hex::encode(sha2::Sha256::digest(body)));
+                let item =
+                    Spooled::new(&ev, route.map(|r| r.0), &delivery, time::OffsetDateTime::now_utc(), String::new());
                 if let Some(reason) = self.must_queue(spool, &item.group).await {
                     return self.spool_event(spool, Spooled { reason, ..item }, &ev, warnings, None, log).await;
                 }
@@ -449,7 +469,9 @@ impl Pipeline {
             return Some("SPOOL_MODE=always: every event goes through the spool".into());
         }
         match spool.pending(group).await {
-            Ok(true) => Some("earlier events of this environment are waiting in the spool; this one queues behind them".into()),
+            Ok(true) => {
+                Some("earlier events of this environment are waiting in the spool; this one queues behind them".into())
+            }
             Ok(false) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "the spool cannot say whether events are waiting; delivering this one now");
@@ -556,7 +578,11 @@ impl Pipeline {
         delivery
     }
 
-    async fn expand_and_apply(&self, ev: &mut DeploymentEvent, ctx: &CallCtx) -> Result<crate::lifecycle::Outcome, GitLabError> {
+    async fn expand_and_apply(
+        &self,
+        ev: &mut DeploymentEvent,
+        ctx: &CallCtx,
+    ) -> Result<crate::lifecycle::Outcome, GitLabError> {
         self.lifecycle.expand_sha(ev, ctx).await?;
         self.lifecycle.apply(ev, ctx).await
     }

@@ -65,10 +65,15 @@ impl Replays {
                 ));
             }
             if -age > self.skew {
-                return Err(format!("the delivery is signed with a time in the future ({}); it changes nothing", format_time(at)));
+                return Err(format!(
+                    "the delivery is signed with a time in the future ({}); it changes nothing",
+                    format_time(at)
+                ));
             }
         }
-        let key = source.delivery_key(headers, body).map(|k| (format!("{}:{k}", source.name()), window.unwrap_or(DEFAULT_MEMORY)));
+        let key = source
+            .delivery_key(headers, body)
+            .map(|k| (format!("{}:{k}", source.name()), window.unwrap_or(DEFAULT_MEMORY)));
         if let Some((k, keep)) = &key {
             let seen = self.handled.lock().ok().and_then(|m| m.get(k).copied());
             if seen.is_some_and(|(at, _)| at.elapsed() < *keep) {

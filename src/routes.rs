@@ -78,7 +78,10 @@ impl Routes {
                 return Err(format!("ROUTES: route name {name:?} must be 1-64 characters of a-z, 0-9, `-` and `_`"));
             }
             if let Some(other) = keys.insert(secret_key(name), name) {
-                return Err(format!("ROUTES: routes {other:?} and {name:?} would share the secret key {:?}", secret_key(name)));
+                return Err(format!(
+                    "ROUTES: routes {other:?} and {name:?} would share the secret key {:?}",
+                    secret_key(name)
+                ));
             }
             if route.projects.is_empty() || route.projects.iter().any(|p| !valid_pattern(p)) {
                 return Err(format!(
@@ -86,7 +89,9 @@ impl Routes {
                 ));
             }
             if route.environments.as_ref().is_some_and(|e| e.is_empty() || e.iter().any(|e| e.trim().is_empty())) {
-                return Err(format!("ROUTES: route {name:?} has an empty `environments` list or name; leave it out to allow any"));
+                return Err(format!(
+                    "ROUTES: route {name:?} has an empty `environments` list or name; leave it out to allow any"
+                ));
             }
         }
         Ok(Routes(routes))
@@ -109,15 +114,22 @@ impl Routes {
 fn valid_pattern(p: &str) -> bool {
     let p = p.trim();
     let body = p.strip_suffix('*').unwrap_or(p);
-    !p.is_empty() && p != "*" && !body.contains('*') && body.split('/').enumerate().all(|(i, s)| {
-        let last = i == body.split('/').count() - 1;
-        (s != "." && s != "..") && (!s.is_empty() || (last && p.ends_with('*')))
-    })
+    !p.is_empty()
+        && p != "*"
+        && !body.contains('*')
+        && body.split('/').enumerate().all(|(i, s)| {
+            let last = i == body.split('/').count() - 1;
+            (s != "." && s != "..") && (!s.is_empty() || (last && p.ends_with('*')))
+        })
 }
 
 /// `value` matches `pattern`: equal, or below a prefix that ends in `*`.
 fn matches(pattern: &str, value: &str, fold_case: bool) -> bool {
-    let (pattern, value) = if fold_case { (pattern.to_ascii_lowercase(), value.to_ascii_lowercase()) } else { (pattern.to_string(), value.to_string()) };
+    let (pattern, value) = if fold_case {
+        (pattern.to_ascii_lowercase(), value.to_ascii_lowercase())
+    } else {
+        (pattern.to_string(), value.to_string())
+    };
     match pattern.strip_suffix('*') {
         Some(prefix) => value.starts_with(prefix) && value.len() > prefix.len(),
         None => pattern == value,
@@ -165,16 +177,32 @@ mod tests {
 
     #[test]
     fn projects_and_environments_match_exactly_or_below_a_prefix() {
-        let r = route(r#"{"source": "vercel", "projects": ["Group/Shop", "ops/*"], "environments": ["production", "preview/*"]}"#);
+        let r = route(
+            r#"{"source": "vercel", "projects": ["Group/Shop", "ops/*"], "environments": ["production", "preview/*"]}"#,
+        );
         assert!(r.allows_project("group/shop"));
         assert!(r.allows_project("ops/a") && r.allows_project("ops/sub/b"));
-        assert!(!r.allows_project("group/shop2") && !r.allows_project("ops") && !r.allows_project("ops/") && !r.allows_project("42"));
+        assert!(
+            !r.allows_project("group/shop2")
+                && !r.allows_project("ops")
+                && !r.allows_project("ops/")
+                && !r.allows_project("42")
+        );
         assert!(r.allows_environment("production") && r.allows_environment("preview/feat-1"));
-        assert!(!r.allows_environment("Production") && !r.allows_environment("preview/") && !r.allows_environment("staging"));
+        assert!(
+            !r.allows_environment("Production")
+                && !r.allows_environment("preview/")
+                && !r.allows_environment("staging")
+        );
         assert_eq!((r.default_project(), r.default_environment()), (None, None));
         assert!(r.set_environment);
-        let one = route(r#"{"source": "flux", "projects": ["42"], "environments": ["prod"], "tier": "production", "set_environment": false}"#);
-        assert_eq!((one.default_project(), one.default_environment(), one.tier), (Some("42"), Some("prod"), Some(Tier::Production)));
+        let one = route(
+            r#"{"source": "flux", "projects": ["42"], "environments": ["prod"], "tier": "production", "set_environment": false}"#,
+        );
+        assert_eq!(
+            (one.default_project(), one.default_environment(), one.tier),
+            (Some("42"), Some("prod"), Some(Tier::Production))
+        );
         assert!(!one.set_environment && one.allows_project("42"));
         let any = route(r#"{"source": "flux", "projects": ["42"]}"#);
         assert!(any.allows_environment("anything") && any.default_environment().is_none());
@@ -191,7 +219,10 @@ mod tests {
             (r#"{"r": {"source": "flux", "projects": ["1"], "environments": []}}"#, "empty `environments`"),
             (r#"{"r": {"source": "flux", "projects": ["1"], "tier": "prod"}}"#, "ROUTES must be"),
             (r#"{"r": {"source": "flux", "project": "1"}}"#, "ROUTES must be"),
-            (r#"{"a-b": {"source": "flux", "projects": ["1"]}, "a_b": {"source": "flux", "projects": ["1"]}}"#, "share the secret key"),
+            (
+                r#"{"a-b": {"source": "flux", "projects": ["1"]}, "a_b": {"source": "flux", "projects": ["1"]}}"#,
+                "share the secret key",
+            ),
         ] {
             let err = Routes::parse(json).unwrap_err();
             assert!(err.contains(says), "{json}: {err}");

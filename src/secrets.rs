@@ -46,13 +46,17 @@ impl SecretsError {
     pub fn public_message(&self) -> String {
         match self {
             SecretsError::NotConfigured(m) => format!("secrets are not configured: {m}"),
-            SecretsError::NotFound(_) => "Secrets Manager has no secret named by SECRET_ID (check SECRET_ID and the function's region)".into(),
+            SecretsError::NotFound(_) => {
+                "Secrets Manager has no secret named by SECRET_ID (check SECRET_ID and the function's region)".into()
+            }
             SecretsError::Invalid { reason, .. } => format!("the secret named by SECRET_ID is unusable: {reason}"),
             SecretsError::MissingKey { secret, key } if secret == ENV_ORIGIN => missing_key(secret, key),
             SecretsError::MissingKey { key, .. } => {
                 format!("the secret named by SECRET_ID has no key {key:?}; add it to the secret's JSON object")
             }
-            SecretsError::Unavailable(_) => "Secrets Manager is unavailable; a redelivery may succeed (the function's log has the cause)".into(),
+            SecretsError::Unavailable(_) => {
+                "Secrets Manager is unavailable; a redelivery may succeed (the function's log has the cause)".into()
+            }
         }
     }
 }
@@ -89,10 +93,8 @@ impl SecretBundle {
     }
 
     pub fn gitlab_token(&self) -> Result<&SecretString, SecretsError> {
-        self.get(GITLAB_TOKEN_KEY).ok_or_else(|| SecretsError::MissingKey {
-            secret: self.origin.clone(),
-            key: GITLAB_TOKEN_KEY.into(),
-        })
+        self.get(GITLAB_TOKEN_KEY)
+            .ok_or_else(|| SecretsError::MissingKey { secret: self.origin.clone(), key: GITLAB_TOKEN_KEY.into() })
     }
 
     pub fn webhook_secret(&self, source: &str) -> Option<&SecretString> {
@@ -146,10 +148,13 @@ impl StaticSecrets {
     pub fn from_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let values = vars
             .into_iter()
-            .filter(|(k, v)| !v.is_empty() && (k == "GITLAB_TOKEN"
-                || k.ends_with("_WEBHOOK_SECRET")
-                || k.ends_with("_API_TOKEN")
-                || (k.starts_with("ROUTE_") && k.ends_with("_SECRET"))))
+            .filter(|(k, v)| {
+                !v.is_empty()
+                    && (k == "GITLAB_TOKEN"
+                        || k.ends_with("_WEBHOOK_SECRET")
+                        || k.ends_with("_API_TOKEN")
+                        || (k.starts_with("ROUTE_") && k.ends_with("_SECRET")))
+            })
             .map(|(k, v)| (k.to_ascii_lowercase(), SecretString::from(v)))
             .collect();
         StaticSecrets::new(values)
@@ -271,7 +276,10 @@ impl SecretProvider for SecretsManager {
             }
             match self.fetch().await {
                 Ok(bundle) => {
-                    *cache = CacheState { ok: Some(Cached { bundle: bundle.clone(), fetched: Instant::now() }), failed: None };
+                    *cache = CacheState {
+                        ok: Some(Cached { bundle: bundle.clone(), fetched: Instant::now() }),
+                        failed: None,
+                    };
                     Ok(bundle)
                 }
                 Err(e) => {
@@ -310,7 +318,9 @@ mod tests {
     fn bad_secrets_say_why() {
         assert!(SecretBundle::from_json("s", 1, "glpat-plain").unwrap_err().to_string().contains("not JSON"));
         assert!(SecretBundle::from_json("s", 1, "[1]").unwrap_err().to_string().contains("not an object"));
-        assert!(SecretBundle::from_json("s", 1, r#"{"gitlab_token":1}"#).unwrap_err().to_string().contains("gitlab_token"));
+        assert!(
+            SecretBundle::from_json("s", 1, r#"{"gitlab_token":1}"#).unwrap_err().to_string().contains("gitlab_token")
+        );
         let b = SecretBundle::from_json("s", 1, "{}").unwrap();
         assert!(b.gitlab_token().unwrap_err().to_string().contains("no key \"gitlab_token\""));
     }

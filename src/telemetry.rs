@@ -24,7 +24,8 @@ pub fn filter() -> EnvFilter {
         .or_else(|_| std::env::var("RUST_LOG"))
         .map(|v| v.to_ascii_lowercase())
         .unwrap_or_else(|_| "info".into());
-    let directives = std::iter::once(base.as_str()).chain(QUIET_DEPENDENCIES.iter().copied()).collect::<Vec<_>>().join(",");
+    let directives =
+        std::iter::once(base.as_str()).chain(QUIET_DEPENDENCIES.iter().copied()).collect::<Vec<_>>().join(",");
     EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 

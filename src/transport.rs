@@ -35,7 +35,10 @@ pub fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
     let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
     if added == 0 {
-        tracing::warn!(ignored, "no root certificates found (set {SSL_CERT_FILE} to a PEM bundle); every TLS handshake will fail");
+        tracing::warn!(
+            ignored,
+            "no root certificates found (set {SSL_CERT_FILE} to a PEM bundle); every TLS handshake will fail"
+        );
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)

@@ -23,7 +23,10 @@ struct Secrets {
 async fn hello(State(secrets): State<Arc<Secrets>>) -> (StatusCode, String) {
     match secrets.client.get_secret_value().secret_id(&secrets.secret_id).send().await {
         Ok(_) => (StatusCode::OK, "hello".into()),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("GetSecretValue: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e))),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("GetSecretValue: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)),
+        ),
     }
 }
 
@@ -31,7 +34,10 @@ async fn hello(State(secrets): State<Arc<Secrets>>) -> (StatusCode, String) {
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let secrets = Secrets { client: Client::new(&config), secret_id: std::env::var("SECRET_ID").map_err(|_| "SECRET_ID is not set")? };
+    let secrets = Secrets {
+        client: Client::new(&config),
+        secret_id: std::env::var("SECRET_ID").map_err(|_| "SECRET_ID is not set")?,
+    };
     // The route the benchmark's webhook event is posted to, so that every case gets the same event.
     let app = Router::new().route("/hooks/{source}/{route}", post(hello)).with_state(Arc::new(secrets));
     lambda_http::run(app).await

@@ -90,8 +90,18 @@ pub fn check(status: u16, answer: &Value) {
 /// The invariant itself refuses what would leave a project (checked once per process: a checker
 /// that accepted everything would make every run pass).
 fn check_the_checker() {
-    assert!(stays_in_one_project("/api/v4/projects/42/deployments?environment=x") && stays_in_one_project("/api/v4/projects/group%2Fapp"));
-    for bad in ["/api/v4/deployments", "/api/v4/projects/", "/api/v4/projects/../users", "/api/v4/projects/%2e%2E/x", "/api/v4/projects/1/../../users", "/api/v4/projects/1/%2E%2E"] {
+    assert!(
+        stays_in_one_project("/api/v4/projects/42/deployments?environment=x")
+            && stays_in_one_project("/api/v4/projects/group%2Fapp")
+    );
+    for bad in [
+        "/api/v4/deployments",
+        "/api/v4/projects/",
+        "/api/v4/projects/../users",
+        "/api/v4/projects/%2e%2E/x",
+        "/api/v4/projects/1/../../users",
+        "/api/v4/projects/1/%2E%2E",
+    ] {
         assert!(!stays_in_one_project(bad), "the invariant accepts {bad}");
     }
 }
@@ -123,7 +133,10 @@ pub fn signed_headers(source: &str, body: &[u8]) -> Vec<(&'static str, String)> 
     match source {
         "generic" => vec![("authorization", format!("Bearer {GENERIC}"))],
         "argocd" => vec![("authorization", format!("Bearer {ARGOCD}"))],
-        "heroku" => vec![("heroku-webhook-hmac-sha256", base64::engine::general_purpose::STANDARD.encode(hmac_sha256(HEROKU, body)))],
+        "heroku" => vec![(
+            "heroku-webhook-hmac-sha256",
+            base64::engine::general_purpose::STANDARD.encode(hmac_sha256(HEROKU, body)),
+        )],
         "flux" => vec![("x-signature", format!("sha256={}", hex::encode(hmac_sha256(FLUX, body))))],
         "vercel" => {
             let mut m = Hmac::<sha1::Sha1>::new_from_slice(VERCEL.as_bytes()).expect("any key");

@@ -13,8 +13,23 @@ use libfuzzer_sys::fuzz_target;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 
-const PROJECTS: &[&str] = &["42", "7", "group/app", "group/sub/app", "Group/App", ".", "..", "group/..", "%2e%2e", "group/.", "", " ", "42/../7"];
-const SHAS: &[&str] = &["a91957a858320c0e17f3a0eca7cfacbff50ea29a", "B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0", "a91957a", ""];
+const PROJECTS: &[&str] = &[
+    "42",
+    "7",
+    "group/app",
+    "group/sub/app",
+    "Group/App",
+    ".",
+    "..",
+    "group/..",
+    "%2e%2e",
+    "group/.",
+    "",
+    " ",
+    "42/../7",
+];
+const SHAS: &[&str] =
+    &["a91957a858320c0e17f3a0eca7cfacbff50ea29a", "B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0", "a91957a", ""];
 const STATUSES: &[&str] = &["running", "success", "failed", "canceled", "created", "blocked", "SUCCESS", ""];
 
 #[derive(Arbitrary, Debug)]
@@ -75,7 +90,9 @@ fuzz_target!(|input: Input| {
             body.insert(k.to_string(), v);
         }
     }
-    let in_path = |p: &str| if input.raw_path_project { p.to_string() } else { utf8_percent_encode(p, NON_ALPHANUMERIC).to_string() };
+    let in_path = |p: &str| {
+        if input.raw_path_project { p.to_string() } else { utf8_percent_encode(p, NON_ALPHANUMERIC).to_string() }
+    };
     let mode = input.mode % 5;
     let (path, token) = match mode {
         0 | 1 => {
@@ -83,11 +100,25 @@ fuzz_target!(|input: Input| {
                 query.push(("project", p.clone()));
             }
             let q = serde_urlencoded::to_string(&query).unwrap_or_default();
-            if mode == 0 { (format!("/hooks/generic/ci?{q}"), common::ROUTE_CI) } else { (format!("/hooks/generic?{q}"), common::GENERIC) }
+            if mode == 0 {
+                (format!("/hooks/generic/ci?{q}"), common::ROUTE_CI)
+            } else {
+                (format!("/hooks/generic?{q}"), common::GENERIC)
+            }
         }
-        2 => (format!("/routes/ci/api/v4/projects/{}/deployments", in_path(project.as_deref().unwrap_or("42"))), common::ROUTE_CI),
+        2 => (
+            format!("/routes/ci/api/v4/projects/{}/deployments", in_path(project.as_deref().unwrap_or("42"))),
+            common::ROUTE_CI,
+        ),
         3 => (format!("/api/v4/projects/{}/deployments", in_path(project.as_deref().unwrap_or("42"))), common::GENERIC),
-        _ => (format!("/api/v4/projects/{}/deployments/{}", in_path(project.as_deref().unwrap_or("42")), input.deployment_id), common::GENERIC),
+        _ => (
+            format!(
+                "/api/v4/projects/{}/deployments/{}",
+                in_path(project.as_deref().unwrap_or("42")),
+                input.deployment_id
+            ),
+            common::GENERIC,
+        ),
     };
     let method = if mode == 4 { "PUT" } else { "POST" };
     let Ok(req) = http::Request::builder()
@@ -109,7 +140,10 @@ fuzz_target!(|input: Input| {
             let path = call["path"].as_str().unwrap_or_default();
             let segment = path.trim_start_matches("/api/v4/projects/").split(['/', '?']).next().unwrap_or_default();
             let project = percent_encoding::percent_decode_str(segment).decode_utf8_lossy().to_ascii_lowercase();
-            assert!(project == "42" || project.starts_with("group/"), "route ci planned a call in project {project:?}: {path}");
+            assert!(
+                project == "42" || project.starts_with("group/"),
+                "route ci planned a call in project {project:?}: {path}"
+            );
         }
     }
 });

@@ -11,7 +11,8 @@ use gitlab_deploy_bridge::sources;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
-const PREFIXES: &[&str] = &["/hooks/", "/hooks/generic/", "/routes/ci/api/v4/projects/", "/api/v4/projects/", "/", "/healthz"];
+const PREFIXES: &[&str] =
+    &["/hooks/", "/hooks/generic/", "/routes/ci/api/v4/projects/", "/api/v4/projects/", "/", "/healthz"];
 const METHODS: &[&str] = &["POST", "PUT", "GET", "DELETE", "PATCH"];
 
 #[derive(Arbitrary, Debug)]

@@ -17,8 +17,12 @@ fuzz_target!(|data: &[u8]| {
     for (k, v) in common::signed_headers(source.name(), body) {
         headers.insert(k, v.parse().expect("a signature is a header value"));
     }
-    source.credentials(&headers).unwrap_or_else(|e| panic!("{}: signed headers refused before the body: {e}", source.name()));
-    source.verify(&headers, body, &secret).unwrap_or_else(|e| panic!("{}: a body the tool signed was refused: {e}", source.name()));
+    source
+        .credentials(&headers)
+        .unwrap_or_else(|e| panic!("{}: signed headers refused before the body: {e}", source.name()));
+    source
+        .verify(&headers, body, &secret)
+        .unwrap_or_else(|e| panic!("{}: a body the tool signed was refused: {e}", source.name()));
     let _ = source.parse(&headers, body);
     let _ = source.signed_at(&headers, body);
     let _ = source.delivery_key(&headers, body);
@@ -34,7 +38,16 @@ fuzz_target!(|data: &[u8]| {
         && let Ok(v) = text.parse::<http::HeaderValue>()
     {
         let mut odd = HeaderMap::new();
-        for k in ["authorization", "private-token", "heroku-webhook-hmac-sha256", "x-signature", "x-vercel-signature", "x-webhook-signature", "x-netlify-event", "content-type"] {
+        for k in [
+            "authorization",
+            "private-token",
+            "heroku-webhook-hmac-sha256",
+            "x-signature",
+            "x-vercel-signature",
+            "x-webhook-signature",
+            "x-netlify-event",
+            "content-type",
+        ] {
             odd.insert(k, v.clone());
         }
         let _ = source.verify(&odd, body, &secret);

@@ -78,14 +78,7 @@ macro_rules! sources {
     };
 }
 
-sources![
-    generic,
-    argocd,
-    heroku,
-    flux,
-    vercel,
-    netlify,
-];
+sources![generic, argocd, heroku, flux, vercel, netlify,];
 
 pub fn find(name: &str) -> Option<&'static dyn Source> {
     ALL.iter().copied().find(|s| s.name() == name)

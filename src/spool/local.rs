@@ -60,7 +60,9 @@ impl LocalSpool {
         std::fs::create_dir_all(dir).map_err(|e| SpoolError(format!("{}: {e}", dir.display())))?;
         // Multi-writer: `gitlab-deploy-bridge spool ...` may list, replay and drop while
         // `serve` runs (redb lets one write transaction run at a time across processes).
-        let db = redb::Builder::new().set_concurrency_mode(redb::ConcurrencyMode::MultiWriter).create(dir.join("spool.redb"))?;
+        let db = redb::Builder::new()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(dir.join("spool.redb"))?;
         let tx = db.begin_write()?;
         tx.open_table(ENTRIES)?;
         tx.open_table(DEDUP)?;
@@ -87,7 +89,13 @@ impl LocalSpool {
 
     /// Adds an event at the end of its group, unless a copy of the same delivery was spooled
     /// less than [`super::DEDUP_WINDOW`] ago. Durable when this returns `Ok`.
-    pub fn enqueue(&self, group: &str, dedup: &str, payload: serde_json::Value, now_ms: u64) -> Result<Enqueued, SpoolError> {
+    pub fn enqueue(
+        &self,
+        group: &str,
+        dedup: &str,
+        payload: serde_json::Value,
+        now_ms: u64,
+    ) -> Result<Enqueued, SpoolError> {
         let tx = self.db.begin_write()?;
         let result = {
             let mut dedups = tx.open_table(DEDUP)?;
@@ -98,7 +106,9 @@ impl LocalSpool {
                 None => None,
             };
             drop(entries);
-            if let Some(copy) = copy.filter(|c| now_ms.saturating_sub(c.enqueued_ms) < super::DEDUP_WINDOW.as_millis() as u64) {
+            if let Some(copy) =
+                copy.filter(|c| now_ms.saturating_sub(c.enqueued_ms) < super::DEDUP_WINDOW.as_millis() as u64)
+            {
                 Enqueued::Duplicate(copy.id)
             } else {
                 let mut meta = tx.open_table(META)?;
@@ -185,10 +195,12 @@ impl LocalSpool {
     /// there is no such entry.
     pub fn replay(&self, id: u64) -> Result<bool, SpoolError> {
         match self.get(id)? {
-            Some(_) => self.update(id, |e| {
-                e.dead = false;
-                e.not_before_ms = 0;
-            }).map(|_| true),
+            Some(_) => self
+                .update(id, |e| {
+                    e.dead = false;
+                    e.not_before_ms = 0;
+                })
+                .map(|_| true),
             None => Ok(false),
         }
     }
@@ -263,9 +275,17 @@ mod tests {
         assert_eq!(s.enqueue("42/production", "d1", json!({"n": 1}), 10).unwrap(), Enqueued::New(1));
         assert_eq!(s.enqueue("42/production", "d2", json!({"n": 2}), 11).unwrap(), Enqueued::New(2));
         assert_eq!(s.enqueue("42/staging", "d3", json!({"n": 3}), 12).unwrap(), Enqueued::New(3));
-        assert_eq!(s.enqueue("42/production", "d1", json!({"n": 1}), 13).unwrap(), Enqueued::Duplicate(1), "a tool's retry");
+        assert_eq!(
+            s.enqueue("42/production", "d1", json!({"n": 1}), 13).unwrap(),
+            Enqueued::Duplicate(1),
+            "a tool's retry"
+        );
         let later = 10 + super::super::DEDUP_WINDOW.as_millis() as u64;
-        assert_eq!(s.enqueue("42/production", "d1", json!({"n": 1}), later).unwrap(), Enqueued::New(4), "the same body much later is a new event");
+        assert_eq!(
+            s.enqueue("42/production", "d1", json!({"n": 1}), later).unwrap(),
+            Enqueued::New(4),
+            "the same body much later is a new event"
+        );
         s.ack(4).unwrap();
         let heads: Vec<u64> = s.due(100).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(heads, vec![1, 3]);
@@ -292,7 +312,10 @@ mod tests {
         s.dead_letter(1, "GitLab answered 422: the commit does not exist").unwrap();
         assert_eq!(s.due(0).unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), vec![2]);
         let dead: Vec<Entry> = s.list().unwrap().into_iter().filter(|e| e.dead).collect();
-        assert_eq!((dead.len(), dead[0].last_error.as_deref()), (1, Some("GitLab answered 422: the commit does not exist")));
+        assert_eq!(
+            (dead.len(), dead[0].last_error.as_deref()),
+            (1, Some("GitLab answered 422: the commit does not exist"))
+        );
         assert!(s.replay(1).unwrap());
         assert_eq!(s.due(0).unwrap()[0].id, 1, "replayed, it is its group's head again");
         assert!(s.drop_entry(1).unwrap() && !s.drop_entry(1).unwrap() && !s.replay(99).unwrap());

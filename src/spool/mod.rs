@@ -77,7 +77,13 @@ pub struct Spooled {
 
 impl Spooled {
     /// `delivery`: what identifies the delivery (the tool's delivery id, or its body's hash).
-    pub fn new(ev: &DeploymentEvent, route: Option<&str>, delivery: &str, received_at: OffsetDateTime, reason: String) -> Spooled {
+    pub fn new(
+        ev: &DeploymentEvent,
+        route: Option<&str>,
+        delivery: &str,
+        received_at: OffsetDateTime,
+        reason: String,
+    ) -> Spooled {
         let group = hash(&[&ev.project.to_ascii_lowercase(), &ev.environment])[..40].to_string();
         let dedup = hash(&[ev.source, route.unwrap_or(""), &ev.project, &ev.environment, delivery]);
         Spooled {
@@ -171,9 +177,10 @@ impl Spool {
             Spool::Local(spool, wake) => {
                 let (spool, item) = (spool.clone(), item.clone());
                 let payload = serde_json::to_value(&item).map_err(|e| SpoolError(e.to_string()))?;
-                let enqueued = tokio::task::spawn_blocking(move || spool.enqueue(&item.group, &item.dedup, payload, now_ms()))
-                    .await
-                    .map_err(|e| SpoolError(e.to_string()))??;
+                let enqueued =
+                    tokio::task::spawn_blocking(move || spool.enqueue(&item.group, &item.dedup, payload, now_ms()))
+                        .await
+                        .map_err(|e| SpoolError(e.to_string()))??;
                 wake.notify_one();
                 Ok(match enqueued {
                     local::Enqueued::New(id) => Receipt { id: id.to_string(), duplicate: false },
@@ -190,7 +197,9 @@ impl Spool {
         match self {
             Spool::Local(spool, _) => {
                 let (spool, group) = (spool.clone(), group.to_string());
-                tokio::task::spawn_blocking(move || spool.has_pending(&group)).await.map_err(|e| SpoolError(e.to_string()))?
+                tokio::task::spawn_blocking(move || spool.has_pending(&group))
+                    .await
+                    .map_err(|e| SpoolError(e.to_string()))?
             }
             Spool::Sqs(queue) => queue.pending().await,
         }

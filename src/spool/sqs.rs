@@ -73,13 +73,25 @@ impl SqsSpool {
         let count = |name: QueueAttributeName| -> u64 {
             out.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0)
         };
-        Ok(count(QueueAttributeName::ApproximateNumberOfMessages) + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible) > 0)
+        Ok(count(QueueAttributeName::ApproximateNumberOfMessages)
+            + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            > 0)
     }
 
     /// Puts a message's body in the dead-letter queue with `reason`. Without a dead-letter
     /// queue configured this fails, and the message stays where it is.
-    pub async fn dead_letter(&self, body: &str, group: &str, dedup: &str, reason: &str, attempts: u32) -> Result<(), SpoolError> {
-        let dlq = self.dlq_url.as_deref().ok_or_else(|| SpoolError("SPOOL_DLQ_URL is not set: no dead-letter queue".into()))?;
+    pub async fn dead_letter(
+        &self,
+        body: &str,
+        group: &str,
+        dedup: &str,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), SpoolError> {
+        let dlq = self
+            .dlq_url
+            .as_deref()
+            .ok_or_else(|| SpoolError("SPOOL_DLQ_URL is not set: no dead-letter queue".into()))?;
         let text = |v: &str| MessageAttributeValue::builder().data_type("String").string_value(v).build();
         let number = |v: u32| MessageAttributeValue::builder().data_type("Number").string_value(v.to_string()).build();
         self.client
@@ -89,7 +101,10 @@ impl SqsSpool {
             .message_group_id(group)
             .message_deduplication_id(dedup)
             // SQS limits a message to 256 KiB in all; a reason is a line, not a dump.
-            .message_attributes(REASON, text(&reason.chars().take(2000).collect::<String>()).map_err(|e| sqs_error("attribute", e))?)
+            .message_attributes(
+                REASON,
+                text(&reason.chars().take(2000).collect::<String>()).map_err(|e| sqs_error("attribute", e))?,
+            )
             .message_attributes(ATTEMPTS, number(attempts).map_err(|e| sqs_error("attribute", e))?)
             .send()
             .await
@@ -133,14 +148,18 @@ impl SqsSpool {
                 .message_attribute_names("All")
                 .send()
                 .await
-                .map_err(|e| sqs_error("ReceiveMessage (dead-letter queue)", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+                .map_err(|e| {
+                    sqs_error("ReceiveMessage (dead-letter queue)", aws_sdk_sqs::error::DisplayErrorContext(e))
+                })?;
             let messages = got.messages();
             if messages.is_empty() {
                 break;
             }
             for m in messages {
                 let system = |name: MessageSystemAttributeName| m.attributes().and_then(|a| a.get(&name)).cloned();
-                let attribute = |name: &str| m.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).map(str::to_string);
+                let attribute = |name: &str| {
+                    m.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).map(str::to_string)
+                };
                 let id = m.message_id().unwrap_or_default().to_string();
                 if out.iter().any(|d| d.message_id == id) {
                     continue;
@@ -151,7 +170,8 @@ impl SqsSpool {
                     body: m.body().unwrap_or_default().to_string(),
                     group: system(MessageSystemAttributeName::MessageGroupId),
                     reason: attribute(REASON),
-                    attempts: attribute(ATTEMPTS).or_else(|| system(MessageSystemAttributeName::ApproximateReceiveCount)),
+                    attempts: attribute(ATTEMPTS)
+                        .or_else(|| system(MessageSystemAttributeName::ApproximateReceiveCount)),
                     sent_ms: system(MessageSystemAttributeName::SentTimestamp).and_then(|v| v.parse().ok()),
                 });
             }
@@ -170,7 +190,9 @@ impl SqsSpool {
                 .visibility_timeout(0)
                 .send()
                 .await
-                .map_err(|e| sqs_error("ChangeMessageVisibility (dead-letter queue)", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+                .map_err(|e| {
+                    sqs_error("ChangeMessageVisibility (dead-letter queue)", aws_sdk_sqs::error::DisplayErrorContext(e))
+                })?;
         }
         Ok(())
     }

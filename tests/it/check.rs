@@ -27,12 +27,18 @@ async fn check(env: &[(&str, &str)], args: &[&str]) -> (bool, Vec<Value>) {
         .output()
         .await
         .unwrap();
-    let lines: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    let lines: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
     (out.status.success(), lines)
 }
 
 fn verdict<'a>(lines: &'a [Value], check: &str) -> Vec<(&'a str, &'a str)> {
-    lines.iter().filter(|l| l["check"] == check).map(|l| (l["verdict"].as_str().unwrap(), l["detail"].as_str().unwrap())).collect()
+    lines
+        .iter()
+        .filter(|l| l["check"] == check)
+        .map(|l| (l["verdict"].as_str().unwrap(), l["detail"].as_str().unwrap()))
+        .collect()
 }
 
 #[tokio::test]
@@ -40,8 +46,12 @@ async fn check_names_every_problem_with_its_fix_and_passes_once_they_are_fixed()
     let token = format!("glpat-{}", fastrand_token());
     let gitlab = GitLabStub::start(&token).await;
     let env = |extra: &[(&'static str, &'static str)]| {
-        let mut v: Vec<(&str, String)> = vec![("GITLAB_URL", gitlab.url.clone()), ("GITLAB_TOKEN", token.clone()), ("ROUTES", ROUTES.into()),
-            ("ENVIRONMENTS", r#"{"production": {"tier": "production"}}"#.into())];
+        let mut v: Vec<(&str, String)> = vec![
+            ("GITLAB_URL", gitlab.url.clone()),
+            ("GITLAB_TOKEN", token.clone()),
+            ("ROUTES", ROUTES.into()),
+            ("ENVIRONMENTS", r#"{"production": {"tier": "production"}}"#.into()),
+        ];
         v.extend(extra.iter().map(|(k, x)| (*k, x.to_string())));
         v
     };
@@ -53,7 +63,10 @@ async fn check_names_every_problem_with_its_fix_and_passes_once_they_are_fixed()
     assert_eq!(verdict(&lines, "route ci")[0].0, "ok");
     let argo = verdict(&lines, "route argo");
     assert!(argo[0].0 == "failed" && argo[0].1.contains("ROUTE_ARGO_SECRET"), "{argo:?}");
-    assert!(verdict(&lines, "secret keys").iter().any(|(v, d)| *v == "warning" && d.contains("ARGO_WEBHOOK_SECRET")), "{lines:#?}");
+    assert!(
+        verdict(&lines, "secret keys").iter().any(|(v, d)| *v == "warning" && d.contains("ARGO_WEBHOOK_SECRET")),
+        "{lines:#?}"
+    );
     assert!(verdict(&lines, "gitlab token")[1].1.contains("deploy-bridge"), "{lines:#?}");
     assert_eq!(verdict(&lines, "project group/app")[0].0, "ok", "{lines:#?}");
     let missing = verdict(&lines, "project no/such-project");
@@ -94,14 +107,34 @@ async fn check_names_every_problem_with_its_fix_and_passes_once_they_are_fixed()
 async fn check_reads_the_secret_from_secrets_manager_as_the_function_does() {
     let token = format!("glpat-{}", fastrand_token());
     let gitlab = GitLabStub::start(&token).await;
-    let secret = moto::create_secret(&serde_json::json!({"gitlab_token": token, "route_ci_secret": "s1", "route_argo_secret": "s2"}).to_string()).await;
+    let secret = moto::create_secret(
+        &serde_json::json!({"gitlab_token": token, "route_ci_secret": "s1", "route_argo_secret": "s2"}).to_string(),
+    )
+    .await;
     let endpoint = moto::endpoint();
-    let env = [("GITLAB_URL", gitlab.url.as_str()), ("ROUTES", ROUTES), ("SECRET_ID", secret.as_str()), ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")];
+    let env = [
+        ("GITLAB_URL", gitlab.url.as_str()),
+        ("ROUTES", ROUTES),
+        ("SECRET_ID", secret.as_str()),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
     let (ok, lines) = check(&env, &[]).await;
     assert!(ok, "{lines:#?}");
     assert!(verdict(&lines, "secret")[0].1.contains("Secrets Manager"), "{lines:#?}");
-    let (ok, lines) = check(&[("SECRET_ID", "no-such-secret"), ("AWS_ENDPOINT_URL", endpoint.as_str()), ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("GITLAB_URL", gitlab.url.as_str())], &[]).await;
+    let (ok, lines) = check(
+        &[
+            ("SECRET_ID", "no-such-secret"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("GITLAB_URL", gitlab.url.as_str()),
+        ],
+        &[],
+    )
+    .await;
     assert!(!ok && verdict(&lines, "secret")[0].0 == "failed", "{lines:#?}");
 }

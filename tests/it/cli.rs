@@ -53,8 +53,14 @@ fn readme_dry_run_command_answers_every_event_without_gitlab() {
         assert_eq!(body["dry_run"], true, "{a}");
         assert!(body["gitlab_calls"].as_array().is_some(), "{a}");
     }
-    assert!(answers.iter().any(|a| a["body"]["action"] == "updated"), "a later event of a rollout updates what an earlier one created");
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("\"created\""), "no log line claims a creation in a dry run");
+    assert!(
+        answers.iter().any(|a| a["body"]["action"] == "updated"),
+        "a later event of a rollout updates what an earlier one created"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("\"created\""),
+        "no log line claims a creation in a dry run"
+    );
 }
 
 #[test]
@@ -65,14 +71,20 @@ fn a_dry_run_plans_a_rollout_as_one_deployment_and_can_aim_at_your_project_and_c
         args.extend(["generic-running.json", "generic-success.json"].map(|f| dir.join(f).display().to_string()));
         let out = dry_run(&args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         (lines, String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let (lines, logs) = run(&[]);
     let actions: Vec<&str> = lines.iter().filter_map(|l| l["body"]["action"].as_str()).collect();
     assert_eq!(actions, ["created", "updated"], "{lines:?}");
     assert_eq!(lines[2]["planned"][0]["statuses"], json!(["running", "success"]), "{lines:?}");
-    assert!(logs.contains("webhook planned (dry run)") && logs.contains("would create") && !logs.contains("webhook handled"), "{logs}");
+    assert!(
+        logs.contains("webhook planned (dry run)")
+            && logs.contains("would create")
+            && !logs.contains("webhook handled"),
+        "{logs}"
+    );
     assert!(!logs.contains("None"), "no Rust debug formatting in the log: {logs}");
 
     let sha = "0123456789abcdef0123456789abcdef01234567";
@@ -143,7 +155,13 @@ async fn serve_runs_the_same_router() {
     }
     let r = http.post(format!("{base}/hooks/argocd/app")).bearer_auth("x").body("{}").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "route app is not argocd's: fail closed");
-    let unbound = http.post(format!("{base}/hooks/generic?project=group/app")).bearer_auth(GENERIC_SECRET).body("{}").send().await.unwrap();
+    let unbound = http
+        .post(format!("{base}/hooks/generic?project=group/app"))
+        .bearer_auth(GENERIC_SECRET)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unbound.status().as_u16(), 403, "unbound hooks are refused by default");
     assert_eq!(gitlab.deployments().len(), 1);
     child.kill().await.unwrap();

@@ -23,14 +23,25 @@ fn generic(sha: &str, status: &str) -> String {
 }
 
 fn env_calls(gitlab: &GitLabStub) -> Vec<String> {
-    gitlab.requests().into_iter().filter(|r| r.uri.contains("/environments")).map(|r| format!("{} {}", r.method, r.uri)).collect()
+    gitlab
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.contains("/environments"))
+        .map(|r| format!("{} {}", r.method, r.uri))
+        .collect()
 }
 
 #[tokio::test]
 async fn a_production_looking_name_guessed_otherwise_is_warned_about_and_fixed_by_tier() {
     let (gitlab, bridge) = setup().await;
     // The trap: GitLab guesses `testing` for "production-internal" (it contains "int").
-    let (s, r) = bridge.post("/hooks/generic?project=42&environment=production-internal", Some(GENERIC_SECRET), generic(SHA_A, "success")).await;
+    let (s, r) = bridge
+        .post(
+            "/hooks/generic?project=42&environment=production-internal",
+            Some(GENERIC_SECRET),
+            generic(SHA_A, "success"),
+        )
+        .await;
     assert_eq!(s, 200, "{r}");
     assert!(r["warnings"][0].as_str().unwrap().contains("tier=production"), "{r}");
     assert_eq!(gitlab.environments()[0].tier, "testing", "what GitLab does by itself");
@@ -39,16 +50,29 @@ async fn a_production_looking_name_guessed_otherwise_is_warned_about_and_fixed_b
     // succeeded (a call GitLab refuses changes no environment).
     let before = gitlab.requests().len();
     let (s, r) = bridge
-        .post("/hooks/generic?project=42&environment=production-eu-internal&tier=production", Some(GENERIC_SECRET), generic(SHA_A, "running"))
+        .post(
+            "/hooks/generic?project=42&environment=production-eu-internal&tier=production",
+            Some(GENERIC_SECRET),
+            generic(SHA_A, "running"),
+        )
         .await;
     assert_eq!(s, 200, "{r}");
     assert!(r.get("warnings").is_none(), "{r}");
     assert_eq!(r["deployment"]["tier"], "production");
     let env = gitlab.environments().into_iter().find(|e| e.name == "production-eu-internal").unwrap();
     assert_eq!(env.tier, "production");
-    let reqs: Vec<String> = gitlab.requests().iter().skip(before).map(|r| r.method.clone() + " " + r.uri.split('?').next().unwrap()).collect();
+    let reqs: Vec<String> = gitlab
+        .requests()
+        .iter()
+        .skip(before)
+        .map(|r| r.method.clone() + " " + r.uri.split('?').next().unwrap())
+        .collect();
     let at = |call: &str| reqs.iter().position(|r| r == call);
-    let (created, env_read, env_set) = (at("POST /api/v4/projects/42/deployments"), at("GET /api/v4/projects/42/environments"), at("PUT /api/v4/projects/42/environments/1003"));
+    let (created, env_read, env_set) = (
+        at("POST /api/v4/projects/42/deployments"),
+        at("GET /api/v4/projects/42/environments"),
+        at("PUT /api/v4/projects/42/environments/1003"),
+    );
     assert!(created.is_some() && env_read.is_some() && env_set.is_some(), "{reqs:?}");
     assert!(created < env_read && env_read < env_set, "deployment before environment: {reqs:?}");
 }
@@ -62,7 +86,9 @@ async fn a_configured_tier_corrects_an_existing_environment_once_per_container()
     gitlab.seed_environment("42", "eu-west-1", None);
     assert_eq!(gitlab.environments()[0].tier, "other", "GitLab's guess for eu-west-1");
     for (sha, status) in [(SHA_A, "running"), (SHA_A, "success"), (SHA_B, "running"), (SHA_B, "success")] {
-        let (s, r) = bridge.post("/hooks/generic?project=42&environment=eu-west-1", Some(GENERIC_SECRET), generic(sha, status)).await;
+        let (s, r) = bridge
+            .post("/hooks/generic?project=42&environment=eu-west-1", Some(GENERIC_SECRET), generic(sha, status))
+            .await;
         assert_eq!(s, 200, "{r}");
     }
     assert_eq!(gitlab.environments()[0].tier, "production");
@@ -81,7 +107,9 @@ async fn external_url_is_set_and_only_changed_when_it_changes() {
     bridge.post("/hooks/argocd?project=42", Some(ARGOCD_SECRET), argocd("Succeeded", "https://shop.example.com")).await;
     assert_eq!(gitlab.environments()[0].external_url.as_deref(), Some("https://shop.example.com"));
     assert_eq!(env_calls(&gitlab).len(), 2, "GET + POST once: {:?}", env_calls(&gitlab));
-    bridge.post("/hooks/argocd?project=42", Some(ARGOCD_SECRET), argocd("Running", "https://shop-v2.example.com")).await;
+    bridge
+        .post("/hooks/argocd?project=42", Some(ARGOCD_SECRET), argocd("Running", "https://shop-v2.example.com"))
+        .await;
     assert_eq!(gitlab.environments()[0].external_url.as_deref(), Some("https://shop-v2.example.com"));
     assert_eq!(env_calls(&gitlab).len(), 4, "{:?}", env_calls(&gitlab));
 }
@@ -92,7 +120,8 @@ async fn the_ref_is_the_branch_merge_requests_target() {
         c.environments.insert("configured".into(), EnvironmentSettings { tier: None, git_ref: Some("release".into()) });
     })
     .await;
-    let body = |r: &str, env: &str| json!({"environment": env, "sha": SHA_A, "ref": r, "status": "success"}).to_string();
+    let body =
+        |r: &str, env: &str| json!({"environment": env, "sha": SHA_A, "ref": r, "status": "success"}).to_string();
     let cases = [
         ("/hooks/generic?project=42", body("refs/heads/release", "e1"), "release", "payload"),
         ("/hooks/generic?project=42", body("HEAD", "e2"), "main", "default"),
@@ -104,7 +133,11 @@ async fn the_ref_is_the_branch_merge_requests_target() {
     for (path, b, want, from) in cases {
         let (s, r) = bridge.post(path, Some(GENERIC_SECRET), b.clone()).await;
         assert_eq!(s, 200, "{b}: {r}");
-        assert_eq!((r["deployment"]["ref"].as_str(), r["deployment"]["ref_source"].as_str()), (Some(want), Some(from)), "{b}");
+        assert_eq!(
+            (r["deployment"]["ref"].as_str(), r["deployment"]["ref_source"].as_str()),
+            (Some(want), Some(from)),
+            "{b}"
+        );
     }
     assert!(gitlab.deployments().iter().all(|d| d.git_ref == "main" || d.git_ref == "release"));
 }
@@ -112,13 +145,23 @@ async fn the_ref_is_the_branch_merge_requests_target() {
 #[tokio::test]
 async fn environment_names_are_checked_before_gitlab_and_folders_warned() {
     let (gitlab, bridge) = setup().await;
-    let (s, r) = bridge.post("/hooks/generic?project=42&environment=prod%3Aeu", Some(GENERIC_SECRET), generic(SHA_A, "running")).await;
+    let (s, r) = bridge
+        .post("/hooks/generic?project=42&environment=prod%3Aeu", Some(GENERIC_SECRET), generic(SHA_A, "running"))
+        .await;
     assert_eq!(s, 400);
     assert!(r["error"].as_str().unwrap().contains("can contain only letters"), "{r}");
     assert!(gitlab.requests().is_empty());
-    let (_, r) = bridge.post("/hooks/generic?project=42&environment=apps/shop", Some(GENERIC_SECRET), generic(SHA_A, "running")).await;
+    let (_, r) = bridge
+        .post("/hooks/generic?project=42&environment=apps/shop", Some(GENERIC_SECRET), generic(SHA_A, "running"))
+        .await;
     assert!(r["warnings"][0].as_str().unwrap().contains("does not link merge requests"), "{r}");
-    let (_, r) = bridge.post("/hooks/generic?project=42&environment=apps/shop&tier=production", Some(GENERIC_SECRET), generic(SHA_A, "success")).await;
+    let (_, r) = bridge
+        .post(
+            "/hooks/generic?project=42&environment=apps/shop&tier=production",
+            Some(GENERIC_SECRET),
+            generic(SHA_A, "success"),
+        )
+        .await;
     assert!(r.get("warnings").is_none(), "{r}");
 }
 
@@ -135,10 +178,18 @@ fn argocd_body(revision: &str, extra: Value) -> String {
 async fn a_gitops_revision_unknown_to_the_project_is_explained() {
     let (gitlab, bridge) = setup().await;
     let gitops = "9".repeat(40);
-    let (s, r) = bridge.post("/hooks/argocd?project=42&environment=production", Some(ARGOCD_SECRET), argocd_body(&gitops, json!({}))).await;
+    let (s, r) = bridge
+        .post("/hooks/argocd?project=42&environment=production", Some(ARGOCD_SECRET), argocd_body(&gitops, json!({})))
+        .await;
     assert_eq!(s, 422, "{r}");
     let msg = r["error"].as_str().unwrap();
-    for needle in ["The commit does not exist", &gitops, "https://gitlab.example.com/platform/gitops.git", "ARGOCD_SHA_ANNOTATION", "ARGOCD_IMAGE"] {
+    for needle in [
+        "The commit does not exist",
+        &gitops,
+        "https://gitlab.example.com/platform/gitops.git",
+        "ARGOCD_SHA_ANNOTATION",
+        "ARGOCD_IMAGE",
+    ] {
         assert!(msg.contains(needle), "{needle} missing in {msg}");
     }
     assert!(gitlab.deployments().is_empty());
@@ -182,7 +233,11 @@ async fn the_application_commit_from_a_field_an_annotation_or_an_image_tag() {
                           "metadata": {"revision": format!("main@sha1:{gitops}")}})
     .to_string();
     let (s, r) = bridge
-        .post_with("/hooks/flux?project=42&environment=flux", &[("X-Signature", sign::flux(FLUX_SECRET, &unmapped))], &unmapped)
+        .post_with(
+            "/hooks/flux?project=42&environment=flux",
+            &[("X-Signature", sign::flux(FLUX_SECRET, &unmapped))],
+            &unmapped,
+        )
         .await;
     assert_eq!(s, 422, "{r}");
     assert!(r["error"].as_str().unwrap().contains("event.toolkit.fluxcd.io/commit"), "{r}");

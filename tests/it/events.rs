@@ -33,7 +33,8 @@ async fn every_event_file_runs_through_the_router_in_dry_run() {
             let text = std::fs::read_to_string(f).unwrap();
             let req = lambda_http::request::from_str(&text).unwrap();
             let resp = tower::ServiceExt::oneshot(fresh(), req).await.unwrap();
-            let body: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
+            let body: Value =
+                serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
             statuses.insert(body["deployment"]["status"].as_str().unwrap_or_default().to_string());
             // Every tool's own time of the event is read (what recognises late deliveries);
             // `generic` has it only when sent (a health-only Argo CD failure's is `healthAt`).

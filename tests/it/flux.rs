@@ -24,7 +24,9 @@ async fn send(bridge: &Bridge, body: &str) -> (u16, Value) {
 #[tokio::test]
 async fn progressing_then_succeeded_then_interval_repeats() {
     let (gitlab, bridge) = setup().await;
-    for (reason, action) in [("Progressing", "created"), ("ReconciliationSucceeded", "updated"), ("ReconciliationSucceeded", "unchanged")] {
+    for (reason, action) in
+        [("Progressing", "created"), ("ReconciliationSucceeded", "updated"), ("ReconciliationSucceeded", "unchanged")]
+    {
         let (s, r) = send(&bridge, &event("Kustomization", reason, "info", rev(SHA_A))).await;
         assert_eq!((s, r["action"].as_str()), (200, Some(action)), "{reason}: {r}");
     }
@@ -53,7 +55,15 @@ async fn failures_helm_releases_old_revision_format_and_environment_metadata() {
 async fn bad_signatures_and_missing_commits() {
     let (gitlab, bridge) = setup().await;
     let body = event("Kustomization", "Progressing", "info", rev(SHA_A));
-    assert_signature_required(&bridge, &gitlab, "/hooks/flux?project=42", "X-Signature", sign::flux("wrong", &body), &body).await;
+    assert_signature_required(
+        &bridge,
+        &gitlab,
+        "/hooks/flux?project=42",
+        "X-Signature",
+        sign::flux("wrong", &body),
+        &body,
+    )
+    .await;
     let chart = event("HelmRelease", "UpgradeSucceeded", "info", json!({"revision": "6.2.1"}));
     let (s, r) = send(&bridge, &chart).await;
     assert_eq!(s, 400);

@@ -14,7 +14,8 @@ async fn dot_projects_never_reach_gitlab() {
     let (gitlab, bridge) = setup().await;
     let body = json!({"environment": "production", "sha": SHA_A, "ref": "main", "status": "running"}).to_string();
     for project in [".", "..", "%2E%2E", "%2e", "group%2F..", "..%2F..%2Fusers"] {
-        let (s, r) = bridge.post(&format!("/hooks/generic?project={project}"), Some(GENERIC_SECRET), body.clone()).await;
+        let (s, r) =
+            bridge.post(&format!("/hooks/generic?project={project}"), Some(GENERIC_SECRET), body.clone()).await;
         assert_eq!(s, 400, "{project}: {r}");
         assert!(r["error"].as_str().unwrap().contains("project"), "{r}");
     }
@@ -83,7 +84,11 @@ async fn payload_values_stay_inside_their_heroku_api_path_segment() {
     let bridge = Bridge::start(cfg, static_secrets_with(&token, &[("heroku_api_token", "heroku-api-token")])).await;
     let body = release("a/../../users/me#");
     let (s, r) = bridge
-        .post_with("/hooks/heroku?project=42&environment=production", &[("Heroku-Webhook-Hmac-SHA256", sign::heroku(HEROKU_SECRET, &body))], &body)
+        .post_with(
+            "/hooks/heroku?project=42&environment=production",
+            &[("Heroku-Webhook-Hmac-SHA256", sign::heroku(HEROKU_SECRET, &body))],
+            &body,
+        )
         .await;
     assert_eq!(s, 200, "{r}");
     let seen = seen.lock().unwrap().clone();
@@ -103,7 +108,11 @@ async fn a_dry_run_does_not_call_the_heroku_api() {
     let bridge = Bridge::start(cfg, static_secrets_with("t", &[("heroku_api_token", "heroku-api-token")])).await;
     let body = release("3c4d");
     let (s, r): (u16, Value) = bridge
-        .post_with("/hooks/heroku?project=42&environment=production", &[("Heroku-Webhook-Hmac-SHA256", sign::heroku(HEROKU_SECRET, &body))], &body)
+        .post_with(
+            "/hooks/heroku?project=42&environment=production",
+            &[("Heroku-Webhook-Hmac-SHA256", sign::heroku(HEROKU_SECRET, &body))],
+            &body,
+        )
         .await;
     assert_eq!(s, 200, "{r}");
     assert!(seen.lock().unwrap().is_empty(), "{:?}", seen.lock().unwrap());
@@ -152,7 +161,8 @@ fn a_huge_deadline_setting_is_refused_not_panicked_on() {
 #[tokio::test]
 async fn an_unknown_source_name_cannot_forge_a_log_line() {
     let (gitlab, bridge) = setup().await;
-    let (s, r) = bridge.post("/hooks/x%0A2026-11-29T00:00:00Z%20INFO%20webhook%20handled", Some(GENERIC_SECRET), "{}").await;
+    let (s, r) =
+        bridge.post("/hooks/x%0A2026-11-29T00:00:00Z%20INFO%20webhook%20handled", Some(GENERIC_SECRET), "{}").await;
     assert_eq!(s, 404, "{r}");
     let error = r["error"].as_str().unwrap();
     assert!(!error.contains('\n') && error.contains("x\\n2026"), "{error}");
@@ -170,13 +180,16 @@ async fn an_unknown_source_name_cannot_forge_a_log_line() {
 #[test]
 fn invoke_answers_events_lambda_http_would_panic_on() {
     let base: Value = serde_json::from_str(
-        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/generic-running.json")).unwrap(),
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/generic-running.json"))
+            .unwrap(),
     )
     .unwrap();
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reproducers");
     std::fs::create_dir_all(&dir).unwrap();
     let mut files = Vec::new();
-    for (n, (header, value)) in [("host", "bad host with spaces"), ("host", "[::1"), ("x-forwarded-proto", "")].iter().enumerate() {
+    for (n, (header, value)) in
+        [("host", "bad host with spaces"), ("host", "[::1"), ("x-forwarded-proto", "")].iter().enumerate()
+    {
         let mut ev = base.clone();
         ev["headers"][*header] = json!(value);
         ev["headers"]["authorization"] = json!("Bearer not-the-secret");
@@ -229,8 +242,12 @@ async fn partial_request(bridge: &Bridge, head: &str, sent: &[u8]) -> Option<u16
 #[tokio::test]
 async fn an_unauthenticated_body_is_never_waited_for() {
     let (gitlab, bridge) = setup().await;
-    for path in ["/hooks/flux?project=42", "/hooks/generic?project=42", "/hooks/nosuchtool", "/api/v4/projects/42/deployments"] {
-        let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1048576\r\n\r\n");
+    for path in
+        ["/hooks/flux?project=42", "/hooks/generic?project=42", "/hooks/nosuchtool", "/api/v4/projects/42/deployments"]
+    {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1048576\r\n\r\n"
+        );
         let status = partial_request(&bridge, &head, b"{").await;
         let expected = if path.contains("nosuchtool") { 404 } else { 401 };
         assert_eq!(status, Some(expected), "{path}: answered before the body arrived");
@@ -312,7 +329,10 @@ async fn serve_caps_connections_and_drops_idle_ones() {
     let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
     assert!(closed_within(&mut extra, std::time::Duration::from_secs(1)).await, "a connection over the cap was kept");
     for s in idle.iter_mut() {
-        assert!(closed_within(s, std::time::Duration::from_secs(5)).await, "an idle connection was kept past the header timeout");
+        assert!(
+            closed_within(s, std::time::Duration::from_secs(5)).await,
+            "an idle connection was kept past the header timeout"
+        );
     }
     assert_eq!(healthz(&addr).await, Some(200));
 }
@@ -345,7 +365,9 @@ async fn signed_times_outside_the_window_change_nothing() {
     gitlab.add_commit(SHA_A);
     let bridge = defended(&gitlab, false).await;
     let now = time::OffsetDateTime::now_utc();
-    for (at, word) in [(now - time::Duration::days(365 * 25), "replay window"), (now + time::Duration::hours(1), "future")] {
+    for (at, word) in
+        [(now - time::Duration::days(365 * 25), "replay window"), (now + time::Duration::hours(1), "future")]
+    {
         let (s, r) = flux(&bridge, &flux_event(at, "ReconciliationSucceeded")).await;
         assert_eq!((s, r["action"].as_str()), (200, Some("ignored")), "{r}");
         assert!(r["reason"].as_str().unwrap().contains(word), "{r}");
@@ -374,7 +396,15 @@ async fn replayed_deliveries_are_handled_once() {
     let failure = vercel_event("uev_failure", "deployment.error", now_ms);
     let send = |body: String| {
         let bridge = &bridge;
-        async move { bridge.post_with("/hooks/vercel?project=42", &[("x-vercel-signature", sign::vercel(VERCEL_SECRET, &body))], &body).await }
+        async move {
+            bridge
+                .post_with(
+                    "/hooks/vercel?project=42",
+                    &[("x-vercel-signature", sign::vercel(VERCEL_SECRET, &body))],
+                    &body,
+                )
+                .await
+        }
     };
     for body in [&success, &failure] {
         let (s, r) = send(body.clone()).await;
@@ -436,10 +466,13 @@ async fn a_redirect_from_gitlab_is_not_followed() {
     let elsewhere_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, elsewhere).await.unwrap() });
     let target = elsewhere_url.clone();
-    let redirecting = Router::new().fallback(move || {
-        let target = target.clone();
-        async move { (axum::http::StatusCode::FOUND, [(axum::http::header::LOCATION, format!("{target}/api/v4/steal"))]) }
-    });
+    let redirecting =
+        Router::new().fallback(move || {
+            let target = target.clone();
+            async move {
+                (axum::http::StatusCode::FOUND, [(axum::http::header::LOCATION, format!("{target}/api/v4/steal"))])
+            }
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gitlab_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, redirecting).await.unwrap() });

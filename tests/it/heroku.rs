@@ -40,7 +40,13 @@ fn release(status: &str, description: &str) -> String {
 }
 
 async fn send(bridge: &Bridge, body: &str) -> (u16, Value) {
-    bridge.post_with("/hooks/heroku?project=42", &[("Heroku-Webhook-Hmac-SHA256", sign::heroku(HEROKU_SECRET, body))], body).await
+    bridge
+        .post_with(
+            "/hooks/heroku?project=42",
+            &[("Heroku-Webhook-Hmac-SHA256", sign::heroku(HEROKU_SECRET, body))],
+            body,
+        )
+        .await
 }
 
 fn short(sha: &str) -> String {
@@ -87,7 +93,10 @@ async fn failed_build_and_failed_release_phase() {
     let (_, r) = send(&bridge, &release("failed", &short(SHA_B))).await;
     assert_eq!((r["action"].as_str(), r["deployment"]["status"].as_str()), (Some("updated"), Some("failed")), "{r}");
     let deps = gitlab.deployments();
-    assert_eq!(deps.iter().map(|d| d.history.clone()).collect::<Vec<_>>(), vec![vec!["running", "failed"], vec!["running", "failed"]]);
+    assert_eq!(
+        deps.iter().map(|d| d.history.clone()).collect::<Vec<_>>(),
+        vec![vec!["running", "failed"], vec!["running", "failed"]]
+    );
 }
 
 #[tokio::test]
@@ -111,13 +120,24 @@ async fn with_an_api_token_the_slug_commit_ties_any_release() {
     let app = Router::new()
         .route(
             "/apps/{app}/slugs/{slug}",
-            get(|State(seen): State<Arc<Mutex<Vec<String>>>>, Path((app, slug)): Path<(String, String)>, h: HeaderMap| async move {
-                seen.lock().unwrap().push(format!("{} {}", h["authorization"].to_str().unwrap(), h["accept"].to_str().unwrap()));
-                assert_eq!((app.as_str(), slug.as_str()), ("3c4d", "1d2e"));
-                Json(json!({"id": slug, "commit": SHA_B, "commit_description": "Fix"}))
-            }),
+            get(
+                |State(seen): State<Arc<Mutex<Vec<String>>>>,
+                 Path((app, slug)): Path<(String, String)>,
+                 h: HeaderMap| async move {
+                    seen.lock().unwrap().push(format!(
+                        "{} {}",
+                        h["authorization"].to_str().unwrap(),
+                        h["accept"].to_str().unwrap()
+                    ));
+                    assert_eq!((app.as_str(), slug.as_str()), ("3c4d", "1d2e"));
+                    Json(json!({"id": slug, "commit": SHA_B, "commit_description": "Fix"}))
+                },
+            ),
         )
-        .route("/apps/{app}", get(|| async { Json(json!({"name": APP, "web_url": "https://example-api-staging-1234.herokuapp.com/"})) }))
+        .route(
+            "/apps/{app}",
+            get(|| async { Json(json!({"name": APP, "web_url": "https://example-api-staging-1234.herokuapp.com/"})) }),
+        )
         .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let heroku_url = format!("http://{}", listener.local_addr().unwrap());
@@ -143,7 +163,15 @@ async fn bad_signatures_and_missing_commits() {
     let (gitlab, bridge) = setup().await;
     let body = build("create", "pending", Some(SHA_A));
     let forged = sign::heroku("wrong", &body);
-    assert_signature_required(&bridge, &gitlab, "/hooks/heroku?project=42", "Heroku-Webhook-Hmac-SHA256", forged, &body).await;
+    assert_signature_required(
+        &bridge,
+        &gitlab,
+        "/hooks/heroku?project=42",
+        "Heroku-Webhook-Hmac-SHA256",
+        forged,
+        &body,
+    )
+    .await;
     let (s, r) = send(&bridge, &build("create", "pending", None)).await;
     assert_eq!(s, 400);
     assert!(r["error"].as_str().unwrap().contains("source_blob.version"), "{r}");

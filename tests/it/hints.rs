@@ -49,11 +49,18 @@ fn every_cited_section_and_setting_exists() {
                 cited += 1;
                 let (doc, section) = (&c[1], &c[2]);
                 let heads = if doc == "README" { readme.clone() } else { headings(doc) };
-                assert!(heads.iter().any(|h| h == section || h.starts_with(&format!("{section} "))), "{file}: {doc} has no section {section:?}: {lit}");
+                assert!(
+                    heads.iter().any(|h| h == section || h.starts_with(&format!("{section} "))),
+                    "{file}: {doc} has no section {section:?}: {lit}"
+                );
             }
             // Messages (literals with words), not identifiers passed to macros.
             for m in setting.find_iter(&lit).filter(|_| lit.contains(' ')) {
-                assert!(config.contains(&format!("\"{}\"", m.as_str())), "{file}: {} is not a setting the bridge reads: {lit}", m.as_str());
+                assert!(
+                    config.contains(&format!("\"{}\"", m.as_str())),
+                    "{file}: {} is not a setting the bridge reads: {lit}",
+                    m.as_str()
+                );
             }
         }
     }

@@ -27,7 +27,9 @@ impl Function {
 async fn start_function(runtime: &RuntimeApi, extra: &[(&str, &str)]) -> Function {
     let mut cmd = function_command(runtime);
     // The sample events are dated 2026-10 and some are sent twice on purpose.
-    cmd.env("REPLAY_WINDOWS", r#"{"*": 0}"#).env("UNBOUND_HOOKS", "allow").env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128");
+    cmd.env("REPLAY_WINDOWS", r#"{"*": 0}"#)
+        .env("UNBOUND_HOOKS", "allow")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128");
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -108,7 +110,11 @@ async fn the_binary_serves_function_url_events_under_the_runtime_api() {
         if file.starts_with("facade") {
             // The GitLab-compatible facade answers as GitLab: 201 and the deployment object.
             assert_eq!(code, 201, "{file}: {body}");
-            assert_eq!((&body["bridge"]["action"], &body["status"]), (&json!(action), &json!(status)), "{file}: {body}");
+            assert_eq!(
+                (&body["bridge"]["action"], &body["status"]),
+                (&json!(action), &json!(status)),
+                "{file}: {body}"
+            );
             continue;
         }
         assert_eq!(code, 200, "{file}: {body}");
@@ -117,8 +123,14 @@ async fn the_binary_serves_function_url_events_under_the_runtime_api() {
     }
     let deps = gitlab.deployments();
     assert_eq!(deps.len(), 3);
-    assert_eq!((deps[2].environment.as_str(), deps[2].history.clone()), ("example-api", vec!["running".to_string(), "success".to_string()]));
-    assert_eq!((deps[0].environment.as_str(), deps[0].history.clone()), ("production", vec!["running".to_string(), "success".to_string()]));
+    assert_eq!(
+        (deps[2].environment.as_str(), deps[2].history.clone()),
+        ("example-api", vec!["running".to_string(), "success".to_string()])
+    );
+    assert_eq!(
+        (deps[0].environment.as_str(), deps[0].history.clone()),
+        ("production", vec!["running".to_string(), "success".to_string()])
+    );
     assert_eq!((deps[1].environment.as_str(), deps[1].status.as_str()), ("staging", "success"));
     assert_eq!(proxy.reads(), 1, "Secrets Manager read once across the series");
 
@@ -134,7 +146,9 @@ async fn the_binary_serves_function_url_events_under_the_runtime_api() {
     let handled: Vec<&Value> = lines.iter().filter(|l| l["message"] == "webhook handled").collect();
     assert_eq!(handled.len(), 7, "one JSON log line per webhook:\n{out}");
     for l in &handled {
-        for field in ["source", "project", "environment", "sha", "status", "action", "deployment_id", "latency_ms", "outcome"] {
+        for field in
+            ["source", "project", "environment", "sha", "status", "action", "deployment_id", "latency_ms", "outcome"]
+        {
             assert!(!l[field].is_null(), "{field} missing in {l}");
         }
     }
@@ -160,7 +174,9 @@ async fn a_misconfigured_function_answers_5xx_and_keeps_running() {
 
     let no_token = moto::create_secret(&json!({"generic_webhook_secret": "demo-generic-secret"}).to_string()).await;
     let not_json = moto::create_secret("glpat-not-a-json-object").await;
-    for (secret_id, needle) in [(no_token.as_str(), "gitlab_token"), (not_json.as_str(), "not JSON"), ("bridge/missing", "no secret")] {
+    for (secret_id, needle) in
+        [(no_token.as_str(), "gitlab_token"), (not_json.as_str(), "not JSON"), ("bridge/missing", "no secret")]
+    {
         let runtime = RuntimeApi::start(Duration::from_secs(30)).await;
         let f = start_function(
             &runtime,
@@ -205,9 +221,17 @@ async fn the_invocation_deadline_bounds_gitlab_retries() {
     let resp: Value = serde_json::from_str(&posted.body).unwrap();
     let code = resp["statusCode"].as_u64().unwrap();
     assert!(code == 502 || code == 504, "{code} {}", posted.body);
-    assert!(posted.at_ms <= posted.deadline_ms, "answered {} ms after the invocation deadline", posted.at_ms - posted.deadline_ms);
+    assert!(
+        posted.at_ms <= posted.deadline_ms,
+        "answered {} ms after the invocation deadline",
+        posted.at_ms - posted.deadline_ms
+    );
     // It did retry: the budget was spent, not given up at the first refusal.
-    assert!(posted.deadline_ms - posted.at_ms < 2500, "gave up {} ms before the deadline", posted.deadline_ms - posted.at_ms);
+    assert!(
+        posted.deadline_ms - posted.at_ms < 2500,
+        "gave up {} ms before the deadline",
+        posted.deadline_ms - posted.at_ms
+    );
 }
 
 /// The function without `SECRET_ID`: the GitLab token and the demo webhook secrets from the
@@ -242,11 +266,8 @@ async fn without_secret_id_environment_secrets_serve_as_under_cargo_lambda_watch
 async fn events_lambda_http_would_panic_on_are_answered_and_the_process_lives() {
     let (_token, gitlab, runtime, function) = function_with_environment_secrets().await;
     let base: Value = serde_json::from_str(&event_file("generic-running.json")).unwrap();
-    let reproducers = [
-        ("host", json!("bad host with spaces")),
-        ("host", json!("[::1")),
-        ("x-forwarded-proto", json!("")),
-    ];
+    let reproducers =
+        [("host", json!("bad host with spaces")), ("host", json!("[::1")), ("x-forwarded-proto", json!(""))];
     for (header, value) in reproducers {
         let mut ev = base.clone();
         ev["headers"][header] = value.clone();
@@ -296,7 +317,8 @@ async fn init_reads_the_secret_and_opens_gitlab_before_the_first_event() {
 #[tokio::test]
 async fn a_warm_up_that_cannot_finish_leaves_the_work_to_the_first_event() {
     // GitLab takes longer than init's warm-up budget (2 s) to answer anything.
-    let Deployed { gitlab, runtime, function, .. } = deployed_with(|gitlab| gitlab.set_latency(Some(Duration::from_secs(5)))).await;
+    let Deployed { gitlab, runtime, function, .. } =
+        deployed_with(|gitlab| gitlab.set_latency(Some(Duration::from_secs(5)))).await;
     eventually("the warm-up's give-up line", || function.output().contains("warm-up did not finish in time")).await;
     gitlab.set_latency(None);
     let (code, body) = invoke(&runtime, &event_file("generic-success.json")).await;

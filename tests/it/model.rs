@@ -63,18 +63,22 @@ fn rollout() -> impl Strategy<Value = Rollout> {
     let late = prop::option::weighted(0.3, (1usize..4, any::<bool>(), any::<bool>()));
     (0..SHAS.len(), outcome, prop::bool::weighted(0.8), prop::bool::weighted(0.2), 0..3usize, 0..3usize, any::<bool>())
         .prop_flat_map(move |t| (Just(t), prop::bool::weighted(0.1), late.clone(), prop::bool::weighted(0.15)))
-        .prop_map(|((sha, outcome, with_running, end_first, dup_running, dup_end, by_path), lost_answer, late, race)| Rollout {
-            sha,
-            outcome,
-            with_running,
-            end_first,
-            dup_running,
-            dup_end,
-            by_path,
-            lost_answer,
-            late,
-            race,
-        })
+        .prop_map(
+            |((sha, outcome, with_running, end_first, dup_running, dup_end, by_path), lost_answer, late, race)| {
+                Rollout {
+                    sha,
+                    outcome,
+                    with_running,
+                    end_first,
+                    dup_running,
+                    dup_end,
+                    by_path,
+                    lost_answer,
+                    late,
+                    race,
+                }
+            },
+        )
 }
 
 /// The rollouts that actually race: each with the next one, both reporting their start first
@@ -87,7 +91,8 @@ fn races(rollouts: &[Rollout]) -> Vec<bool> {
     let mut i = 0;
     while i < rollouts.len() {
         let (r, next) = (&rollouts[i], rollouts.get(i + 1));
-        let clean = |r: &Rollout| r.with_running && !r.end_first && !r.lost_answer && r.late.is_none() && Some(r.sha) != live;
+        let clean =
+            |r: &Rollout| r.with_running && !r.end_first && !r.lost_answer && r.late.is_none() && Some(r.sha) != live;
         if let Some(n) = next.filter(|n| r.race && clean(r) && clean(n) && n.sha != r.sha) {
             races[i] = true;
             for x in [r, n] {
@@ -211,7 +216,8 @@ async fn deliver(bridge: &Bridge, gitlab: &GitLabStub, ev: &Event) -> Sent {
     let body = json!({"environment": ev.env, "sha": ev.sha, "ref": "main", "status": ev.status.as_str(), "timestamp": ev.at.format(&Rfc3339).unwrap()});
     let project = if ev.by_path { "group/app" } else { "42" };
     let before = gitlab.request_count();
-    let answer = bridge.post(&format!("/hooks/generic?project={project}"), Some(GENERIC_SECRET), body.to_string()).await;
+    let answer =
+        bridge.post(&format!("/hooks/generic?project={project}"), Some(GENERIC_SECRET), body.to_string()).await;
     Sent { answer, calls: gitlab.request_count() - before }
 }
 
@@ -238,7 +244,13 @@ fn deliveries(r: &Rollout, env: &str, start: OffsetDateTime) -> (Vec<Event>, Eve
 /// Delivers one rollout's events, checking each answer; returns the events for late redelivery.
 /// `alone`: no other rollout is delivered meanwhile (not racing), so GitLab's state and the
 /// stand-in's request count belong to this rollout's deliveries.
-async fn roll_out(w: &World, r: &Rollout, env: &str, start: OffsetDateTime, alone: bool) -> Result<(Event, Option<Event>), TestCaseError> {
+async fn roll_out(
+    w: &World,
+    r: &Rollout,
+    env: &str,
+    start: OffsetDateTime,
+    alone: bool,
+) -> Result<(Event, Option<Event>), TestCaseError> {
     if w.spool.is_some() {
         return roll_out_spooled(w, r, env, start).await;
     }
@@ -279,7 +291,12 @@ async fn roll_out(w: &World, r: &Rollout, env: &str, start: OffsetDateTime, alon
 
 /// With a spool in the path an answer is 200 (delivered now) or 202 (spooled); what a delivery
 /// did is judged only at the end, once the spool is empty.
-async fn roll_out_spooled(w: &World, r: &Rollout, env: &str, start: OffsetDateTime) -> Result<(Event, Option<Event>), TestCaseError> {
+async fn roll_out_spooled(
+    w: &World,
+    r: &Rollout,
+    env: &str,
+    start: OffsetDateTime,
+) -> Result<(Event, Option<Event>), TestCaseError> {
     let (order, end, running) = deliveries(r, env, start);
     for (n, ev) in order.iter().enumerate() {
         if r.lost_answer && n == 0 {
@@ -378,7 +395,15 @@ async fn redeliver_late(w: &World, env: &str, ev: &Event, cold: bool) -> Result<
     };
     let (code, answer) = &sent.answer;
     prop_assert_eq!(*code, 200, "{}", answer);
-    prop_assert_eq!(snapshot(&w.gitlab, env), before, "a late {:?} of {} changed GitLab (cold: {}): {}", ev.status, ev.sha, cold, answer);
+    prop_assert_eq!(
+        snapshot(&w.gitlab, env),
+        before,
+        "a late {:?} of {} changed GitLab (cold: {}): {}",
+        ev.status,
+        ev.sha,
+        cold,
+        answer
+    );
     prop_assert!(sent.calls <= 2, "late {:?} cost {} calls", ev.status, sent.calls);
     Ok(())
 }
@@ -405,7 +430,8 @@ fn check(gitlab: &GitLabStub, env: &str, rollouts: &[Rollout], races: &[bool]) -
             want.sort();
             got.sort();
             prop_assert_eq!(got, want, "racing rollouts {} and {}: {:?}", i, i + 1, shown);
-            let winner = deps.iter().skip(next).take(2).filter(|d| d.status == "success").max_by_key(|d| d.finished_seq);
+            let winner =
+                deps.iter().skip(next).take(2).filter(|d| d.status == "success").max_by_key(|d| d.finished_seq);
             if let Some(d) = winner {
                 live = SHAS.iter().copied().find(|s| *s == d.sha);
             }
@@ -417,7 +443,8 @@ fn check(gitlab: &GitLabStub, env: &str, rollouts: &[Rollout], races: &[bool]) -
         // `last_deployment`), and the environment's latest change is the deployment that
         // finished last.
         let before = &deps[..next];
-        let runs = before.iter().filter(|d| d.status == "success").max_by_key(|d| d.finished_seq).map(|d| d.sha.as_str());
+        let runs =
+            before.iter().filter(|d| d.status == "success").max_by_key(|d| d.finished_seq).map(|d| d.sha.as_str());
         let latest = before.iter().max_by_key(|d| d.finished_seq).map(|d| (d.sha.as_str(), d.status.as_str()));
         // A rollout GitLab already shows is that deployment: a successful redeploy of what runs,
         // or the same failure again when its start did not come first or was a re-sync of what
@@ -429,7 +456,14 @@ fn check(gitlab: &GitLabStub, env: &str, rollouts: &[Rollout], races: &[bool]) -
         };
         if !shown_already {
             let matches = deps.get(next).is_some_and(|d| d.sha == sha && d.status == r.outcome.as_str());
-            prop_assert!(matches, "rollout {} ({:?} of {}) has no deployment of its own: {:?}", i, r.outcome, &sha[..4], shown);
+            prop_assert!(
+                matches,
+                "rollout {} ({:?} of {}) has no deployment of its own: {:?}",
+                i,
+                r.outcome,
+                &sha[..4],
+                shown
+            );
             next += 1;
         }
         if r.outcome == Status::Success {
@@ -438,7 +472,8 @@ fn check(gitlab: &GitLabStub, env: &str, rollouts: &[Rollout], races: &[bool]) -
         i += 1;
     }
     prop_assert_eq!(next, deps.len(), "deployments that no rollout made: {:?}", shown);
-    let shown_live = deps.iter().filter(|d| d.status == "success").max_by_key(|d| d.finished_seq).map(|d| d.sha.as_str());
+    let shown_live =
+        deps.iter().filter(|d| d.status == "success").max_by_key(|d| d.finished_seq).map(|d| d.sha.as_str());
     prop_assert_eq!(shown_live, live, "GitLab shows the wrong sha as deployed: {:?}", shown);
     Ok(())
 }

@@ -15,7 +15,8 @@ fn deploy(state: &str, sha: Value, context: &str) -> String {
 }
 
 async fn send(bridge: &Bridge, event: &str, body: &str) -> (u16, Value) {
-    let headers = [("X-Webhook-Signature", sign::netlify(NETLIFY_SECRET, body)), ("X-Netlify-Event", event.to_string())];
+    let headers =
+        [("X-Webhook-Signature", sign::netlify(NETLIFY_SECRET, body)), ("X-Netlify-Event", event.to_string())];
     bridge.post_with("/hooks/netlify?project=42", &headers, body).await
 }
 
@@ -28,7 +29,11 @@ async fn building_then_ready_then_a_failed_preview() {
     assert_eq!(r["action"], "updated", "{r}");
     assert_eq!(r["deployment"]["external_url"], "https://docs.example.com");
     let (_, r) = send(&bridge, "deploy_failed", &deploy("error", json!(SHA_B), "deploy-preview")).await;
-    assert_eq!((r["deployment"]["environment"].as_str(), r["deployment"]["status"].as_str()), (Some("preview/main"), Some("failed")), "{r}");
+    assert_eq!(
+        (r["deployment"]["environment"].as_str(), r["deployment"]["status"].as_str()),
+        (Some("preview/main"), Some("failed")),
+        "{r}"
+    );
     let (s, r) = send(&bridge, "deploy_locked", &deploy("ready", json!(SHA_A), "production")).await;
     assert_eq!((s, r["action"].as_str()), (200, Some("ignored")));
     let deps = gitlab.deployments();
@@ -41,7 +46,8 @@ async fn forged_or_missing_signatures_and_missing_commits() {
     let (gitlab, bridge) = setup().await;
     let body = deploy("building", json!(SHA_A), "production");
     let forged = sign::netlify("wrong", &body);
-    assert_signature_required(&bridge, &gitlab, "/hooks/netlify?project=42", "X-Webhook-Signature", forged, &body).await;
+    assert_signature_required(&bridge, &gitlab, "/hooks/netlify?project=42", "X-Webhook-Signature", forged, &body)
+        .await;
     // A valid signature of another body: the body hash claim catches the swap.
     let other = sign::netlify(NETLIFY_SECRET, "{}");
     assert_signature_required(&bridge, &gitlab, "/hooks/netlify?project=42", "X-Webhook-Signature", other, &body).await;
@@ -59,7 +65,11 @@ async fn the_unsigned_event_header_cannot_change_the_status() {
     let (_, r) = send(&bridge, "deploy_building", &body).await;
     assert_eq!(r["action"], "created", "{r}");
     let (s, r) = send(&bridge, "deploy_failed", &body).await;
-    assert_eq!((s, r["action"].as_str(), r["deployment"]["status"].as_str()), (200, Some("unchanged"), Some("running")), "{r}");
+    assert_eq!(
+        (s, r["action"].as_str(), r["deployment"]["status"].as_str()),
+        (200, Some("unchanged"), Some("running")),
+        "{r}"
+    );
     assert_eq!(gitlab.deployments()[0].history, vec!["running"]);
 }
 

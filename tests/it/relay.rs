@@ -37,7 +37,12 @@ async fn running_then_failed_and_then_canceled_elsewhere() {
 #[tokio::test]
 async fn duplicates_of_every_status_change_nothing() {
     let (gitlab, bridge) = setup().await;
-    for (env, first, then) in [("e1", "running", "running"), ("e2", "success", "success"), ("e3", "failed", "failed"), ("e4", "canceled", "canceled")] {
+    for (env, first, then) in [
+        ("e1", "running", "running"),
+        ("e2", "success", "success"),
+        ("e3", "failed", "failed"),
+        ("e4", "canceled", "canceled"),
+    ] {
         let (s, r) = bridge.generic(env, SHA_A, first).await;
         assert_eq!((s, r["action"].as_str()), (200, Some("created")), "{env} {r}");
         let (s, r2) = bridge.generic(env, SHA_A, then).await;
@@ -124,14 +129,19 @@ async fn project_by_full_path_is_encoded() {
     assert!(uris[1..].iter().all(|u| u.starts_with("/api/v4/projects/77/")), "{uris:?}");
     let (s, _) = bridge.post("/hooks/generic?project=group/sub/app", Some(GENERIC_SECRET), body.to_string()).await;
     assert_eq!(s, 200);
-    assert!(gitlab.requests().into_iter().skip(uris.len()).all(|r| r.uri.starts_with("/api/v4/projects/77/")), "looked up once per container");
+    assert!(
+        gitlab.requests().into_iter().skip(uris.len()).all(|r| r.uri.starts_with("/api/v4/projects/77/")),
+        "looked up once per container"
+    );
 }
 
 #[tokio::test]
 async fn query_overrides_payload() {
     let (gitlab, bridge) = setup().await;
     let body = json!({"environment": "ignored", "sha": SHA_A, "ref": "main", "status": "running"});
-    let (s, r) = bridge.post("/hooks/generic?project=42&environment=prod-eu&ref=release", Some(GENERIC_SECRET), body.to_string()).await;
+    let (s, r) = bridge
+        .post("/hooks/generic?project=42&environment=prod-eu&ref=release", Some(GENERIC_SECRET), body.to_string())
+        .await;
     assert_eq!(s, 200, "{r}");
     let d = &gitlab.deployments()[0];
     assert_eq!((d.environment.as_str(), d.git_ref.as_str()), ("prod-eu", "release"));
@@ -164,7 +174,10 @@ async fn a_source_without_a_secret_fails_closed() {
     // The caller is not told that the source is unconfigured (issue 10); the log says so.
     assert!(!r["error"].as_str().unwrap().contains("no webhook secret"), "{r}");
     let logs = logs();
-    assert!(logs.lines().any(|l| l.contains("generic_webhook_secret") && l.contains("the secret has no such key")), "{logs}");
+    assert!(
+        logs.lines().any(|l| l.contains("generic_webhook_secret") && l.contains("the secret has no such key")),
+        "{logs}"
+    );
     assert!(gitlab.requests().is_empty());
 }
 
@@ -173,12 +186,28 @@ async fn bad_input_gets_400_naming_the_field_and_no_gitlab_call() {
     let (gitlab, bridge) = setup().await;
     let cases = [
         ("/hooks/generic?project=42", "{not json".to_string(), "JSON"),
-        ("/hooks/generic?project=42", json!({"environment": "p", "ref": "main", "status": "running"}).to_string(), "`sha`"),
-        ("/hooks/generic?project=42", json!({"environment": "p", "sha": "abc", "status": "running"}).to_string(), "`sha`"),
-        ("/hooks/generic?project=42", json!({"environment": "p", "sha": SHA_A, "status": "done"}).to_string(), "`status`"),
+        (
+            "/hooks/generic?project=42",
+            json!({"environment": "p", "ref": "main", "status": "running"}).to_string(),
+            "`sha`",
+        ),
+        (
+            "/hooks/generic?project=42",
+            json!({"environment": "p", "sha": "abc", "status": "running"}).to_string(),
+            "`sha`",
+        ),
+        (
+            "/hooks/generic?project=42",
+            json!({"environment": "p", "sha": SHA_A, "status": "done"}).to_string(),
+            "`status`",
+        ),
         ("/hooks/generic", json!({"environment": "p", "sha": SHA_A, "status": "running"}).to_string(), "`project`"),
         ("/hooks/generic?project=42", json!({"sha": SHA_A, "status": "running"}).to_string(), "`environment`"),
-        ("/hooks/generic?project=42", json!({"environment": "bad:name", "sha": SHA_A, "status": "running"}).to_string(), "environment name"),
+        (
+            "/hooks/generic?project=42",
+            json!({"environment": "bad:name", "sha": SHA_A, "status": "running"}).to_string(),
+            "environment name",
+        ),
     ];
     for (path, body, needle) in cases {
         let (s, r) = bridge.post(path, Some(GENERIC_SECRET), body.clone()).await;
@@ -308,7 +337,8 @@ async fn gitlab_down_is_5xx_within_the_deadline() {
 #[tokio::test]
 async fn facade_accepts_gitlabs_own_body_and_the_generic_secret() {
     let (gitlab, bridge) = setup().await;
-    let body = json!({"environment": "production", "sha": SHA_A, "ref": "main", "tag": "false", "status": "running"}).to_string();
+    let body = json!({"environment": "production", "sha": SHA_A, "ref": "main", "tag": "false", "status": "running"})
+        .to_string();
     let resp = bridge
         .http
         .post(format!("{}/api/v4/projects/group%2Fapp/deployments", bridge.url))
@@ -320,7 +350,11 @@ async fn facade_accepts_gitlabs_own_body_and_the_generic_secret() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201, "GitLab answers a create with 201");
     let d: Value = resp.json().await.unwrap();
-    assert_eq!((d["status"].as_str(), d["sha"].as_str(), d["ref"].as_str()), (Some("running"), Some(SHA_A), Some("main")), "{d}");
+    assert_eq!(
+        (d["status"].as_str(), d["sha"].as_str(), d["ref"].as_str()),
+        (Some("running"), Some(SHA_A), Some("main")),
+        "{d}"
+    );
     assert_eq!(d["environment"]["name"], "production", "{d}");
     assert!(d["id"].as_u64().is_some() && d["iid"].as_u64().is_some(), "{d}");
     assert_eq!(d["bridge"]["action"], "created", "the bridge's answer rides beside GitLab's: {d}");
@@ -352,8 +386,14 @@ async fn facade_updates_the_deployment_a_gitlab_client_created() {
         }
     };
     let create = json!({"environment": "production", "sha": SHA_A, "ref": "main", "tag": false, "status": "running"});
-    let resp = bridge.http.post(format!("{}/api/v4/projects/42/deployments", bridge.url))
-        .header("PRIVATE-TOKEN", GENERIC_SECRET).json(&create).send().await.unwrap();
+    let resp = bridge
+        .http
+        .post(format!("{}/api/v4/projects/42/deployments", bridge.url))
+        .header("PRIVATE-TOKEN", GENERIC_SECRET)
+        .json(&create)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     let id = resp.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
 
@@ -364,7 +404,11 @@ async fn facade_updates_the_deployment_a_gitlab_client_created() {
 
     let (s, d) = put(id.to_string(), GENERIC_SECRET, json!({"status": "success"})).await;
     assert_eq!(s, 200, "GitLab answers an update with 200: {d}");
-    assert_eq!((d["id"].as_u64(), d["status"].as_str(), d["sha"].as_str()), (Some(id), Some("success"), Some(SHA_A)), "{d}");
+    assert_eq!(
+        (d["id"].as_u64(), d["status"].as_str(), d["sha"].as_str()),
+        (Some(id), Some("success"), Some(SHA_A)),
+        "{d}"
+    );
     assert_eq!(d["environment"]["name"], "production");
     assert_eq!(gitlab.deployments()[0].history, vec!["running", "success"]);
 
@@ -426,10 +470,16 @@ async fn dry_run_plans_calls_and_sends_none() {
     assert_eq!(r["dry_run"], true);
     let calls = r["gitlab_calls"].as_array().unwrap();
     assert_eq!(calls.len(), 2, "{r}");
-    assert_eq!(calls[0]["path"], "/api/v4/projects/42/deployments?environment=production&order_by=id&sort=desc&per_page=20");
+    assert_eq!(
+        calls[0]["path"],
+        "/api/v4/projects/42/deployments?environment=production&order_by=id&sort=desc&per_page=20"
+    );
     assert_eq!(calls[1]["method"], "POST");
     assert_eq!(calls[1]["path"], "/api/v4/projects/42/deployments");
-    assert_eq!(calls[1]["body"], json!({"environment": "production", "sha": SHA_A, "ref": "main", "tag": false, "status": "success"}));
+    assert_eq!(
+        calls[1]["body"],
+        json!({"environment": "production", "sha": SHA_A, "ref": "main", "tag": false, "status": "success"})
+    );
     assert!(gitlab.requests().is_empty());
 }
 

@@ -24,7 +24,12 @@ fn shown(gitlab: &GitLabStub, env: &str) -> Vec<(String, String)> {
 
 /// The sha GitLab shows as deployed: the environment's newest success by `finished_at`.
 fn live(gitlab: &GitLabStub, env: &str) -> Option<String> {
-    gitlab.deployments_in(env).into_iter().filter(|d| d.status == "success").max_by_key(|d| d.finished_seq).map(|d| d.sha)
+    gitlab
+        .deployments_in(env)
+        .into_iter()
+        .filter(|d| d.status == "success")
+        .max_by_key(|d| d.finished_seq)
+        .map(|d| d.sha)
 }
 
 fn pair(sha: &str, status: &str) -> (String, String) {
@@ -38,7 +43,10 @@ async fn a_rollback_is_a_new_deployment_and_becomes_what_gitlab_shows() {
         assert_eq!(action(&bridge.generic("production", sha, "running").await), (200, "created"));
         assert_eq!(action(&bridge.generic("production", sha, "success").await), (200, "updated"));
     }
-    assert_eq!(shown(&gitlab, "production"), vec![pair(SHA_A, "success"), pair(SHA_B, "success"), pair(SHA_A, "success")]);
+    assert_eq!(
+        shown(&gitlab, "production"),
+        vec![pair(SHA_A, "success"), pair(SHA_B, "success"), pair(SHA_A, "success")]
+    );
     assert_eq!(live(&gitlab, "production").as_deref(), Some(SHA_A));
     // A tool that only says "it worked" (no running event) rolls back just the same.
     for sha in [SHA_A, SHA_B, SHA_A] {
@@ -62,7 +70,10 @@ async fn redeploying_the_live_sha_changes_nothing_and_a_retry_after_a_failure_is
     assert_eq!(action(&bridge.generic("production", SHA_B, "failed").await), (200, "updated"));
     assert_eq!(action(&bridge.generic("production", SHA_B, "running").await), (200, "created"));
     assert_eq!(action(&bridge.generic("production", SHA_B, "success").await), (200, "updated"));
-    assert_eq!(shown(&gitlab, "production"), vec![pair(SHA_A, "success"), pair(SHA_B, "failed"), pair(SHA_B, "success")]);
+    assert_eq!(
+        shown(&gitlab, "production"),
+        vec![pair(SHA_A, "success"), pair(SHA_B, "failed"), pair(SHA_B, "success")]
+    );
     // A duplicate running of a rollout still in flight, after another sha started, is the same rollout.
     bridge.generic("staging", SHA_A, "running").await;
     bridge.generic("staging", SHA_B, "running").await;
@@ -95,7 +106,8 @@ async fn a_stale_delivery_changes_nothing_and_says_so() {
     assert_eq!(shown(&gitlab, "production"), vec![pair(SHA_A, "success"), pair(SHA_B, "success")]);
     assert_eq!(live(&gitlab, "production").as_deref(), Some(SHA_B));
     // Within the clock skew (30 s by default) against GitLab's clock, the event is applied.
-    let (s, r) = at(&cold, "production", SHA_A, "success", OffsetDateTime::now_utc() - time::Duration::seconds(5)).await;
+    let (s, r) =
+        at(&cold, "production", SHA_A, "success", OffsetDateTime::now_utc() - time::Duration::seconds(5)).await;
     assert_eq!((s, r["action"].as_str()), (200, Some("created")), "{r}");
     // Without a timestamp a late redelivery cannot be told from a rollback: it is recorded.
     let (s, r) = bridge.generic("production", SHA_B, "success").await;
@@ -244,12 +256,21 @@ async fn a_resync_of_what_runs_after_a_failed_attempt_leaves_nothing_running() {
     at(&bridge, "production", SHA_B, "failed", t0 + time::Duration::minutes(1)).await;
     // A still runs; the tool re-syncs it, and its end arrives before its start.
     let t2 = t0 + time::Duration::minutes(2);
-    assert_eq!(action(&at(&bridge, "production", SHA_A, "success", t2 + time::Duration::seconds(1)).await), (200, "unchanged"));
+    assert_eq!(
+        action(&at(&bridge, "production", SHA_A, "success", t2 + time::Duration::seconds(1)).await),
+        (200, "unchanged")
+    );
     assert_eq!(action(&at(&bridge, "production", SHA_A, "running", t2).await), (200, "unchanged"));
     assert_eq!(shown(&gitlab, "production"), vec![pair(SHA_A, "success"), pair(SHA_B, "failed")]);
     // The same re-sync in order changes nothing either.
-    assert_eq!(action(&at(&bridge, "production", SHA_A, "running", t2 + time::Duration::seconds(5)).await), (200, "unchanged"));
-    assert_eq!(action(&at(&bridge, "production", SHA_A, "success", t2 + time::Duration::seconds(6)).await), (200, "unchanged"));
+    assert_eq!(
+        action(&at(&bridge, "production", SHA_A, "running", t2 + time::Duration::seconds(5)).await),
+        (200, "unchanged")
+    );
+    assert_eq!(
+        action(&at(&bridge, "production", SHA_A, "success", t2 + time::Duration::seconds(6)).await),
+        (200, "unchanged")
+    );
     assert_eq!(shown(&gitlab, "production"), vec![pair(SHA_A, "success"), pair(SHA_B, "failed")]);
 }
 
@@ -261,7 +282,10 @@ async fn a_retry_whose_failure_arrives_before_its_start_leaves_nothing_running()
     at(&bridge, "production", SHA_A, "failed", t0 + time::Duration::seconds(30)).await;
     // The retry fails the same way; its failure is delivered first.
     let t1 = t0 + time::Duration::minutes(5);
-    assert_eq!(action(&at(&bridge, "production", SHA_A, "failed", t1 + time::Duration::seconds(30)).await), (200, "unchanged"));
+    assert_eq!(
+        action(&at(&bridge, "production", SHA_A, "failed", t1 + time::Duration::seconds(30)).await),
+        (200, "unchanged")
+    );
     assert_eq!(action(&at(&bridge, "production", SHA_A, "running", t1).await), (200, "stale"));
     assert_eq!(shown(&gitlab, "production"), vec![pair(SHA_A, "failed")]);
 }
@@ -277,7 +301,10 @@ async fn the_end_of_an_earlier_attempt_does_not_finish_the_retry() {
     let (s, r) = at(&bridge, "production", SHA_A, "failed", t0 + time::Duration::minutes(1)).await;
     assert_eq!((s, r["action"].as_str()), (200, Some("stale")), "{r}");
     assert_eq!(shown(&gitlab, "production"), vec![pair(SHA_A, "failed"), pair(SHA_A, "running")]);
-    assert_eq!(action(&at(&bridge, "production", SHA_A, "success", t0 + time::Duration::minutes(6)).await), (200, "updated"));
+    assert_eq!(
+        action(&at(&bridge, "production", SHA_A, "success", t0 + time::Duration::minutes(6)).await),
+        (200, "updated")
+    );
     assert_eq!(shown(&gitlab, "production"), vec![pair(SHA_A, "failed"), pair(SHA_A, "success")]);
 }
 
@@ -304,7 +331,8 @@ async fn times_at_the_ends_of_the_calendar_are_answered_not_panicked_on() {
     let (gitlab, bridge) = setup().await;
     bridge.generic("production", SHA_A, "success").await;
     for t in ["9999-12-31T23:59:59.999Z", "0000-01-01T00:00:00Z", "-0001-01-01T00:00:00Z"] {
-        let body = json!({"environment": "production", "sha": SHA_B, "ref": "main", "status": "running", "timestamp": t});
+        let body =
+            json!({"environment": "production", "sha": SHA_B, "ref": "main", "status": "running", "timestamp": t});
         let (s, r) = bridge.post("/hooks/generic?project=42", Some(GENERIC_SECRET), body.to_string()).await;
         assert!(s == 200 || s == 400, "{t}: {s} {r}");
     }

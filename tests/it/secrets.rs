@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn secret_json(token: &str) -> String {
-    json!({"gitlab_token": token, "generic_webhook_secret": GENERIC_SECRET, "argocd_webhook_secret": ARGOCD_SECRET}).to_string()
+    json!({"gitlab_token": token, "generic_webhook_secret": GENERIC_SECRET, "argocd_webhook_secret": ARGOCD_SECRET})
+        .to_string()
 }
 
 async fn bridge_with_secret(gitlab: &GitLabStub, name: &str, ttl: Duration) -> (Bridge, CountingProxy) {
@@ -78,11 +79,8 @@ async fn unusable_secrets_give_clear_5xx_errors() {
     gitlab.add_commit(SHA_A);
     let no_token = moto::create_secret(&json!({"generic_webhook_secret": GENERIC_SECRET}).to_string()).await;
     let not_json = moto::create_secret("glpat-just-a-string").await;
-    let cases = [
-        (no_token, "gitlab_token"),
-        (not_json, "not JSON"),
-        ("bridge/does-not-exist".to_string(), "no secret"),
-    ];
+    let cases =
+        [(no_token, "gitlab_token"), (not_json, "not JSON"), ("bridge/does-not-exist".to_string(), "no secret")];
     for (name, needle) in cases {
         let (bridge, _) = bridge_with_secret(&gitlab, &name, Duration::from_secs(300)).await;
         let (s, r) = bridge.generic("production", SHA_A, "running").await;

@@ -74,10 +74,15 @@ fn render(step: Step, at: OffsetDateTime) -> Call {
                 "source": {"path": "deploy", "repoURL": "https://gitlab.example.com/group/app.git", "targetRevision": "main"}
             })
             .to_string();
-            Call { path: "/hooks/argocd/argo".into(), headers: vec![("authorization".into(), format!("Bearer {ARGOCD_SECRET}"))], body }
+            Call {
+                path: "/hooks/argocd/argo".into(),
+                headers: vec![("authorization".into(), format!("Bearer {ARGOCD_SECRET}"))],
+                body,
+            }
         }
         Step::FluxProgressing(sha) | Step::FluxSucceeded(sha) => {
-            let reason = if matches!(step, Step::FluxProgressing(_)) { "Progressing" } else { "ReconciliationSucceeded" };
+            let reason =
+                if matches!(step, Step::FluxProgressing(_)) { "Progressing" } else { "ReconciliationSucceeded" };
             let body = json!({
                 "involvedObject": {"kind": "Kustomization", "namespace": "flux-system", "name": "flux-staging", "uid": "1a2b",
                                    "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "resourceVersion": "102934"},
@@ -85,7 +90,10 @@ fn render(step: Step, at: OffsetDateTime) -> Call {
                 "metadata": {"revision": format!("main@sha1:{sha}")}, "reportingController": "kustomize-controller", "reportingInstance": "kc-1"
             })
             .to_string();
-            let headers = vec![("x-signature".into(), sign::flux(FLUX_SECRET, &body)), ("gotk-component".into(), "kustomize-controller".into())];
+            let headers = vec![
+                ("x-signature".into(), sign::flux(FLUX_SECRET, &body)),
+                ("gotk-component".into(), "kustomize-controller".into()),
+            ];
             Call { path: "/hooks/flux/flux".into(), headers, body }
         }
         Step::HerokuBuild(sha, status, n) => {
@@ -99,7 +107,11 @@ fn render(step: Step, at: OffsetDateTime) -> Call {
                 "webhook_metadata": {"attempt": {"id": format!("a-{n}")}, "delivery": {"id": format!("d-{n}")}, "event": {"id": format!("e-{n}"), "include": "api:build"}, "webhook": {"id": "w1"}}
             })
             .to_string();
-            Call { path: "/hooks/heroku/heroku".into(), headers: vec![("heroku-webhook-hmac-sha256".into(), sign::heroku(HEROKU_SECRET, &body))], body }
+            Call {
+                path: "/hooks/heroku/heroku".into(),
+                headers: vec![("heroku-webhook-hmac-sha256".into(), sign::heroku(HEROKU_SECRET, &body))],
+                body,
+            }
         }
         Step::HerokuRelease(sha, status, n) => {
             let body = json!({
@@ -111,7 +123,11 @@ fn render(step: Step, at: OffsetDateTime) -> Call {
                 "webhook_metadata": {"attempt": {"id": format!("a-{n}")}, "delivery": {"id": format!("d-{n}")}, "event": {"id": format!("e-{n}"), "include": "api:release"}, "webhook": {"id": "w1"}}
             })
             .to_string();
-            Call { path: "/hooks/heroku/heroku".into(), headers: vec![("heroku-webhook-hmac-sha256".into(), sign::heroku(HEROKU_SECRET, &body))], body }
+            Call {
+                path: "/hooks/heroku/heroku".into(),
+                headers: vec![("heroku-webhook-hmac-sha256".into(), sign::heroku(HEROKU_SECRET, &body))],
+                body,
+            }
         }
     }
 }
@@ -155,7 +171,12 @@ async fn baseline(steps: &[Step]) -> State {
     gitlab.add_commits([SHA_A.to_string(), SHA_B.to_string()]);
     let keys: Vec<(String, &str)> = ROUTE_SECRETS.iter().map(|(r, s)| (format!("route_{r}_secret"), *s)).collect();
     let extra: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    let config = Config { routes: Routes::parse(ROUTES).unwrap(), unbound_hooks: false, replay_windows: Default::default(), ..config(&gitlab.url) };
+    let config = Config {
+        routes: Routes::parse(ROUTES).unwrap(),
+        unbound_hooks: false,
+        replay_windows: Default::default(),
+        ..config(&gitlab.url)
+    };
     let bridge = Bridge::start(config, static_secrets_with(&token, &extra)).await;
     for step in steps {
         let call = render(*step, OffsetDateTime::now_utc());
@@ -232,7 +253,10 @@ impl Serve {
 
     async fn send(&self, step: Step) -> (u16, Value) {
         let call = render(step, OffsetDateTime::now_utc());
-        let mut rb = reqwest::Client::new().post(format!("{}{}", self.base, call.path)).header("content-type", "application/json").body(call.body);
+        let mut rb = reqwest::Client::new()
+            .post(format!("{}{}", self.base, call.path))
+            .header("content-type", "application/json")
+            .body(call.body);
         for (k, v) in &call.headers {
             rb = rb.header(k, v);
         }
@@ -309,7 +333,11 @@ async fn serve_keeps_what_arrives_during_an_outage_and_delivers_it_in_order() {
     assert!(delivered, "GitLab: {:?}\nexpected: {expected:?}\n{}", state(&gitlab), serve.output());
     assert!(eventually(10, || spool_command(&dir, &["list"]).1.is_empty()).await, "the spool is empty once delivered");
     for needle in ["spool: event enqueued", "spool: delivery failed, will retry", "spool: event delivered"] {
-        assert!(eventually(10, || serve.output().contains(needle)).await, "no {needle:?} in the log:\n{}", serve.output());
+        assert!(
+            eventually(10, || serve.output().contains(needle)).await,
+            "no {needle:?} in the log:\n{}",
+            serve.output()
+        );
     }
     let logs = serve.output();
     assert!(!logs.contains(&gitlab.token()), "the token reached the log");
@@ -335,7 +363,12 @@ async fn serve_killed_with_events_pending_delivers_them_once_after_a_restart() {
         assert_eq!(status, 202, "{step:?}: {answer}");
     }
     gitlab.set_down(None);
-    assert!(eventually(60, || state(&gitlab) == expected).await, "GitLab: {:?}\nexpected: {expected:?}\n{}", state(&gitlab), serve.output());
+    assert!(
+        eventually(60, || state(&gitlab) == expected).await,
+        "GitLab: {:?}\nexpected: {expected:?}\n{}",
+        state(&gitlab),
+        serve.output()
+    );
     // Exactly once (the state above has every rollout once), and nothing left behind.
     assert!(eventually(10, || spool_command(&dir, &["list"]).1.is_empty()).await);
     assert!(eventually(10, || serve.output().contains("spool: event delivered")).await);
@@ -352,7 +385,12 @@ async fn serve_dead_letters_a_poison_event_lets_its_environment_go_on_and_replay
         assert_eq!(serve.send(step).await.0, 202, "{step:?}");
     }
     gitlab.set_down(None);
-    let ok = eventually(30, || state(&gitlab).get("argo-prod").is_some_and(|d| d == &vec![(SHA_A.to_string(), vec!["running".to_string(), "success".to_string()])])).await;
+    let ok = eventually(30, || {
+        state(&gitlab)
+            .get("argo-prod")
+            .is_some_and(|d| d == &vec![(SHA_A.to_string(), vec!["running".to_string(), "success".to_string()])])
+    })
+    .await;
     assert!(ok, "{:?}\n{}", state(&gitlab), serve.output());
     let (_, list, _) = spool_command(&dir, &["list"]);
     assert_eq!(list.len(), 1, "{list:?}");
@@ -409,7 +447,13 @@ fn sqs_client() -> aws_sdk_sqs::Client {
 async fn queues(sqs: &aws_sdk_sqs::Client) -> (String, String) {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let name = format!("bridge-{}", fastrand_token());
-    let dlq = sqs.create_queue().queue_name(format!("{name}-dlq.fifo")).attributes(A::FifoQueue, "true").send().await.unwrap();
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq.fifo"))
+        .attributes(A::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap();
     let dlq_url = dlq.queue_url().unwrap().to_string();
     let dlq_arn = sqs.get_queue_attributes().queue_url(&dlq_url).attribute_names(A::QueueArn).send().await.unwrap();
     let dlq_arn = dlq_arn.attributes().unwrap().get(&A::QueueArn).unwrap().clone();
@@ -444,7 +488,13 @@ struct Function {
     output: Arc<Mutex<String>>,
 }
 
-async fn start_function(runtime: &RuntimeApi, gitlab: &GitLabStub, queue: &str, dlq: &str, extra: &[(&str, &str)]) -> Function {
+async fn start_function(
+    runtime: &RuntimeApi,
+    gitlab: &GitLabStub,
+    queue: &str,
+    dlq: &str,
+    extra: &[(&str, &str)],
+) -> Function {
     let mut cmd = function_command(runtime);
     cmd.env("AWS_ENDPOINT_URL", moto::endpoint())
         .env("GITLAB_URL", &gitlab.url)
@@ -497,7 +547,8 @@ async fn poll_once(sqs: &aws_sdk_sqs::Client, runtime: &RuntimeApi, queue: &str)
     let posted = runtime.invoke(&json!({ "Records": records }).to_string()).await;
     assert_eq!(posted.kind, "response", "{}", posted.body);
     let answer: Value = serde_json::from_str(&posted.body).unwrap();
-    let failed: Vec<&str> = answer["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].as_str().unwrap()).collect();
+    let failed: Vec<&str> =
+        answer["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].as_str().unwrap()).collect();
     for m in messages {
         if !failed.contains(&m.message_id().unwrap()) {
             sqs.delete_message().queue_url(queue).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
@@ -521,12 +572,20 @@ async fn lambda_spools_to_sqs_during_an_outage_and_its_sqs_invocations_deliver_i
         let posted = runtime.invoke(&function_url_event(&render(*step, OffsetDateTime::now_utc()))).await;
         let response: Value = serde_json::from_str(&posted.body).unwrap();
         let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
-        assert_eq!((response["statusCode"].as_u64(), body["action"].as_str()), (Some(202), Some("spooled")), "{step:?}: {body}");
+        assert_eq!(
+            (response["statusCode"].as_u64(), body["action"].as_str()),
+            (Some(202), Some("spooled")),
+            "{step:?}: {body}"
+        );
         assert_eq!(body["spool"]["kind"], "sqs", "{body}");
     }
     // While GitLab is still down, a batch fails as a whole and stays in the queue.
     let (received, failed) = poll_once(&sqs, &runtime, &queue).await;
-    assert!(received > 0 && failed == received, "{received} received, {failed} failed\n{}", function.output.lock().unwrap());
+    assert!(
+        received > 0 && failed == received,
+        "{received} received, {failed} failed\n{}",
+        function.output.lock().unwrap()
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
     gitlab.set_down(None);
     // GitLab is back, but the queue still holds events: a new one queues behind them.
@@ -559,7 +618,13 @@ async fn lambda_spools_to_sqs_during_an_outage_and_its_sqs_invocations_deliver_i
     let reason = dead[0].message_attributes().unwrap().get("reason").unwrap().string_value().unwrap();
     assert!(reason.contains("commit"), "{reason}");
     assert!(dead[0].body().unwrap().contains(SHA_UNKNOWN));
-    sqs.change_message_visibility().queue_url(&dlq).receipt_handle(dead[0].receipt_handle().unwrap()).visibility_timeout(0).send().await.unwrap();
+    sqs.change_message_visibility()
+        .queue_url(&dlq)
+        .receipt_handle(dead[0].receipt_handle().unwrap())
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(poll_once(&sqs, &runtime, &queue).await.0, 0, "the queue is empty");
 
     // The operator's command sees the dead letter and replays it once the commit exists.
@@ -576,7 +641,8 @@ async fn lambda_spools_to_sqs_during_an_outage_and_its_sqs_invocations_deliver_i
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .output()
             .unwrap();
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         (out.status.success(), lines, String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let (ok, listed, err) = spool(&["list"]);
@@ -618,7 +684,9 @@ async fn figures_spool_on_failure_against_always_enqueue() {
     let steps = rollouts();
     let expected = baseline(&steps).await;
     let sqs = sqs_client();
-    println!("| SPOOL_MODE | GitLab | answer p50 / max (ms) | answers 202 | invocations / event | GitLab calls / event | SQS calls / event | all in GitLab after (ms) |");
+    println!(
+        "| SPOOL_MODE | GitLab | answer p50 / max (ms) | answers 202 | invocations / event | GitLab calls / event | SQS calls / event | all in GitLab after (ms) |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for (mode, outage) in [("on-failure", false), ("always", false), ("on-failure", true), ("always", true)] {
         let token = format!("glpat-{}", fastrand_token());
@@ -631,7 +699,9 @@ async fn figures_spool_on_failure_against_always_enqueue() {
         let proxy = moto::CountingProxy::start().await;
         let (queue, dlq) = queues(&sqs).await;
         let runtime = RuntimeApi::start(Duration::from_secs(20)).await;
-        let _function = start_function(&runtime, &gitlab, &queue, &dlq, &[("SPOOL_MODE", mode), ("AWS_ENDPOINT_URL", &proxy.url)]).await;
+        let _function =
+            start_function(&runtime, &gitlab, &queue, &dlq, &[("SPOOL_MODE", mode), ("AWS_ENDPOINT_URL", &proxy.url)])
+                .await;
         let started = std::time::Instant::now();
         let (mut answers, mut accepted) = (Vec::new(), 0);
         for step in &steps {
@@ -661,7 +731,8 @@ async fn figures_spool_on_failure_against_always_enqueue() {
         let visible = started.elapsed().as_millis();
         answers.sort();
         let n = steps.len() as f64;
-        let sqs_calls: usize = proxy.actions.lock().unwrap().iter().filter(|(k, _)| k.starts_with("AmazonSQS")).map(|(_, v)| v).sum();
+        let sqs_calls: usize =
+            proxy.actions.lock().unwrap().iter().filter(|(k, _)| k.starts_with("AmazonSQS")).map(|(_, v)| v).sum();
         println!(
             "| {mode} | {} | {} / {} | {accepted} of {} | {:.2} | {:.2} | {:.2} | {visible} |",
             if outage { "down, then back" } else { "up" },
@@ -688,7 +759,8 @@ async fn a_second_serve_on_the_same_spool_is_refused_at_start() {
         .env("SPOOL_DIR", &dir)
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(20), second).await.expect("the second serve stops at once").unwrap();
+    let out =
+        tokio::time::timeout(Duration::from_secs(20), second).await.expect("the second serve stops at once").unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("another `serve` delivers from"), "{stderr}");
     // The operator's command still opens it.

@@ -14,10 +14,8 @@ fn lint(template: &str) -> (bool, String) {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("template.yaml");
     std::fs::write(&file, template).unwrap();
-    let out = Command::new(cfn_lint())
-        .arg(&file)
-        .output()
-        .expect("cfn-lint runs (bash scripts/test installs it into .venv)");
+    let out =
+        Command::new(cfn_lint()).arg(&file).output().expect("cfn-lint runs (bash scripts/test installs it into .venv)");
     let _ = std::fs::remove_dir_all(&dir);
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }

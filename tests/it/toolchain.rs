@@ -17,7 +17,16 @@ fn no_dependency_needs_a_newer_rust_than_ours_and_the_readme_says_ours() {
     // What builds on the machine and what AWS runs.
     for platform in ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"] {
         let out = Command::new(&cargo)
-            .args(["metadata", "--format-version", "1", "--locked", "--filter-platform", platform, "--manifest-path", manifest])
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--locked",
+                "--filter-platform",
+                platform,
+                "--manifest-path",
+                manifest,
+            ])
             .output()
             .expect("cargo metadata runs");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -22,7 +22,9 @@ fn gitlab_meta(sha: &str, r: &str) -> Value {
 }
 
 async fn send(bridge: &Bridge, body: &str) -> (u16, Value) {
-    bridge.post_with("/hooks/vercel?project=42", &[("x-vercel-signature", sign::vercel(VERCEL_SECRET, body))], body).await
+    bridge
+        .post_with("/hooks/vercel?project=42", &[("x-vercel-signature", sign::vercel(VERCEL_SECRET, body))], body)
+        .await
 }
 
 #[tokio::test]
@@ -35,11 +37,19 @@ async fn production_created_then_succeeded_and_previews_kept_apart() {
     assert_eq!(r["deployment"]["external_url"], "https://example-web-1.vercel.app");
     let gh = json!({"githubCommitSha": SHA_B, "githubCommitRef": "release"});
     let (_, r) = send(&bridge, &event("deployment.error", Value::Null, gh.clone())).await;
-    assert_eq!((r["action"].as_str(), r["deployment"]["environment"].as_str()), (Some("created"), Some("preview/release")), "{r}");
+    assert_eq!(
+        (r["action"].as_str(), r["deployment"]["environment"].as_str()),
+        (Some("created"), Some("preview/release")),
+        "{r}"
+    );
     // The preview's name is the bridge's convention, not the user's: nothing asks to rename it.
     assert!(r.get("warnings").is_none(), "{r}");
     let (_, r) = send(&bridge, &event("deployment.canceled", json!("staging"), gh)).await;
-    assert_eq!((r["deployment"]["environment"].as_str(), r["deployment"]["status"].as_str()), (Some("staging"), Some("canceled")), "{r}");
+    assert_eq!(
+        (r["deployment"]["environment"].as_str(), r["deployment"]["status"].as_str()),
+        (Some("staging"), Some("canceled")),
+        "{r}"
+    );
     let deps = gitlab.deployments();
     assert_eq!(deps.len(), 3);
     assert_eq!(deps[0].history, vec!["running", "success"]);

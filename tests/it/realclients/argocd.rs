@@ -198,7 +198,8 @@ async fn an_application_without_annotations_gets_a_clear_refusal() {
 #[tokio::test]
 async fn gitlab_docs_example_works_through_the_facade() {
     let s = setup().await;
-    let text = std::fs::read_to_string(manifest_dir().join("tests/realclients/argocd/gitlab-docs-configmap.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(manifest_dir().join("tests/realclients/argocd/gitlab-docs-configmap.yaml")).unwrap();
     for placeholder in ["https://gitlab.com/api/v4", "<your-access-token>", "<your-project-id>"] {
         assert!(text.contains(placeholder), "{placeholder}");
     }
@@ -252,7 +253,9 @@ fn clock() -> impl Fn(usize, u64) -> String {
     use time::format_description::well_known::Rfc3339;
     let base = (time::OffsetDateTime::now_utc() + time::Duration::minutes(1)).replace_nanosecond(0).unwrap();
     move |sync, seconds| {
-        (base + time::Duration::minutes(10 * sync as i64) + time::Duration::seconds(seconds as i64)).format(&Rfc3339).unwrap()
+        (base + time::Duration::minutes(10 * sync as i64) + time::Duration::seconds(seconds as i64))
+            .format(&Rfc3339)
+            .unwrap()
     }
 }
 
@@ -275,14 +278,16 @@ fn generated_history(syncs: &[Sync]) -> Value {
     for (k, s) in syncs.iter().enumerate() {
         let sha = SHAS[s.sha];
         let status = &mut app["status"];
-        status["operationState"] = json!({"operation": {"sync": {"revision": sha}}, "phase": "Running", "message": "", "startedAt": at(k, 0)});
+        status["operationState"] =
+            json!({"operation": {"sync": {"revision": sha}}, "phase": "Running", "message": "", "startedAt": at(k, 0)});
         steps.push(json!({"app": app.clone()}));
         let finished = at(k, 10);
         let status = &mut app["status"];
         match s.outcome {
             Outcome::Failed => {
                 status["operationState"]["phase"] = json!("Failed");
-                status["operationState"]["message"] = json!("one or more objects failed to apply, reason: Deployment.apps \"generated\" is invalid");
+                status["operationState"]["message"] =
+                    json!("one or more objects failed to apply, reason: Deployment.apps \"generated\" is invalid");
                 status["operationState"]["finishedAt"] = json!(finished);
                 status["reconciledAt"] = json!(at(k, 11));
                 steps.push(json!({"app": app.clone()}));
@@ -330,8 +335,9 @@ fn generated_history(syncs: &[Sync]) -> Value {
 
 fn sync_strategy() -> impl Strategy<Value = Sync> {
     let outcome = prop_oneof![4 => Just(Outcome::Success), 1 => Just(Outcome::Failed), 1 => Just(Outcome::Terminated), 1 => Just(Outcome::DegradedLater)];
-    (0..SHAS.len(), outcome, any::<bool>(), any::<bool>())
-        .prop_map(|(sha, outcome, left_over_health, health_unchanged)| Sync { sha, outcome, left_over_health, health_unchanged })
+    (0..SHAS.len(), outcome, any::<bool>(), any::<bool>()).prop_map(
+        |(sha, outcome, left_over_health, health_unchanged)| Sync { sha, outcome, left_over_health, health_unchanged },
+    )
 }
 
 fn generated_cases() -> u32 {

@@ -21,7 +21,9 @@ fn readme_manifests(bridge: &Bridge) -> String {
     for placeholder in [README_ADDRESS, "token: <route_my_app_flux_secret>"] {
         assert!(block.contains(placeholder), "the README's Flux manifests changed: {placeholder}");
     }
-    block.replace(README_ADDRESS, &format!("{}/hooks/flux/my-app-flux", bridge.url)).replace("<route_my_app_flux_secret>", FLUX_SECRET)
+    block
+        .replace(README_ADDRESS, &format!("{}/hooks/flux/my-app-flux", bridge.url))
+        .replace("<route_my_app_flux_secret>", FLUX_SECRET)
 }
 
 fn kustomization(annotations: Value) -> Value {
@@ -58,9 +60,30 @@ fn reconcile(revision: &str, origin: Option<&str>, minute: u32) -> Vec<Value> {
     let mut done = meta.clone();
     done["kustomize.toolkit.fluxcd.io/commit_status"] = json!("update");
     vec![
-        event(&obj, "info", &format!("2026-10-02T10:{minute:02}:01Z"), "Progressing", "Deployment/web/web configured\nService/web/web unchanged", meta.clone()),
-        event(&obj, "info", &format!("2026-10-02T10:{minute:02}:25Z"), "Progressing", "Health check passed in 24.0s", meta),
-        event(&obj, "info", &format!("2026-10-02T10:{minute:02}:25Z"), "ReconciliationSucceeded", "Reconciliation finished in 24.3s, next run in 10m0s", done),
+        event(
+            &obj,
+            "info",
+            &format!("2026-10-02T10:{minute:02}:01Z"),
+            "Progressing",
+            "Deployment/web/web configured\nService/web/web unchanged",
+            meta.clone(),
+        ),
+        event(
+            &obj,
+            "info",
+            &format!("2026-10-02T10:{minute:02}:25Z"),
+            "Progressing",
+            "Health check passed in 24.0s",
+            meta,
+        ),
+        event(
+            &obj,
+            "info",
+            &format!("2026-10-02T10:{minute:02}:25Z"),
+            "ReconciliationSucceeded",
+            "Reconciliation finished in 24.3s, next run in 10m0s",
+            done,
+        ),
     ]
 }
 
@@ -101,12 +124,22 @@ async fn a_kustomization_reconcile_is_one_deployment_and_its_repeats_change_noth
     events[3]["timestamp"] = json!("2026-10-02T10:10:25Z");
     let Some(records) = forward(&bridge, events).await else { return };
     assert_ok(&records);
-    let actions: Vec<Value> = records.iter().map(|r| serde_json::from_str::<Value>(r["response"].as_str().unwrap()).unwrap()["action"].clone()).collect();
-    assert_eq!(actions, vec![json!("created"), json!("unchanged"), json!("updated"), json!("unchanged")], "{records:#?}");
+    let actions: Vec<Value> = records
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(r["response"].as_str().unwrap()).unwrap()["action"].clone())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![json!("created"), json!("unchanged"), json!("updated"), json!("unchanged")],
+        "{records:#?}"
+    );
     assert_eq!(production(&gitlab), vec![(SHA_A.into(), "main".into(), "success".into(), false)]);
     // What notification-controller forwards: the prefixes stripped, the Alert's metadata merged.
     let body: Value = serde_json::from_str(records[2]["body"].as_str().unwrap()).unwrap();
-    assert_eq!(body["metadata"], json!({"revision": format!("main@sha1:{SHA_A}"), "commit_status": "update", "environment": "production"}));
+    assert_eq!(
+        body["metadata"],
+        json!({"revision": format!("main@sha1:{SHA_A}"), "commit_status": "update", "environment": "production"})
+    );
 }
 
 /// A GitRepository pinned by `spec.ref.commit` has no branch: its revision is `sha1:<sha>`.
@@ -148,8 +181,14 @@ async fn a_helmrelease_is_deployed_by_its_commit_annotation_and_refused_clearly_
                       "helm.toolkit.fluxcd.io/token": "b8f0c2d4e6a81357"});
     let annotated = helmrelease(json!({"event.toolkit.fluxcd.io/commit": SHA_B}));
     let upgrade = |obj: &Value, minute: u32| {
-        event(obj, "info", &format!("2026-10-02T11:{minute:02}:00Z"), "UpgradeSucceeded",
-              "Helm upgrade succeeded for release flux-system/my-app.v4 with chart podinfo@6.6.1+0cc9a8446c95", meta.clone())
+        event(
+            obj,
+            "info",
+            &format!("2026-10-02T11:{minute:02}:00Z"),
+            "UpgradeSucceeded",
+            "Helm upgrade succeeded for release flux-system/my-app.v4 with chart podinfo@6.6.1+0cc9a8446c95",
+            meta.clone(),
+        )
     };
     let Some(records) = forward(&bridge, vec![upgrade(&annotated, 0)]).await else { return };
     assert_ok(&records);
@@ -170,7 +209,9 @@ async fn a_helmrelease_is_deployed_by_its_commit_annotation_and_refused_clearly_
 #[tokio::test]
 async fn a_full_reference_name_is_deployed_on_its_branch() {
     let (gitlab, bridge) = super::readme_routed_setup().await;
-    let Some(records) = forward(&bridge, reconcile(&format!("refs/heads/main@sha1:{SHA_A}"), None, 0)).await else { return };
+    let Some(records) = forward(&bridge, reconcile(&format!("refs/heads/main@sha1:{SHA_A}"), None, 0)).await else {
+        return;
+    };
     assert_ok(&records);
     assert_eq!(production(&gitlab), vec![(SHA_A.into(), "main".into(), "success".into(), false)]);
 }
@@ -182,7 +223,14 @@ async fn only_the_alerts_sources_reach_the_bridge() {
     let (gitlab, bridge) = super::readme_routed_setup().await;
     let infra = object("Kustomization", "infrastructure", json!({}));
     let meta = json!({"kustomize.toolkit.fluxcd.io/revision": format!("main@sha1:{SHA_A}")});
-    let ev = event(&infra, "info", "2026-10-02T10:00:01Z", "ReconciliationSucceeded", "Reconciliation finished in 2s, next run in 10m0s", meta);
+    let ev = event(
+        &infra,
+        "info",
+        "2026-10-02T10:00:01Z",
+        "ReconciliationSucceeded",
+        "Reconciliation finished in 2s, next run in 10m0s",
+        meta,
+    );
     let Some(records) = forward(&bridge, vec![ev]).await else { return };
     assert_eq!(records[0]["forwarded"], false, "{records:#?}");
     assert!(gitlab.requests().is_empty());

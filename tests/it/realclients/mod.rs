@@ -28,7 +28,8 @@ fn required() -> bool {
 /// The README's `ROUTES` example, as a user copies it.
 pub fn readme_routes() -> gitlab_deploy_bridge::routes::Routes {
     let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
-    let json = readme.split("ROUTES='").nth(1).and_then(|r| r.split('\'').next()).expect("README.md shows ROUTES='{...}'");
+    let json =
+        readme.split("ROUTES='").nth(1).and_then(|r| r.split('\'').next()).expect("README.md shows ROUTES='{...}'");
     gitlab_deploy_bridge::routes::Routes::parse(json).unwrap_or_else(|e| panic!("the README's ROUTES: {e}"))
 }
 
@@ -41,10 +42,16 @@ pub async fn readme_routed_setup() -> (crate::support::GitLabStub, crate::suppor
     gitlab.add_commit(SHA_A);
     gitlab.add_commit(SHA_B);
     let routes = readme_routes();
-    let by_source = [("generic", GENERIC_SECRET), ("argocd", ARGOCD_SECRET), ("flux", FLUX_SECRET), ("vercel", VERCEL_SECRET)];
+    let by_source =
+        [("generic", GENERIC_SECRET), ("argocd", ARGOCD_SECRET), ("flux", FLUX_SECRET), ("vercel", VERCEL_SECRET)];
     let keys: Vec<(String, &str)> = routes
         .iter()
-        .filter_map(|(name, r)| by_source.iter().find(|(s, _)| *s == r.source).map(|(_, v)| (gitlab_deploy_bridge::routes::secret_key(name), *v)))
+        .filter_map(|(name, r)| {
+            by_source
+                .iter()
+                .find(|(s, _)| *s == r.source)
+                .map(|(_, v)| (gitlab_deploy_bridge::routes::secret_key(name), *v))
+        })
         .collect();
     let extra: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let config = gitlab_deploy_bridge::config::Config { routes, unbound_hooks: false, ..config(&gitlab.url) };
@@ -56,7 +63,10 @@ pub async fn readme_routed_setup() -> (crate::support::GitLabStub, crate::suppor
 pub fn readme_yaml(marker: &str) -> String {
     let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
     let mut blocks = readme.split("```yaml\n").skip(1).map(|b| b.split("\n```").next().unwrap_or(""));
-    blocks.find(|b| b.contains(marker)).unwrap_or_else(|| panic!("README.md has no ```yaml block with {marker:?}")).to_string()
+    blocks
+        .find(|b| b.contains(marker))
+        .unwrap_or_else(|| panic!("README.md has no ```yaml block with {marker:?}"))
+        .to_string()
 }
 
 /// A scratch file under Cargo's per-test-binary temporary directory.
@@ -96,7 +106,10 @@ pub fn go_tool(name: &str) -> Option<PathBuf> {
             Some(out)
         }
         Ok(o) if !required() && String::from_utf8_lossy(&o.stderr).contains("cannot find package") => {
-            eprintln!("SKIPPED: the {name} real-client test needs Go libraries:\n{}", String::from_utf8_lossy(&o.stderr));
+            eprintln!(
+                "SKIPPED: the {name} real-client test needs Go libraries:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             None
         }
         Ok(o) => panic!("building {} failed:\n{}", src.display(), String::from_utf8_lossy(&o.stderr)),

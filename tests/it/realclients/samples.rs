@@ -85,16 +85,32 @@ async fn a_heroku_rollback_release_is_recorded_without_an_api_token() {
     assert_eq!((s, r["action"].as_str()), (200, Some("created")), "a rollback is a new deployment: {r}");
     assert_eq!(
         production(&gitlab),
-        vec![(B.to_string(), "success".to_string()), (A.to_string(), "success".to_string()), (B.to_string(), "success".to_string())]
+        vec![
+            (B.to_string(), "success".to_string()),
+            (A.to_string(), "success".to_string()),
+            (B.to_string(), "success".to_string())
+        ]
     );
 }
 
 async fn vercel(bridge: &Bridge, body: &str) -> (u16, Value) {
-    bridge.post_with("/hooks/vercel?project=group/app", &[("x-vercel-signature", sign::vercel(VERCEL_SECRET, body))], body).await
+    bridge
+        .post_with(
+            "/hooks/vercel?project=group/app",
+            &[("x-vercel-signature", sign::vercel(VERCEL_SECRET, body))],
+            body,
+        )
+        .await
 }
 
 async fn netlify(bridge: &Bridge, body: &str) -> (u16, Value) {
-    bridge.post_with("/hooks/netlify?project=group/app", &[("x-webhook-signature", sign::netlify(NETLIFY_SECRET, body))], body).await
+    bridge
+        .post_with(
+            "/hooks/netlify?project=group/app",
+            &[("x-webhook-signature", sign::netlify(NETLIFY_SECRET, body))],
+            body,
+        )
+        .await
 }
 
 fn deployments(gitlab: &GitLabStub, environment: &str) -> Vec<(String, Vec<String>)> {
@@ -121,7 +137,11 @@ async fn a_captured_vercel_history_is_recorded_as_it_happened() {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     assert_eq!(
         deployments(&gitlab, "production"),
-        vec![(A.to_string(), s(&["success"])), (A.to_string(), s(&["canceled"])), (B.to_string(), s(&["running", "failed"]))]
+        vec![
+            (A.to_string(), s(&["success"])),
+            (A.to_string(), s(&["canceled"])),
+            (B.to_string(), s(&["running", "failed"]))
+        ]
     );
 }
 
@@ -137,7 +157,10 @@ async fn a_captured_vercel_preview_goes_to_its_branchs_preview_environment() {
         let (s, r) = vercel(&bridge, &sample("vercel", &format!("triggerdev-deployment_{name}.json"))).await;
         assert_eq!(s, 200, "{name}: {r}");
     }
-    assert_eq!(deployments(&gitlab, "preview/test-webhook"), vec![(SHA.to_string(), vec!["running".to_string(), "success".to_string()])]);
+    assert_eq!(
+        deployments(&gitlab, "preview/test-webhook"),
+        vec![(SHA.to_string(), vec!["running".to_string(), "success".to_string()])]
+    );
 }
 
 /// Sentry's capture of Vercel's (ZEIT's) retired format, `type: "deployment"`: not one of the

@@ -150,7 +150,8 @@ pub struct GitLabStub {
 
 /// Projects the stand-in knows: numeric ids, and full paths.
 /// (`my-group/my-app` is the README's example path.)
-const PROJECTS: &[(&str, &str)] = &[("42", "42"), ("group/app", "42"), ("my-group/my-app", "42"), ("group/sub/app", "77"), ("77", "77")];
+const PROJECTS: &[(&str, &str)] =
+    &[("42", "42"), ("group/app", "42"), ("my-group/my-app", "42"), ("group/sub/app", "77"), ("77", "77")];
 
 impl GitLabStub {
     /// Starts on a free loopback port; `token` is the only valid GitLab token.
@@ -293,18 +294,13 @@ fn err(status: StatusCode, body: Value) -> Response {
 
 /// Records every request, applies injected faults, and checks the token.
 async fn gate(State(st): State<Shared>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let token = req
-        .headers()
-        .get("private-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| {
-            req.headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::to_string)
-        });
+    let token = req.headers().get("private-token").and_then(|v| v.to_str().ok()).map(str::to_string).or_else(|| {
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string)
+    });
     let latency = st.lock().unwrap().latency;
     if let Some(latency) = latency {
         tokio::time::sleep(latency).await;
@@ -318,7 +314,10 @@ async fn gate(State(st): State<Shared>, req: axum::extract::Request, next: axum:
             private_token: token.clone(),
         });
         if let Some(code) = s.down {
-            return err(StatusCode::from_u16(code).unwrap(), json!({"message": format!("{code} GitLab is not responding")}));
+            return err(
+                StatusCode::from_u16(code).unwrap(),
+                json!({"message": format!("{code} GitLab is not responding")}),
+            );
         }
         let method = req.method().to_string();
         let fault = s.faults.iter().position(|(m, _)| m.as_ref().is_none_or(|m| *m == method));
@@ -378,7 +377,15 @@ async fn token_self(State(st): State<Shared>) -> Response {
     .into_response()
 }
 
-fn new_deployment(s: &mut StubState, project: &str, environment: &str, sha: &str, git_ref: &str, tag: bool, status: &str) -> StoredDeployment {
+fn new_deployment(
+    s: &mut StubState,
+    project: &str,
+    environment: &str,
+    sha: &str,
+    git_ref: &str,
+    tag: bool,
+    status: &str,
+) -> StoredDeployment {
     s.next_id += 1;
     let iid = *s.iids.entry(project.to_string()).and_modify(|i| *i += 1).or_insert(1);
     let at = now();
@@ -424,7 +431,11 @@ fn find_or_create_environment(s: &mut StubState, project: &str, name: &str, tier
 
 const TIERS: &[&str] = &["production", "staging", "testing", "development", "other"];
 
-async fn list_environments(State(st): State<Shared>, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn list_environments(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let project = match project_id(&id) {
         Ok(p) => p,
         Err(r) => return r,
@@ -442,7 +453,12 @@ async fn list_environments(State(st): State<Shared>, Path(id): Path<String>, Que
     Json(Value::Array(items)).into_response()
 }
 
-async fn create_environment(State(st): State<Shared>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_environment(
+    State(st): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (project, p) = match project_and_params(&id, &headers, &body) {
         Ok(x) => x,
         Err(r) => return r,
@@ -455,7 +471,10 @@ async fn create_environment(State(st): State<Shared>, Path(id): Path<String>, he
         return err(StatusCode::BAD_REQUEST, json!({"error": "tier does not have a valid value"}));
     }
     if !env_name_valid(&name) {
-        return err(StatusCode::BAD_REQUEST, json!({"message": {"name": ["can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', and spaces, but it cannot start or end with '/'"]}}));
+        return err(
+            StatusCode::BAD_REQUEST,
+            json!({"message": {"name": ["can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', and spaces, but it cannot start or end with '/'"]}}),
+        );
     }
     let mut s = st.lock().unwrap();
     if s.environments.iter().any(|e| e.project == project && e.name == name) {
@@ -583,7 +602,10 @@ async fn get_one(State(st): State<Shared>, Path((id, did)): Path<(String, u64)>)
 
 /// JSON or form body, as Grape accepts both.
 fn params(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, Response> {
-    let form = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     if form {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
         return Ok(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
@@ -594,7 +616,11 @@ fn params(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, Respo
     }
 }
 
-fn project_and_params(id: &str, headers: &HeaderMap, body: &Bytes) -> Result<(&'static str, Map<String, Value>), Response> {
+fn project_and_params(
+    id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(&'static str, Map<String, Value>), Response> {
     Ok((project_id(id)?, params(headers, body)?))
 }
 
@@ -667,7 +693,12 @@ async fn create(State(st): State<Shared>, Path(id): Path<String>, headers: Heade
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-async fn update(State(st): State<Shared>, Path((id, did)): Path<(String, u64)>, headers: HeaderMap, body: Bytes) -> Response {
+async fn update(
+    State(st): State<Shared>,
+    Path((id, did)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (project, p) = match project_and_params(&id, &headers, &body) {
         Ok(x) => x,
         Err(r) => return r,
@@ -691,7 +722,10 @@ async fn update(State(st): State<Shared>, Path((id, did)): Path<(String, u64)>, 
         _ => ("cancel", d.status != "canceled"),
     };
     if !allowed {
-        return err(StatusCode::BAD_REQUEST, json!({"message": {"status": [format!("cannot transition via \"{event}\"")]}}));
+        return err(
+            StatusCode::BAD_REQUEST,
+            json!({"message": {"status": [format!("cannot transition via \"{event}\"")]}}),
+        );
     }
     d.set_status(&status, &mut s.finished_seq);
     Json(entity(d)).into_response()

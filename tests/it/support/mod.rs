@@ -123,13 +123,23 @@ impl Bridge {
     }
 
     /// The bridge with `serve`'s local spool in `dir` and its worker running.
-    pub async fn start_spooled(config: Config, secrets: Arc<dyn SecretProvider>, dir: &std::path::Path) -> (Bridge, Arc<LocalSpool>) {
+    pub async fn start_spooled(
+        config: Config,
+        secrets: Arc<dyn SecretProvider>,
+        dir: &std::path::Path,
+    ) -> (Bridge, Arc<LocalSpool>) {
         capture_logs();
         let local = Arc::new(LocalSpool::open(dir).expect("spool opens"));
         let wake = Arc::new(tokio::sync::Notify::new());
         let http = gitlab_deploy_bridge::transport::http_client(config.connect_timeout).expect("HTTP client");
-        let built = app::assemble(config, secrets, Some(Spool::Local(local.clone(), wake.clone())), http).expect("router builds");
-        tokio::spawn(gitlab_deploy_bridge::drain::run_local(built.pipeline.clone(), local.clone(), wake, std::future::pending()));
+        let built = app::assemble(config, secrets, Some(Spool::Local(local.clone(), wake.clone())), http)
+            .expect("router builds");
+        tokio::spawn(gitlab_deploy_bridge::drain::run_local(
+            built.pipeline.clone(),
+            local.clone(),
+            wake,
+            std::future::pending(),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, built.router).await.unwrap() });
@@ -138,7 +148,8 @@ impl Bridge {
 
     /// POSTs `body` to `path` with `Authorization: Bearer <token>` (when given); returns status and JSON.
     pub async fn post(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, Value) {
-        let mut rb = self.http.post(format!("{}{path}", self.url)).header("content-type", "application/json").body(body);
+        let mut rb =
+            self.http.post(format!("{}{path}", self.url)).header("content-type", "application/json").body(body);
         if let Some(t) = token {
             rb = rb.bearer_auth(t);
         }
@@ -151,7 +162,11 @@ impl Bridge {
 
     /// POSTs `body` to `path` with the given headers; returns status and JSON.
     pub async fn post_with(&self, path: &str, headers: &[(&str, String)], body: &str) -> (u16, Value) {
-        let mut rb = self.http.post(format!("{}{path}", self.url)).header("content-type", "application/json").body(body.to_string());
+        let mut rb = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_string());
         for (k, v) in headers {
             rb = rb.header(*k, v);
         }
@@ -164,14 +179,22 @@ impl Bridge {
 
     /// A `generic` webhook for project 42.
     pub async fn generic(&self, environment: &str, sha: &str, status: &str) -> (u16, Value) {
-        let body = serde_json::json!({"environment": environment, "sha": sha, "ref": "main", "tag": false, "status": status});
+        let body =
+            serde_json::json!({"environment": environment, "sha": sha, "ref": "main", "tag": false, "status": status});
         self.post("/hooks/generic?project=42", Some(GENERIC_SECRET), body.to_string()).await
     }
 }
 
 /// A forged signature and a missing one both get 401 (the answer naming `header`), and
 /// GitLab hears nothing.
-pub async fn assert_signature_required(bridge: &Bridge, gitlab: &GitLabStub, path: &str, header: &str, forged: String, body: &str) {
+pub async fn assert_signature_required(
+    bridge: &Bridge,
+    gitlab: &GitLabStub,
+    path: &str,
+    header: &str,
+    forged: String,
+    body: &str,
+) {
     let (s, r) = bridge.post_with(path, &[(header, forged)], body).await;
     assert_eq!(s, 401, "forged {header}: {r}");
     let (s, r) = bridge.post_with(path, &[], body).await;
@@ -197,7 +220,8 @@ pub fn fastrand_token() -> String {
 
 /// The demo secrets of `events/demo.env` (what the README's first command loads).
 pub fn demo_env() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/demo.env")).unwrap();
+    let text =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/demo.env")).unwrap();
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| {

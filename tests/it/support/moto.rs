@@ -125,7 +125,12 @@ struct Upstream {
 
 impl CountingProxy {
     pub async fn start() -> CountingProxy {
-        let upstream = Upstream { reads: ReadLog::default(), actions: Actions::default(), http: reqwest::Client::new(), url: endpoint() };
+        let upstream = Upstream {
+            reads: ReadLog::default(),
+            actions: Actions::default(),
+            http: reqwest::Client::new(),
+            url: endpoint(),
+        };
         let (reads, actions) = (upstream.reads.clone(), upstream.actions.clone());
         let app = axum::Router::new().fallback(forward).with_state(upstream);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -150,7 +155,12 @@ impl CountingProxy {
     }
 }
 
-async fn forward(State(up): State<Upstream>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn forward(
+    State(up): State<Upstream>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let at = Instant::now();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     *up.actions.lock().unwrap().entry(target.clone()).or_default() += 1;

@@ -131,7 +131,8 @@ async fn init_error(State(st): State<Arc<St>>, body: Bytes) -> &'static str {
 /// (and `BRIDGE_RUNNER`, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`) run another build of it,
 /// such as the arm64 `bootstrap`. The caller adds its own variables and spawns it.
 pub fn function_command(runtime: &RuntimeApi) -> tokio::process::Command {
-    let binary = std::env::var("BRIDGE_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gitlab-deploy-bridge").to_string());
+    let binary =
+        std::env::var("BRIDGE_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gitlab-deploy-bridge").to_string());
     let runner = std::env::var("BRIDGE_RUNNER").unwrap_or_default();
     let mut argv: Vec<String> = runner.split_whitespace().map(str::to_string).collect();
     argv.push(binary);
