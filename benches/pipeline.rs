@@ -8,7 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use gitlab_deploy_bridge::app;
 use gitlab_deploy_bridge::config::Config;
 use gitlab_deploy_bridge::secrets::StaticSecrets;
-use gitlab_deploy_bridge::sources;
+use gitlab_deploy_bridge::sources::{self, Request};
 use std::hint::black_box;
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -19,9 +19,8 @@ fn event(name: &str) -> String {
 
 fn demo_secrets() -> StaticSecrets {
     let text = std::fs::read_to_string(format!("{}/events/demo.env", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    StaticSecrets::from_env_vars(
-        text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())),
-    )
+    let vars = text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string()));
+    StaticSecrets::from_env_vars(vars, &[])
 }
 
 /// The raw headers and body of a function-URL event file.
@@ -31,29 +30,54 @@ fn request_parts(name: &str) -> (axum::http::HeaderMap, Vec<u8>) {
     (parts.headers, body.to_vec())
 }
 
-fn signatures_and_parsing(c: &mut Criterion) {
+/// Each tool's verification and its one read of the body, on its first sample event.
+fn signatures_and_reading(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let secrets = rt.block_on(async {
         use gitlab_deploy_bridge::secrets::SecretProvider;
         demo_secrets().current().await.unwrap()
     });
-    for (source, file) in [
-        ("heroku", "heroku-build-pending.json"),
-        ("flux", "flux-progressing.json"),
-        ("vercel", "vercel-deployment-created.json"),
-        ("netlify", "netlify-deploy-building.json"),
-        ("argocd", "argocd-deployed.json"),
-    ] {
-        let src = sources::find(source).unwrap();
+    let settings = gitlab_deploy_bridge::sources::ToolSettings::default();
+    let mut files: Vec<String> = std::fs::read_dir(format!("{}/events", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    files.sort();
+    for src in sources::ALL {
+        let Some(file) = files.iter().find(|f| f.starts_with(&format!("{}-", src.name()))) else { continue };
         let (headers, body) = request_parts(file);
-        let secret = secrets.webhook_secret(source).unwrap();
-        c.bench_function(&format!("verify+parse/{source}"), |b| {
+        let secret = secrets.get(&sources::webhook_secret_key(src.name())).unwrap();
+        c.bench_function(&format!("verify+read/{}", src.name()), |b| {
             b.iter(|| {
-                src.verify(black_box(&headers), black_box(&body), secret).unwrap();
-                black_box(src.parse(&headers, &body).unwrap());
+                let request = Request::new(black_box(&headers), black_box(&body));
+                src.verify(&request, secret).unwrap();
+                black_box(src.read(&request, settings.of(src.name())).unwrap());
             })
         });
     }
+}
+
+/// The rollout rules alone: one plan over a full window of deployments.
+fn planning(c: &mut Criterion) {
+    use gitlab_deploy_bridge::gitlab::Recent;
+    use gitlab_deploy_bridge::lifecycle::plan::{Attempt, plan};
+    use gitlab_deploy_bridge::model::{Deployment, Status};
+    let items: Vec<Deployment> =
+        (1..=20).rev().map(|i| serde_json::from_value(listed_deployment(i)).unwrap()).collect();
+    let recent = Recent { items, more: true };
+    let sha = format!("{:040x}", 99);
+    let ev = Attempt { sha: &sha, status: Status::Success, occurred_at: None, ordered: false };
+    c.bench_function("plan/an end over 20 deployments", |b| {
+        b.iter(|| {
+            black_box(plan(
+                black_box(&ev),
+                &recent,
+                None,
+                std::time::Duration::from_secs(30),
+                std::time::Instant::now(),
+            ))
+        })
+    });
 }
 
 fn router_dry_run(c: &mut Criterion) {
@@ -111,5 +135,5 @@ fn gitlab_page_decoding(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, signatures_and_parsing, router_dry_run, gitlab_page_decoding);
+criterion_group!(benches, signatures_and_reading, planning, router_dry_run, gitlab_page_decoding);
 criterion_main!(benches);

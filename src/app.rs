@@ -1,18 +1,23 @@
-//! Builds the shared clients and the router once, then runs it: under Lambda, as a local
-//! HTTP server, or on function-URL event files.
+//! Builds the shared clients and the router once, then runs it: under Lambda or as a local
+//! HTTP server (`invoke` runs it on event files, [`crate::cli::invoke`]). This is where the
+//! configuration chooses implementations — the HTTP GitLab or, for a dry run, the in-memory
+//! one; the spool's store; the tools' APIs or none — and nowhere else.
 
 use axum::Router;
-use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::gitlab::{self, GitLabClient};
-use crate::http::{AppState, router};
+use crate::gitlab::GitLab;
+use crate::gitlab::http::HttpGitLab;
+use crate::gitlab::memory::MemoryGitLab;
+use crate::http::router;
 use crate::lifecycle::Lifecycle;
 use crate::pipeline::Pipeline;
+use crate::pipeline::admit::{Gate, ReplayPolicy, Unbound};
+use crate::pipeline::deliver::Deliverer;
+use crate::pipeline::normalize::ToolApis;
+use crate::replay::Replays;
 use crate::secrets::{SecretProvider, SecretsManager, StaticSecrets, Unconfigured};
 use crate::spool::{self, Spool};
 
@@ -64,7 +69,7 @@ pub async fn secret_provider(
             Arc::new(SecretsManager::new(client, id.clone(), config.secret_ttl))
         }
         _ => {
-            let env = StaticSecrets::from_env_vars(std::env::vars());
+            let env = StaticSecrets::from_env_vars(std::env::vars(), &crate::sources::declared_secret_keys());
             if in_lambda && env.is_empty() {
                 Arc::new(Unconfigured(
                     "SECRET_ID is not set; point it at a Secrets Manager secret holding {\"gitlab_token\": ..., \"<source>_webhook_secret\": ...}".into(),
@@ -79,33 +84,41 @@ pub async fn secret_provider(
 /// The router with its state, from a configuration and a secret provider (no spool: GitLab
 /// unavailable past the deadline is a 5xx).
 pub fn build(config: Config, secrets: Arc<dyn SecretProvider>) -> Result<Router, BoxError> {
-    let http = crate::transport::http_client(config.connect_timeout)?;
+    let http = crate::transport::http_client(config.gitlab.connect_timeout)?;
     assemble(config, secrets, None, http).map(|app| app.router)
 }
 
 /// The router and its pipeline, with the spool events wait in when GitLab cannot take them;
-/// GitLab is called through `http` (the process's one client, [`crate::transport`]).
+/// GitLab and the tools' APIs are called through `http` (the process's one client,
+/// [`crate::transport`]). A dry run plans against the in-memory GitLab, spools nothing, calls
+/// no tool's API, plans unbound hooks and replays saying a live run would refuse them.
 pub fn assemble(
     config: Config,
     secrets: Arc<dyn SecretProvider>,
     spool: Option<Spool>,
     http: reqwest::Client,
 ) -> Result<App, BoxError> {
-    for (name, route) in config.routes.iter() {
-        if crate::sources::find(&route.source).is_none() {
-            return Err(format!(
-                "configuration: ROUTES: route {name:?} names source {:?}; this bridge knows: {}",
-                route.source,
-                crate::sources::names()
-            )
-            .into());
-        }
-    }
-    let settings = gitlab_settings(&config);
-    let gitlab = GitLabClient::new(&settings, http, secrets.clone());
+    let dry_run = config.dry_run;
+    let gitlab: Arc<dyn GitLab> = match dry_run {
+        true => Arc::new(MemoryGitLab::default()),
+        false => Arc::new(HttpGitLab::new(&config.gitlab, http.clone(), secrets.clone())),
+    };
+    let unbound = match (config.unbound_hooks, dry_run) {
+        (true, _) => Unbound::Allow,
+        (false, true) => Unbound::Plan,
+        (false, false) => Unbound::Refuse,
+    };
+    let replays = Replays::new(config.replay_windows, config.clock_skew);
+    let replay_policy = if dry_run { ReplayPolicy::Note } else { ReplayPolicy::Enforce };
+    let gate = Gate::new(config.routes, unbound, replays, replay_policy, secrets, config.tools);
+    let apis = match dry_run {
+        true => ToolApis::Offline,
+        false => ToolApis::Http { client: http, request_timeout: config.gitlab.request_timeout },
+    };
     let lifecycle = Lifecycle::new(gitlab, config.clock_skew);
-    let pipeline = Arc::new(Pipeline::new(config, secrets, lifecycle).with_spool(spool));
-    Ok(App { router: router(AppState::new(pipeline.clone())), pipeline })
+    let deliverer = Deliverer::new(lifecycle, spool.filter(|_| !dry_run), config.spool);
+    let pipeline = Arc::new(Pipeline::new(gate, config.events, apis, deliverer, config.deadlines));
+    Ok(App { router: router(pipeline.clone()), pipeline })
 }
 
 /// `serve`'s spool: opened from `SPOOL_DIR` unless `SPOOL_MODE=off` or in a dry run (which
@@ -125,21 +138,8 @@ pub fn local_spool(config: &Config) -> Result<Option<spool::LocalHandle>, BoxErr
 }
 
 /// A GitLab client that really calls GitLab (for `check`, whatever `DRY_RUN` says).
-pub fn gitlab_client(config: &Config, secrets: Arc<dyn SecretProvider>, http: reqwest::Client) -> GitLabClient {
-    let settings = gitlab::Settings { dry_run: false, ..gitlab_settings(config) };
-    GitLabClient::new(&settings, http, secrets)
-}
-
-/// The GitLab client's part of the configuration.
-fn gitlab_settings(config: &Config) -> gitlab::Settings {
-    gitlab::Settings {
-        base_url: config.gitlab_url.clone(),
-        dry_run: config.dry_run,
-        request_timeout: config.request_timeout,
-        max_attempts: config.max_attempts,
-        retry_base: config.retry_base,
-        retry_max: config.retry_max,
-    }
+pub fn gitlab_client(config: &Config, secrets: Arc<dyn SecretProvider>, http: reqwest::Client) -> HttpGitLab {
+    HttpGitLab::new(&config.gitlab, http, secrets)
 }
 
 /// How long Lambda init may spend warming up ([`warm_up`]). Init has 10 s; a GitLab or Secrets
@@ -246,86 +246,4 @@ pub async fn serve_on(
             }
         });
     }
-}
-
-/// Runs each function-URL event file through the router, as Lambda would, and prints the
-/// answers as JSON lines. Returns whether every answer was a success.
-pub async fn invoke(app: Router, files: &[PathBuf]) -> Result<bool, BoxError> {
-    invoke_retargeted(app, files, &Retarget::default()).await
-}
-
-/// What `invoke` changes in each event before running it, to try the sample events on one's
-/// own project: the project (in the query, or the facade's path), and the commit in bodies that
-/// are not signed (`generic`, the facade and Argo CD authenticate by a bearer secret; a signed
-/// body cannot be changed without its signature failing, so it is left as it is).
-#[derive(Debug, Default, Clone)]
-pub struct Retarget {
-    pub project: Option<String>,
-    pub sha: Option<String>,
-    /// The environment, through the query (which wins over the payload's).
-    pub environment: Option<String>,
-}
-
-impl Retarget {
-    fn apply(&self, text: &str) -> Result<String, BoxError> {
-        if self.project.is_none() && self.sha.is_none() && self.environment.is_none() {
-            return Ok(text.to_string());
-        }
-        let mut ev: Value = serde_json::from_str(text)?;
-        let path = ev["rawPath"].as_str().unwrap_or("").to_string();
-        if let Some(project) = &self.project {
-            if let Some((before, after)) = path.split_once("/api/v4/projects/") {
-                let rest = after.split_once('/').map(|(_, r)| r).unwrap_or("");
-                let encoded = percent_encoding::utf8_percent_encode(project, percent_encoding::NON_ALPHANUMERIC);
-                let new_path = format!("{before}/api/v4/projects/{encoded}/{rest}");
-                ev["rawPath"] = json!(new_path);
-                ev["requestContext"]["http"]["path"] = json!(new_path);
-            } else {
-                set_query(&mut ev, "project", project)?;
-            }
-        }
-        if let Some(environment) = &self.environment {
-            set_query(&mut ev, "environment", environment)?;
-        }
-        if let Some(sha) = &self.sha {
-            let unsigned =
-                ["/hooks/generic", "/hooks/argocd"].iter().any(|p| path.starts_with(p)) || path.contains("/api/v4/");
-            if unsigned
-                && ev["isBase64Encoded"] != json!(true)
-                && let Some(body) = ev["body"].as_str()
-            {
-                let any_sha = regex_lite::Regex::new(r"\b[0-9a-fA-F]{40}\b")?;
-                ev["body"] = json!(any_sha.replace_all(body, sha.as_str()).into_owned());
-            }
-        }
-        Ok(serde_json::to_string(&ev)?)
-    }
-}
-
-/// Sets (or replaces) one parameter of a function-URL event's query.
-fn set_query(ev: &mut Value, key: &str, value: &str) -> Result<(), BoxError> {
-    let query = ev["rawQueryString"].as_str().unwrap_or("");
-    let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-    pairs.retain(|(k, _)| k != key);
-    pairs.push((key.to_string(), value.to_string()));
-    ev["rawQueryString"] = json!(serde_urlencoded::to_string(&pairs)?);
-    Ok(())
-}
-
-/// [`invoke`], each event changed by `retarget` first.
-pub async fn invoke_retargeted(app: Router, files: &[PathBuf], retarget: &Retarget) -> Result<bool, BoxError> {
-    let mut all_ok = true;
-    for file in files {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let text = retarget.apply(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-        let request = crate::lambda::request_from_str(&text)
-            .map_err(|e| format!("{}: not a Lambda function URL / HTTP API v2 event: {e}", file.display()))?;
-        let response = app.clone().oneshot(request).await?;
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
-        all_ok &= status.is_success();
-        println!("{}", json!({ "event": file.display().to_string(), "statusCode": status.as_u16(), "body": body }));
-    }
-    Ok(all_ok)
 }

@@ -1,72 +1,148 @@
-//! Configuration, read once from the environment into a typed struct.
+//! Configuration: read once from the environment into typed sections. Every variable the
+//! bridge reads is in [`SETTINGS`] (with its default and meaning) or in a tool's own
+//! [`Spec`](crate::sources::Spec); the reference table of the docs and `--help` are generated
+//! from them ([`reference_table`], [`help_text`]), and a test holds the parser to the table.
 
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::model::Tier;
+use crate::event::{Defaults, EnvironmentSettings};
 use crate::routes::Routes;
+use crate::sources::{self, ToolSettings};
+
+pub use crate::gitlab::http::Settings as GitLabSettings;
 
 /// The largest webhook body accepted (1 MiB); larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Base URL of the GitLab instance, without `/api/v4` (`GITLAB_URL`).
-    pub gitlab_url: String,
-    /// Secrets Manager secret holding `gitlab_token` and `<source>_webhook_secret` (`SECRET_ID`).
-    pub secret_id: Option<String>,
-    /// How long a fetched secret is trusted (`SECRET_CACHE_TTL_SECONDS`).
-    pub secret_ttl: Duration,
-    /// Ref sent to GitLab when neither the query nor the payload names a branch (`DEFAULT_REF`).
-    pub default_ref: String,
-    /// Plan everything, send nothing to GitLab (`DRY_RUN`).
-    pub dry_run: bool,
-    /// Time budget of one webhook when no Lambda deadline is known (`REQUEST_DEADLINE_SECONDS`).
-    pub local_deadline: Duration,
-    /// How long a request's body may take to arrive (`BODY_TIMEOUT_SECONDS`, default 10).
-    pub body_timeout: Duration,
-    /// Replay windows in seconds by source, overriding each source's own (`REPLAY_WINDOWS`,
-    /// a JSON object; 0 turns a source's off, `"*"` applies to every source).
-    pub replay_windows: HashMap<String, u64>,
-    /// `serve`: how long a request's headers may take to arrive, and how long a kept-alive
-    /// connection may wait idle for the next request (`SERVE_HEADER_TIMEOUT_SECONDS`, default 10).
-    pub serve_header_timeout: Duration,
-    /// `serve`: connections served at once (`SERVE_MAX_CONNECTIONS`, default 256); one request
-    /// at a time per connection (HTTP/1.1), so this also caps the requests in flight.
-    pub serve_max_connections: usize,
-    /// Kept free before Lambda's own deadline so an answer can still be sent (`DEADLINE_MARGIN_MS`).
-    pub deadline_margin: Duration,
-    /// TCP+TLS connect timeout towards GitLab (`GITLAB_CONNECT_TIMEOUT_MS`).
-    pub connect_timeout: Duration,
-    /// Timeout of one GitLab request (`GITLAB_REQUEST_TIMEOUT_MS`).
-    pub request_timeout: Duration,
-    /// Attempts per GitLab call, the first included (`GITLAB_MAX_ATTEMPTS`).
-    pub max_attempts: u32,
-    /// First backoff step; doubles per attempt, with jitter (`GITLAB_RETRY_BASE_MS`).
-    pub retry_base: Duration,
-    /// Upper bound of one backoff step (`GITLAB_RETRY_MAX_MS`).
-    pub retry_max: Duration,
-    /// Heroku Platform API, used only when the secret holds `heroku_api_token` (`HEROKU_API_URL`).
-    pub heroku_api_url: String,
-    /// Per-environment settings (`ENVIRONMENTS`, a JSON object: `{"prod-eu": {"tier": "production", "ref": "main"}}`).
-    pub environments: HashMap<String, EnvironmentSettings>,
-    /// How much later than a tool's own time of an event GitLab's clock may record it before the
-    /// event counts as older than what GitLab shows (`CLOCK_SKEW_SECONDS`).
-    pub clock_skew: Duration,
-    /// What each route's credential may touch (`ROUTES`, see [`crate::routes`]).
-    pub routes: Routes,
-    /// Whether `/hooks/{source}` without a route is served, its project and environment chosen
-    /// by the unsigned query (`UNBOUND_HOOKS=allow`; default `refuse`, except in a dry run).
-    pub unbound_hooks: bool,
-    /// Argo CD application annotation holding the application commit (`ARGOCD_SHA_ANNOTATION`).
-    pub argocd_sha_annotation: Option<String>,
-    /// Container image whose tag is the application commit: an image name (`registry/app`), or a
-    /// regex with one capture group (`ARGOCD_IMAGE`).
-    pub argocd_image: Option<String>,
-    /// The spool's settings (`SPOOL_*`, see [`SpoolSettings`]).
-    pub spool: SpoolSettings,
+/// One environment variable, as the docs and `--help` describe it.
+#[derive(Debug)]
+pub struct SettingDoc {
+    pub var: &'static str,
+    /// `—` when there is none.
+    pub default: &'static str,
+    pub doc: &'static str,
+    /// Listed in `--help` (the few a first run needs).
+    pub in_help: bool,
 }
+
+const fn setting(var: &'static str, default: &'static str, doc: &'static str) -> SettingDoc {
+    SettingDoc { var, default, doc, in_help: false }
+}
+
+const fn help(var: &'static str, default: &'static str, doc: &'static str) -> SettingDoc {
+    SettingDoc { var, default, doc, in_help: true }
+}
+
+/// Every variable of the bridge's own (each tool's are in its spec). Parsed by
+/// [`Config::from_lookup`], except those marked "(read by ...)".
+pub static SETTINGS: &[SettingDoc] = &[
+    help(
+        "GITLAB_URL",
+        "`https://gitlab.com`",
+        "your GitLab, self-managed works the same (a trailing `/api/v4` is accepted)",
+    ),
+    setting(
+        "SSL_CERT_FILE",
+        "the system's roots",
+        "(read by the HTTP client) a PEM bundle of root certificates to trust instead, e.g. with a self-managed GitLab's private CA added; `SSL_CERT_DIR` names a directory of them; read once at start, for GitLab and AWS alike",
+    ),
+    help(
+        "SECRET_ID",
+        "—",
+        "a Secrets Manager secret (name or ARN) with `gitlab_token` and `route_<route>_secret` keys (Lambda). Without it the secrets are environment variables (below); in Lambda with neither, every webhook gets 500 saying so",
+    ),
+    setting("SECRET_CACHE_TTL_SECONDS", "`300`", "how long the secret is trusted before it is read again"),
+    help(
+        "GITLAB_TOKEN",
+        "—",
+        "(read as a secret) without `SECRET_ID` (local runs, `cargo lambda watch`): the GitLab token",
+    ),
+    help(
+        "ROUTE_<NAME>_SECRET",
+        "—",
+        "(read as a secret) without `SECRET_ID`: route `<name>`'s secret (`-` in the name becomes `_`)",
+    ),
+    setting(
+        "<SOURCE>_WEBHOOK_SECRET",
+        "—",
+        "(read as a secret) without `SECRET_ID`, for unbound hooks (`UNBOUND_HOOKS=allow`, dry runs): e.g. `GENERIC_WEBHOOK_SECRET`",
+    ),
+    help("ROUTES", "`{}`", "what each route's secret may touch, JSON (README \"Routes\")"),
+    setting(
+        "UNBOUND_HOOKS",
+        "`refuse`",
+        "`allow` serves `/hooks/{source}` and `/api/v4/...` without a route (the query chooses project, environment and tier; the migration path, see \"Routes\")",
+    ),
+    setting("DEFAULT_REF", "`main`", "ref sent when neither query, `ENVIRONMENTS` nor payload names a usable branch"),
+    setting(
+        "ENVIRONMENTS",
+        "`{}`",
+        "per-environment settings, JSON: `{\"eu-west-1\": {\"tier\": \"production\", \"ref\": \"main\"}}`",
+    ),
+    help("DRY_RUN", "`0`", "`1`: plan every GitLab call, send none (same as `--dry-run`)"),
+    setting("REQUEST_DEADLINE_SECONDS", "`25`", "time budget per webhook outside Lambda"),
+    setting(
+        "REPLAY_WINDOWS",
+        "per source",
+        "JSON object of seconds overriding each source's replay window (`{\"flux\": 1800}`); `0` turns a source's replay defence off, `\"*\"` sets every source (see \"HTTP interface\")",
+    ),
+    setting(
+        "SERVE_HEADER_TIMEOUT_SECONDS",
+        "`10`",
+        "`serve`: how long a request's headers, or a kept-alive connection's next request, may take",
+    ),
+    setting(
+        "SERVE_MAX_CONNECTIONS",
+        "`256`",
+        "`serve`: connections served at once (one request at a time each); more are closed at once",
+    ),
+    setting(
+        "BODY_TIMEOUT_SECONDS",
+        "`10`",
+        "how long a request's body may take to arrive (a call without the source's credential header is refused before its body is read)",
+    ),
+    setting("DEADLINE_MARGIN_MS", "`1000`", "kept free before Lambda's deadline to answer"),
+    setting(
+        "GITLAB_CONNECT_TIMEOUT_MS",
+        "`3000`",
+        "connect timeout (it holds for Secrets Manager, SQS and the tools' APIs too: one HTTP client)",
+    ),
+    setting("GITLAB_REQUEST_TIMEOUT_MS", "`10000`", "timeout of one GitLab request"),
+    setting("GITLAB_MAX_ATTEMPTS", "`5`", "attempts per GitLab call"),
+    setting("GITLAB_RETRY_BASE_MS", "`250`", "first backoff step (it doubles per attempt, with jitter)"),
+    setting("GITLAB_RETRY_MAX_MS", "`5000`", "the backoff step's cap"),
+    setting(
+        "SPOOL_MODE",
+        "`on-failure`",
+        "`on-failure`: spool when GitLab cannot take the event now; `always`: every event through the spool; `off`: no spool (5xx, the tool redelivers)",
+    ),
+    setting("SPOOL_AFTER_SECONDS", "`5`", "how long a webhook waits for GitLab before its event is spooled"),
+    help("SPOOL_DIR", "`spool`", "`serve`: the local spool's directory (README \"Spool\")"),
+    setting(
+        "SPOOL_QUEUE_URL",
+        "—",
+        "Lambda: the spool's FIFO queue (template.yaml sets it); for the `spool` command, the Lambda spool's",
+    ),
+    setting(
+        "SPOOL_DLQ_URL",
+        "—",
+        "Lambda: the spool's dead-letter queue (template.yaml sets it); for the `spool` command too",
+    ),
+    setting("SPOOL_MAX_AGE_HOURS", "`72`", "how long a spooled event is retried before it becomes a dead letter"),
+    setting("SPOOL_RETRY_MAX_SECONDS", "`300`", "the longest wait between two attempts"),
+    setting(
+        "CLOCK_SKEW_SECONDS",
+        "`30`",
+        "how much later than a tool's time of an event GitLab's clock may have recorded the newest deployment before the event counts as older (stale); see \"Lifecycle\"",
+    ),
+    setting("LOG_FORMAT", "text locally, JSON in Lambda", "(read by the logger) `json` forces JSON lines"),
+    setting(
+        "RUST_LOG",
+        "`info`",
+        "(read by the logger) log level, after `AWS_LAMBDA_LOG_LEVEL`; HTTP and AWS client crates stay at `warn`; release builds (the Lambda `bootstrap`) contain no `debug`/`trace` lines, a debug build (`cargo build`) does",
+    ),
+];
 
 /// When events go to the spool (`SPOOL_MODE`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -92,24 +168,22 @@ impl SpoolMode {
     }
 }
 
-/// Where and when events wait for GitLab (issue 11; README "Spool").
+/// Where and when events wait for GitLab (README "Spool").
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpoolSettings {
-    /// `on-failure` (default), `always` or `off` (`SPOOL_MODE`).
     pub mode: SpoolMode,
-    /// How long a webhook may wait for GitLab before its event goes to the spool
-    /// (`SPOOL_AFTER_SECONDS`, default 5; Flux gives the whole exchange 15 s).
+    /// How long a webhook may wait for GitLab before its event goes to the spool (Flux gives
+    /// the whole exchange 15 s).
     pub after: Duration,
-    /// `serve`'s spool directory (`SPOOL_DIR`, default `spool` under the working directory).
+    /// `serve`'s spool directory.
     pub dir: std::path::PathBuf,
-    /// Lambda's SQS FIFO queue (`SPOOL_QUEUE_URL`); set by template.yaml.
+    /// Lambda's SQS FIFO queue; set by template.yaml.
     pub queue_url: Option<String>,
-    /// Its dead-letter queue (`SPOOL_DLQ_URL`).
+    /// Its dead-letter queue.
     pub dlq_url: Option<String>,
-    /// How long a spooled event is retried before it becomes a dead letter
-    /// (`SPOOL_MAX_AGE_HOURS`, default 72).
+    /// How long a spooled event is retried before it becomes a dead letter.
     pub max_age: Duration,
-    /// The longest wait between two attempts (`SPOOL_RETRY_MAX_SECONDS`, default 300).
+    /// The longest wait between two attempts.
     pub retry_max: Duration,
 }
 
@@ -127,41 +201,81 @@ impl Default for SpoolSettings {
     }
 }
 
-/// What `ENVIRONMENTS` may say about one environment.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnvironmentSettings {
-    pub tier: Option<Tier>,
-    #[serde(rename = "ref")]
-    pub git_ref: Option<String>,
+/// How long a webhook may take.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deadlines {
+    /// One webhook's budget when no Lambda deadline is known (`REQUEST_DEADLINE_SECONDS`).
+    pub local: Duration,
+    /// How long a request's body may take to arrive (`BODY_TIMEOUT_SECONDS`).
+    pub body: Duration,
+    /// Kept free before Lambda's own deadline so an answer can still be sent (`DEADLINE_MARGIN_MS`).
+    pub margin: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines { local: Duration::from_secs(25), body: Duration::from_secs(10), margin: Duration::from_millis(1000) }
+    }
+}
+
+/// `serve`'s limits as a server on a network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeSettings {
+    /// How long a request's headers (and a kept-alive connection's next request) may take.
+    pub header_timeout: Duration,
+    /// Connections served at once (one request at a time per connection, HTTP/1.1).
+    pub max_connections: usize,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings { header_timeout: Duration::from_secs(10), max_connections: 256 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub gitlab: GitLabSettings,
+    /// Secrets Manager secret holding `gitlab_token` and the routes' secrets (`SECRET_ID`).
+    pub secret_id: Option<String>,
+    /// How long a fetched secret is trusted (`SECRET_CACHE_TTL_SECONDS`).
+    pub secret_ttl: Duration,
+    /// Plan everything, send nothing to GitLab (`DRY_RUN`). Read once, when the bridge is
+    /// assembled: it chooses the in-memory GitLab.
+    pub dry_run: bool,
+    pub deadlines: Deadlines,
+    pub serve: ServeSettings,
+    /// Replay windows in seconds by source, overriding each source's own (`REPLAY_WINDOWS`).
+    pub replay_windows: HashMap<String, u64>,
+    /// How much later than a tool's own time of an event GitLab's clock may record it before the
+    /// event counts as older than what GitLab shows; also how far in the future a signed time may be.
+    pub clock_skew: Duration,
+    /// What each route's credential may touch (`ROUTES`, see [`crate::routes`]).
+    pub routes: Routes,
+    /// Whether `/hooks/{source}` without a route is served (`UNBOUND_HOOKS=allow`).
+    pub unbound_hooks: bool,
+    /// What events that do not say get (`DEFAULT_REF`, `ENVIRONMENTS`).
+    pub events: Defaults,
+    /// Each tool's own settings, as its spec declares them.
+    pub tools: ToolSettings,
+    pub spool: SpoolSettings,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            gitlab_url: "https://gitlab.com".into(),
+            gitlab: GitLabSettings::default(),
             secret_id: None,
             secret_ttl: Duration::from_secs(300),
-            default_ref: "main".into(),
             dry_run: false,
-            local_deadline: Duration::from_secs(25),
-            body_timeout: Duration::from_secs(10),
+            deadlines: Deadlines::default(),
+            serve: ServeSettings::default(),
             replay_windows: HashMap::new(),
-            serve_header_timeout: Duration::from_secs(10),
-            serve_max_connections: 256,
-            deadline_margin: Duration::from_millis(1000),
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(10),
-            max_attempts: 5,
-            retry_base: Duration::from_millis(250),
-            retry_max: Duration::from_secs(5),
-            heroku_api_url: "https://api.heroku.com".into(),
-            environments: HashMap::new(),
             clock_skew: Duration::from_secs(30),
             routes: Routes::default(),
             unbound_hooks: false,
-            argocd_sha_annotation: None,
-            argocd_image: None,
+            events: Defaults::default(),
+            tools: ToolSettings::from_lookup(&|_| None).unwrap_or_default(),
             spool: SpoolSettings::default(),
         }
     }
@@ -203,7 +317,7 @@ impl Config {
         let secs = |k: &str, dflt: Duration| -> Result<Duration, ConfigError> {
             Ok(bounded(k, num(k)?, 1)?.map(Duration::from_secs).unwrap_or(dflt))
         };
-        let gitlab_url = get("GITLAB_URL").unwrap_or(d.gitlab_url).trim_end_matches('/').to_string();
+        let gitlab_url = get("GITLAB_URL").unwrap_or(d.gitlab.base_url.clone()).trim_end_matches('/').to_string();
         let gitlab_url = gitlab_url.strip_suffix("/api/v4").unwrap_or(&gitlab_url).to_string();
         if !(gitlab_url.starts_with("https://") || gitlab_url.starts_with("http://")) {
             return Err(ConfigError(format!("GITLAB_URL must start with https:// (or http://), got {gitlab_url:?}")));
@@ -213,7 +327,7 @@ impl Config {
             Some("1" | "true" | "yes" | "on") => true,
             Some(other) => return Err(ConfigError(format!("DRY_RUN must be 1/0 or true/false, got {other:?}"))),
         };
-        let environments = match get("ENVIRONMENTS") {
+        let environments: HashMap<String, EnvironmentSettings> = match get("ENVIRONMENTS") {
             None => HashMap::new(),
             Some(v) => serde_json::from_str(&v).map_err(|e| {
                 ConfigError(format!(
@@ -225,6 +339,15 @@ impl Config {
             None => Routes::default(),
             Some(v) => Routes::parse(&v).map_err(ConfigError)?,
         };
+        for (name, route) in routes.iter() {
+            if sources::find(&route.source).is_none() {
+                return Err(ConfigError(format!(
+                    "ROUTES: route {name:?} names source {:?}; this bridge knows: {}",
+                    route.source,
+                    sources::names()
+                )));
+            }
+        }
         let unbound_hooks = match get("UNBOUND_HOOKS").as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("refuse") => false,
             Some("allow") => true,
@@ -232,17 +355,9 @@ impl Config {
                 return Err(ConfigError(format!("UNBOUND_HOOKS must be `refuse` or `allow`, got {other:?}")));
             }
         };
-        let argocd_image = get("ARGOCD_IMAGE");
-        if let Some(pattern) = argocd_image.as_deref().filter(|p| p.contains('(')) {
-            let re = regex_lite::Regex::new(pattern)
-                .map_err(|e| ConfigError(format!("ARGOCD_IMAGE is not a valid regex: {e}")))?;
-            if re.captures_len() != 2 {
-                return Err(ConfigError("ARGOCD_IMAGE as a regex needs exactly one capture group (the commit)".into()));
-            }
-        }
-        let spool_mode = get("SPOOL_MODE");
+        let tools = ToolSettings::from_lookup(&get).map_err(ConfigError)?;
         let spool = SpoolSettings {
-            mode: match spool_mode.as_deref() {
+            mode: match get("SPOOL_MODE").as_deref() {
                 None => d.spool.mode,
                 Some(v) => SpoolMode::parse(v).ok_or_else(|| {
                     ConfigError(format!("SPOOL_MODE must be `on-failure`, `always` or `off`, got {v:?}"))
@@ -263,15 +378,30 @@ impl Config {
             },
             retry_max: secs("SPOOL_RETRY_MAX_SECONDS", d.spool.retry_max)?.max(Duration::from_secs(1)),
         };
-        let max_attempts = num("GITLAB_MAX_ATTEMPTS")?.unwrap_or(d.max_attempts as u64).clamp(1, 20) as u32;
+        let max_attempts = num("GITLAB_MAX_ATTEMPTS")?.unwrap_or(d.gitlab.max_attempts as u64).clamp(1, 20) as u32;
         Ok(Config {
-            gitlab_url,
+            gitlab: GitLabSettings {
+                base_url: gitlab_url,
+                connect_timeout: ms("GITLAB_CONNECT_TIMEOUT_MS", d.gitlab.connect_timeout)?,
+                request_timeout: ms("GITLAB_REQUEST_TIMEOUT_MS", d.gitlab.request_timeout)?,
+                max_attempts,
+                retry_base: ms("GITLAB_RETRY_BASE_MS", d.gitlab.retry_base)?,
+                retry_max: ms("GITLAB_RETRY_MAX_MS", d.gitlab.retry_max)?,
+            },
             secret_id: get("SECRET_ID"),
             secret_ttl: secs("SECRET_CACHE_TTL_SECONDS", d.secret_ttl)?,
-            default_ref: get("DEFAULT_REF").unwrap_or(d.default_ref),
             dry_run,
-            local_deadline: secs("REQUEST_DEADLINE_SECONDS", d.local_deadline)?,
-            body_timeout: secs("BODY_TIMEOUT_SECONDS", d.body_timeout)?,
+            deadlines: Deadlines {
+                local: secs("REQUEST_DEADLINE_SECONDS", d.deadlines.local)?,
+                body: secs("BODY_TIMEOUT_SECONDS", d.deadlines.body)?,
+                margin: ms("DEADLINE_MARGIN_MS", d.deadlines.margin)?,
+            },
+            serve: ServeSettings {
+                header_timeout: secs("SERVE_HEADER_TIMEOUT_SECONDS", d.serve.header_timeout)?,
+                max_connections: num("SERVE_MAX_CONNECTIONS")?
+                    .map(|n| n.clamp(1, 65_536) as usize)
+                    .unwrap_or(d.serve.max_connections),
+            },
             replay_windows: match get("REPLAY_WINDOWS") {
                 None => HashMap::new(),
                 Some(v) => serde_json::from_str(&v).map_err(|e| {
@@ -280,32 +410,54 @@ impl Config {
                     ))
                 })?,
             },
-            serve_header_timeout: secs("SERVE_HEADER_TIMEOUT_SECONDS", d.serve_header_timeout)?,
-            serve_max_connections: num("SERVE_MAX_CONNECTIONS")?
-                .map(|n| n.clamp(1, 65_536) as usize)
-                .unwrap_or(d.serve_max_connections),
-            deadline_margin: ms("DEADLINE_MARGIN_MS", d.deadline_margin)?,
-            connect_timeout: ms("GITLAB_CONNECT_TIMEOUT_MS", d.connect_timeout)?,
-            request_timeout: ms("GITLAB_REQUEST_TIMEOUT_MS", d.request_timeout)?,
-            max_attempts,
-            retry_base: ms("GITLAB_RETRY_BASE_MS", d.retry_base)?,
-            retry_max: ms("GITLAB_RETRY_MAX_MS", d.retry_max)?,
-            heroku_api_url: get("HEROKU_API_URL").unwrap_or(d.heroku_api_url).trim_end_matches('/').to_string(),
-            environments,
             clock_skew: secs("CLOCK_SKEW_SECONDS", d.clock_skew)?,
             routes,
             unbound_hooks,
-            argocd_sha_annotation: get("ARGOCD_SHA_ANNOTATION"),
-            argocd_image,
+            events: Defaults { git_ref: get("DEFAULT_REF").unwrap_or(d.events.git_ref), environments },
+            tools,
             spool,
         })
     }
 }
 
+/// The configuration reference as a markdown table: the bridge's settings, each tool's, and
+/// the secret keys tools declare (the docs embed it; a test keeps them equal).
+pub fn reference_table() -> String {
+    let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    let row = |var: &str, default: &str, doc: &str| format!("| `{var}` | {default} | {doc} |\n");
+    for s in SETTINGS {
+        out.push_str(&row(s.var, s.default, s.doc));
+    }
+    for source in sources::ALL {
+        let spec = source.spec();
+        for s in spec.settings {
+            let default = s.default.map(|d| format!("`{d}`")).unwrap_or_else(|| "—".into());
+            out.push_str(&row(s.var, &default, &format!("{} ({})", s.doc, spec.name)));
+        }
+        for k in spec.secrets {
+            let doc = format!("(read as a secret) without `SECRET_ID`: `{}`, {} ({})", k.key, k.doc, spec.name);
+            out.push_str(&row(&k.key.to_ascii_uppercase(), "—", &doc));
+        }
+    }
+    out
+}
+
+/// The lines `--help` ends with: the settings a first run needs.
+pub fn help_text() -> String {
+    let mut out = String::from("Configured by environment variables (README \"Configuration\"), among them:\n");
+    for s in SETTINGS.iter().filter(|s| s.in_help) {
+        let doc = s.doc.trim_start_matches("(read as a secret) ");
+        let first = doc.split(['(', ';', '.']).next().unwrap_or(doc).trim();
+        out.push_str(&format!("  {:<20} {}\n", s.var, first.replace('`', "")));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use std::cell::RefCell;
+    use std::collections::{BTreeSet, HashMap};
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -322,7 +474,7 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let c = cfg(&[]).unwrap();
-        assert_eq!(c.gitlab_url, "https://gitlab.com");
+        assert_eq!(c.gitlab.base_url, "https://gitlab.com");
         assert_eq!(c.secret_ttl, Duration::from_secs(300));
         assert_eq!(c.clock_skew, Duration::from_secs(30));
         assert_eq!(cfg(&[("CLOCK_SKEW_SECONDS", "0")]).unwrap().clock_skew, Duration::ZERO);
@@ -332,9 +484,10 @@ mod tests {
             ("SECRET_CACHE_TTL_SECONDS", "60"),
         ])
         .unwrap();
-        assert_eq!(c.gitlab_url, "https://git.example.com");
+        assert_eq!(c.gitlab.base_url, "https://git.example.com");
         assert!(c.dry_run);
         assert_eq!(c.secret_ttl, Duration::from_secs(60));
+        assert_eq!(c.tools.of("heroku").get("HEROKU_API_URL"), Some("https://api.heroku.com"));
     }
 
     /// `REQUEST_DEADLINE_SECONDS=18446744073709551615` panicked the first request (the deadline
@@ -351,7 +504,7 @@ mod tests {
             let err = cfg(&[(k, "18446744073709551615")]).unwrap_err().to_string();
             assert!(err.contains(k) && err.contains("at most"), "{k}: {err}");
         }
-        assert_eq!(cfg(&[("REQUEST_DEADLINE_SECONDS", "86400")]).unwrap().local_deadline, Duration::from_secs(86_400));
+        assert_eq!(cfg(&[("REQUEST_DEADLINE_SECONDS", "86400")]).unwrap().deadlines.local, Duration::from_secs(86_400));
     }
 
     #[test]
@@ -364,14 +517,41 @@ mod tests {
         );
         assert!(cfg(&[("UNBOUND_HOOKS", "yes")]).unwrap_err().to_string().contains("UNBOUND_HOOKS"));
         assert!(cfg(&[("ROUTES", "[]")]).unwrap_err().to_string().contains("ROUTES"));
+        let unknown = cfg(&[("ROUTES", r#"{"ci": {"source": "gitlab", "projects": ["1"]}}"#)]).unwrap_err().to_string();
+        assert!(unknown.contains("names source \"gitlab\""), "{unknown}");
         assert!(!cfg(&[]).unwrap().unbound_hooks && cfg(&[("UNBOUND_HOOKS", "allow")]).unwrap().unbound_hooks);
-        assert!(cfg(&[("ARGOCD_IMAGE", "app:(a)(b)")]).unwrap_err().to_string().contains("one capture group"));
+        let image = cfg(&[("ARGOCD_IMAGE", "app:(a)(b)")]).unwrap_err().to_string();
+        assert!(image.contains("ARGOCD_IMAGE") && image.contains("one capture group"), "{image}");
     }
 
     #[test]
     fn environment_settings() {
         let c = cfg(&[("ENVIRONMENTS", r#"{"eu-west-1": {"tier": "production", "ref": "release"}}"#)]).unwrap();
-        let e = &c.environments["eu-west-1"];
-        assert_eq!((e.tier, e.git_ref.as_deref()), (Some(Tier::Production), Some("release")));
+        let e = &c.events.environments["eu-west-1"];
+        assert_eq!((e.tier, e.git_ref.as_deref()), (Some(crate::model::Tier::Production), Some("release")));
+    }
+
+    /// What the parser reads is what the table documents, no more and no less: the table is
+    /// the one list of settings (the docs and `--help` are generated from it).
+    #[test]
+    fn the_parser_reads_exactly_the_documented_settings() {
+        let asked = RefCell::new(BTreeSet::new());
+        Config::from_lookup(|k| {
+            asked.borrow_mut().insert(k.to_string());
+            None
+        })
+        .unwrap();
+        let tools: BTreeSet<String> =
+            sources::ALL.iter().flat_map(|s| s.spec().settings.iter().map(|s| s.var.to_string())).collect();
+        let own: BTreeSet<String> =
+            SETTINGS.iter().filter(|s| !s.doc.starts_with("(read ")).map(|s| s.var.to_string()).collect();
+        let expected: BTreeSet<String> = own.union(&tools).cloned().collect();
+        assert_eq!(asked.into_inner(), expected);
+        let table = reference_table();
+        for var in &expected {
+            assert!(table.contains(&format!("| `{var}` |")), "{var} is not in the reference table");
+        }
+        assert!(table.contains("| `HEROKU_API_TOKEN` |"), "the tools' secret keys are listed");
+        assert!(help_text().contains("GITLAB_TOKEN") && help_text().contains("DRY_RUN"));
     }
 }

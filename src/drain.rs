@@ -1,9 +1,9 @@
 //! Delivers spooled events to GitLab: `serve`'s background worker over the local spool, and
 //! the handler of the SQS batches Lambda's event source mapping sends from the FIFO queue. Both
 //! go through [`Pipeline::deliver`] (the same lifecycle as a webhook), one group's events one
-//! at a time and in order, with backoff and jitter between attempts; an event GitLab refuses
-//! for good, or that waited longer than `SPOOL_MAX_AGE_HOURS`, becomes a dead letter with its
-//! reason, and its group moves on.
+//! at a time and in order, and both settle an attempt the same way ([`settle`]): delivered, a
+//! dead letter (GitLab refused it for good, or it waited longer than `SPOOL_MAX_AGE_HOURS`;
+//! its group moves on), or another try after a backoff with jitter.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use std::collections::HashMap;
@@ -12,11 +12,38 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+use crate::config::SpoolSettings;
 use crate::model::format_time;
-use crate::pipeline::{Delivery, Pipeline};
+use crate::pipeline::Pipeline;
+use crate::pipeline::deliver::Delivery;
 use crate::spool::local::{Entry, LocalSpool};
 use crate::spool::sqs::SqsSpool;
 use crate::spool::{SpoolError, Spooled, backoff, now_ms};
+
+/// What to do with a spooled event after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    /// GitLab has it: forget it.
+    Ack,
+    /// Keep it, with this reason, out of the way of its group.
+    DeadLetter(String),
+    /// Try again after `wait`.
+    Retry { wait: Duration, reason: String },
+}
+
+/// How an attempt at an event that has waited `age` (after `attempts` earlier ones) settles:
+/// the one rule of both stores.
+pub fn settle(delivery: Delivery, age: Duration, attempts: u32, settings: &SpoolSettings) -> Settled {
+    match delivery {
+        Delivery::Delivered { .. } => Settled::Ack,
+        Delivery::Dead(reason) => Settled::DeadLetter(reason),
+        Delivery::Retry(reason) if age >= settings.max_age => Settled::DeadLetter(format!(
+            "gave up after {} h in the spool (SPOOL_MAX_AGE_HOURS); the last attempt: {reason}",
+            settings.max_age.as_secs() / 3600
+        )),
+        Delivery::Retry(reason) => Settled::Retry { wait: backoff(attempts, settings.retry_max), reason },
+    }
+}
 
 /// Time an SQS record needs at least to be tried; with less left, it waits for the next batch.
 const MIN_RECORD_BUDGET: Duration = Duration::from_secs(2);
@@ -80,38 +107,25 @@ pub async fn drain_local(pipeline: &Arc<Pipeline>, spool: &Arc<LocalSpool>) -> R
 
 async fn deliver_entry(pipeline: &Pipeline, spool: &Arc<LocalSpool>, entry: Entry) -> Result<(), SpoolError> {
     let id = entry.id;
-    let settings = &pipeline.config().spool;
-    let delivery = match serde_json::from_value::<Spooled>(entry.payload.clone()) {
+    let age = Duration::from_millis(now_ms().saturating_sub(entry.enqueued_ms));
+    let delivery = match Spooled::decode(entry.payload.clone()) {
         Err(e) => Delivery::Dead(format!("the entry is not a spooled event: {e}")),
         Ok(item) => {
-            let deadline = Instant::now() + pipeline.config().local_deadline;
-            let delivery = pipeline.deliver(&item, entry.attempts, deadline).await;
-            give_up_when_old(delivery, now_ms().saturating_sub(entry.enqueued_ms), settings.max_age)
+            let deadline = Instant::now() + pipeline.deadlines().local;
+            pipeline.deliver(&item, entry.attempts, deadline).await
         }
     };
-    match delivery {
-        Delivery::Delivered { .. } => blocking(spool, move |s| s.ack(id)).await,
-        Delivery::Dead(reason) => {
+    match settle(delivery, age, entry.attempts, pipeline.deliverer().settings()) {
+        Settled::Ack => blocking(spool, move |s| s.ack(id)).await,
+        Settled::DeadLetter(reason) => {
             tracing::error!(spool = "local", spool_id = id, group = %entry.group, reason = %reason, "spool: event dead-lettered (see `gitlab-deploy-bridge spool list`)");
             blocking(spool, move |s| s.dead_letter(id, &reason)).await
         }
-        Delivery::Retry(reason) => {
-            let wait = backoff(entry.attempts, settings.retry_max);
+        Settled::Retry { wait, reason } => {
             let at = now_ms() + wait.as_millis() as u64;
             tracing::info!(spool = "local", spool_id = id, group = %entry.group, retry_in_ms = wait.as_millis() as u64, "spool: next attempt scheduled");
             blocking(spool, move |s| s.retry_later(id, &reason, at)).await
         }
-    }
-}
-
-/// A retry of an event that has waited `age_ms` already becomes a dead letter past `max_age`.
-fn give_up_when_old(delivery: Delivery, age_ms: u64, max_age: Duration) -> Delivery {
-    match delivery {
-        Delivery::Retry(reason) if Duration::from_millis(age_ms) >= max_age => Delivery::Dead(format!(
-            "gave up after {} h in the spool (SPOOL_MAX_AGE_HOURS); the last attempt: {reason}",
-            max_age.as_secs() / 3600
-        )),
-        other => other,
     }
 }
 
@@ -129,7 +143,7 @@ async fn blocking<T: Send + 'static>(
 /// kept out of sight for its backoff. What fails for good goes to the dead-letter queue with
 /// its reason and counts as handled.
 pub async fn sqs_batch(pipeline: &Pipeline, queue: &SqsSpool, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
-    let settings = &pipeline.config().spool;
+    let settings = pipeline.deliverer().settings();
     let mut response = SqsBatchResponse::default();
     // Groups that failed in this batch, and how long their records stay out of sight: a FIFO
     // group is locked while any of its messages is, so every failed record of a group gets the
@@ -156,39 +170,38 @@ pub async fn sqs_batch(pipeline: &Pipeline, queue: &SqsSpool, event: SqsEvent, d
             .unwrap_or(1)
             .saturating_sub(1);
         let body = record.body.clone().unwrap_or_default();
-        let delivery = match serde_json::from_str::<Spooled>(&body) {
-            Err(e) => Delivery::Dead(format!("the message is not a spooled event: {e}")),
+        let (delivery, age) = match Spooled::decode_str(&body) {
+            Err(e) => (Delivery::Dead(format!("the message is not a spooled event: {e}")), Duration::ZERO),
             Ok(item) => {
-                let delivery = pipeline.deliver(&item, attempts, deadline).await;
                 let age = time::OffsetDateTime::now_utc() - item.received_at;
-                let age_ms = u64::try_from(age.whole_milliseconds()).unwrap_or(0);
-                give_up_when_old(delivery, age_ms, settings.max_age)
+                let age = Duration::from_millis(u64::try_from(age.whole_milliseconds()).unwrap_or(0));
+                (pipeline.deliver(&item, attempts, deadline).await, age)
             }
         };
-        match delivery {
-            Delivery::Delivered { .. } => {}
-            Delivery::Dead(reason) => {
+        let failed = match settle(delivery, age, attempts, settings) {
+            Settled::Ack => None,
+            Settled::DeadLetter(reason) => {
                 let dead_group = if group.is_empty() { "unreadable" } else { group.as_str() };
                 match queue.dead_letter(&body, dead_group, &format!("dead-{id}"), &reason, attempts + 1).await {
                     Ok(()) => {
                         tracing::error!(spool = "sqs", message_id = %id, group = %group, reason = %reason, "spool: event moved to the dead-letter queue (see `gitlab-deploy-bridge spool list`)");
+                        None
                     }
                     Err(e) => {
                         tracing::error!(spool = "sqs", message_id = %id, group = %group, reason = %reason, error = %e, "spool: the event could not be dead-lettered; it stays in the queue");
-                        let wait = backoff(attempts, settings.retry_max);
-                        postpone(queue, &record, &id, wait).await;
-                        response.add_failure(id);
-                        blocked.insert(group, wait);
+                        Some(backoff(attempts, settings.retry_max))
                     }
                 }
             }
-            Delivery::Retry(_) => {
-                let wait = backoff(attempts, settings.retry_max);
-                postpone(queue, &record, &id, wait).await;
+            Settled::Retry { wait, .. } => {
                 tracing::info!(spool = "sqs", message_id = %id, group = %group, retry_in_ms = wait.as_millis() as u64, "spool: next attempt scheduled");
-                response.add_failure(id);
-                blocked.insert(group, wait);
+                Some(wait)
             }
+        };
+        if let Some(wait) = failed {
+            postpone(queue, &record, &id, wait).await;
+            response.add_failure(id);
+            blocked.insert(group, wait);
         }
     }
     response
@@ -205,28 +218,33 @@ async fn postpone(queue: &SqsSpool, record: &aws_lambda_events::event::sqs::SqsM
 
 /// One entry of the local spool as `spool list` prints it.
 pub fn describe_local(entry: &Entry) -> serde_json::Value {
-    let item = serde_json::from_value::<Spooled>(entry.payload.clone()).ok();
+    let item = Spooled::decode(entry.payload.clone()).ok();
     serde_json::json!({
         "id": entry.id.to_string(),
         "state": if entry.dead { "dead" } else { "pending" },
         "attempts": entry.attempts,
         "last_error": entry.last_error,
         "enqueued_at": time::OffsetDateTime::from_unix_timestamp_nanos(entry.enqueued_ms as i128 * 1_000_000).ok().map(format_time),
-        "event": item.as_ref().map(summary),
+        "event": item.as_ref().map(Spooled::summary),
     })
 }
 
-/// What an operator needs to recognise a spooled event.
-pub fn summary(item: &Spooled) -> serde_json::Value {
-    serde_json::json!({
-        "source": item.source,
-        "route": item.route,
-        "project": item.project,
-        "environment": item.environment,
-        "sha": item.sha,
-        "status": item.status,
-        "occurred_at": item.occurred_at.map(format_time),
-        "received_at": format_time(item.received_at),
-        "spooled_because": item.reason,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_settles_the_same_way_for_both_stores() {
+        let settings = SpoolSettings::default();
+        let delivered = Delivery::Delivered { action: "created", deployment_id: Some(1) };
+        assert_eq!(settle(delivered, Duration::ZERO, 0, &settings), Settled::Ack);
+        let dead = settle(Delivery::Dead("422".into()), Duration::ZERO, 0, &settings);
+        assert_eq!(dead, Settled::DeadLetter("422".into()));
+        match settle(Delivery::Retry("503".into()), Duration::from_secs(60), 3, &settings) {
+            Settled::Retry { wait, reason } => assert!(wait <= Duration::from_secs(8) && reason == "503", "{wait:?}"),
+            other => panic!("{other:?}"),
+        }
+        let old = settle(Delivery::Retry("503".into()), settings.max_age, 3, &settings);
+        assert!(matches!(old, Settled::DeadLetter(r) if r.contains("gave up after 72 h") && r.contains("503")));
+    }
 }

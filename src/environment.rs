@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::gitlab::{CallCtx, GitLabClient, GitLabError};
+use crate::gitlab::{CallCtx, EnvironmentChange, GitLab, GitLabError};
 use crate::model::Tier;
 
 /// The tier GitLab gives an environment it creates itself (`Environment#guess_tier`, current
@@ -77,7 +77,7 @@ impl Environments {
     /// not exist yet, or has another tier). Reads; remembers a tier found right.
     pub async fn tier_differs(
         &self,
-        gitlab: &GitLabClient,
+        gitlab: &dyn GitLab,
         ctx: &CallCtx,
         project: &str,
         name: &str,
@@ -102,7 +102,7 @@ impl Environments {
     /// when given). No call when neither is given or this container already did it.
     pub async fn ensure(
         &self,
-        gitlab: &GitLabClient,
+        gitlab: &dyn GitLab,
         ctx: &CallCtx,
         project: &str,
         name: &str,
@@ -122,7 +122,8 @@ impl Environments {
         }
         let existing = gitlab.find_environment(ctx, project, name).await?;
         let now = match existing {
-            None => match gitlab.create_environment(ctx, project, name, tier, external_url).await {
+            None => match gitlab.create_environment(ctx, project, name, EnvironmentChange { tier, external_url }).await
+            {
                 Ok(e) => {
                     let verb =
                         if gitlab.dry_run() { "would create environment (dry run)" } else { "created environment" };
@@ -132,7 +133,11 @@ impl Environments {
                 // Created meanwhile (a concurrent call, or a retried create that had worked).
                 Err(GitLabError::Rejected { status: 400, message }) if message.contains("taken") => {
                     match gitlab.find_environment(ctx, project, name).await? {
-                        Some(e) => gitlab.update_environment(ctx, project, e.id, tier, external_url).await?,
+                        Some(e) => {
+                            gitlab
+                                .update_environment(ctx, project, e.id, EnvironmentChange { tier, external_url })
+                                .await?
+                        }
                         None => return Err(GitLabError::Rejected { status: 400, message }),
                     }
                 }
@@ -151,7 +156,14 @@ impl Environments {
                         tier = tier_change.map(Tier::as_str).unwrap_or(""),
                         "{verb}"
                     );
-                    gitlab.update_environment(ctx, project, e.id, tier_change, url_change).await?
+                    gitlab
+                        .update_environment(
+                            ctx,
+                            project,
+                            e.id,
+                            EnvironmentChange { tier: tier_change, external_url: url_change },
+                        )
+                        .await?
                 } else {
                     e
                 }

@@ -70,7 +70,7 @@ async fn dispatch(app: Router, consumer: Option<&Consumer>, ev: LambdaEvent<Valu
             return Err("an SQS batch arrived, but this function has no spool queue (SPOOL_QUEUE_URL) or its configuration is invalid".into());
         };
         let batch: SqsEvent = serde_json::from_value(payload)?;
-        let deadline = invocation_deadline(context.deadline, pipeline.config().deadline_margin);
+        let deadline = invocation_deadline(context.deadline, pipeline.deadlines().margin);
         let answer = crate::drain::sqs_batch(pipeline, queue, batch, deadline).await;
         return Ok(serde_json::to_value(answer)?);
     }

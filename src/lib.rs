@@ -1,26 +1,35 @@
 //! gitlab-deploy-bridge: turns webhooks from external deploy tools into GitLab deployments.
 //!
-//! The pipeline for every webhook is the same and lives in [`pipeline`]:
-//! `source.verify(headers, raw body, secret)` → `source.parse(headers, body)` →
-//! `source.enrich` → [`event::DeploymentEvent`] (query overrides applied, fields validated) →
-//! [`lifecycle::Lifecycle::apply`] (the rollout rules against GitLab) → JSON answer.
-//! [`http`] is the one axum `Router` in front of it; [`app`] builds both and runs the router
-//! under Lambda (through [`lambda`], which makes events safe for lambda_http), as a local
-//! server, or on event files.
+//! # Layout
 //!
-//! Imports point one way: `cli` → `app` → `lambda` / `http` / `drain` → `pipeline` → `spool` →
-//! `sources` / `lifecycle` → `event` → `environment` → `gitlab` → `dry_gitlab`, `model` (the
-//! vocabulary) and `secrets`; `pipeline` and `config` → `routes` → `model`. A webhook GitLab
-//! cannot take now waits in [`spool`] and is delivered by [`drain`]; [`check`] verifies a
-//! configuration against the real services. [`transport`] is the process's one HTTP stack (one
-//! TLS configuration and connection pool for GitLab, the tools' APIs and the AWS SDK).
+//! From the outside in (each module imports only those below it; no circle):
+//!
+//! - **Entry points.** [`cli`] (the operator's commands: `invoke`, `check`, `spool`) and
+//!   [`app`] (builds the clients and the router once, choosing implementations — a dry run's
+//!   in-memory GitLab is chosen here — and runs them: [`lambda`] under AWS Lambda, `serve`).
+//! - **Transport.** [`http`]: the one axum `Router` (hooks, the GitLab-compatible facade,
+//!   health); [`lambda`]: function-URL events made safe for lambda_http, SQS batches to
+//!   [`drain`].
+//! - **The pipeline** ([`pipeline`]), stage by stage: admission (route, secret, the tool's
+//!   verification, the body read once, replay), normalization, delivery (now, or [`spool`]),
+//!   the typed answer, the span that is the webhook's one log line. [`drain`] delivers what
+//!   waits in the spool through the same pipeline.
+//! - **The tools** ([`sources`]): one self-describing file each — credential, settings,
+//!   replay decision, verification, decoding, signing.
+//! - **The rules** ([`lifecycle`]): the rollout rules as a pure planner
+//!   ([`lifecycle::plan`]) executed against the [`gitlab::GitLab`] port; [`environment`]:
+//!   tiers, URLs and the warnings that keep DORA right.
+//! - **Ports.** [`gitlab`] (the HTTP client, and the in-memory GitLab of a dry run),
+//!   [`secrets`] (Secrets Manager, or environment variables), [`spool`] (SQS FIFO, or redb on
+//!   disk), [`transport`] (the process's one HTTP and TLS stack).
+//! - **Vocabulary.** [`event`] (the normalized event and its validated types), [`routes`],
+//!   [`replay`], [`config`], [`error`] (typed errors → HTTP status, in one place), [`model`]
+//!   (statuses, tiers, GitLab's records), [`telemetry`].
 
 pub mod app;
-pub mod check;
 pub mod cli;
 pub mod config;
 pub mod drain;
-pub mod dry_gitlab;
 pub mod environment;
 pub mod error;
 pub mod event;

@@ -1,5 +1,5 @@
-use clap::{Parser, Subcommand};
-use gitlab_deploy_bridge::{app, cli, config::Config, http, spool, telemetry, transport};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use gitlab_deploy_bridge::{app, cli, config, config::Config, http, spool, telemetry, transport};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,17 +7,7 @@ use std::process::ExitCode;
 /// Relays deploy tools' webhooks to GitLab's Deployments API. Under AWS Lambda
 /// (AWS_LAMBDA_RUNTIME_API set) it serves function-URL events and ignores arguments.
 #[derive(Parser)]
-#[command(
-    version,
-    after_help = "Configured by environment variables (README \"Configuration\"), among them:\n  \
-        GITLAB_URL      your GitLab (default https://gitlab.com)\n  \
-        GITLAB_TOKEN    the GitLab token, without SECRET_ID\n  \
-        SECRET_ID       a Secrets Manager secret with gitlab_token and route_<route>_secret keys\n  \
-        ROUTES          what each route's secret may touch, JSON (README \"Routes\")\n  \
-        ROUTE_<NAME>_SECRET  a route's secret, without SECRET_ID\n  \
-        SPOOL_DIR       serve's spool directory (default ./spool; README \"Spool\")\n  \
-        DRY_RUN=1       plan every GitLab call, send none"
-)]
+#[command(version)]
 struct Cli {
     /// Plan every GitLab call but send none (also DRY_RUN=1).
     #[arg(long, global = true)]
@@ -73,7 +63,7 @@ enum Command {
 async fn main() -> ExitCode {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     telemetry::init(in_lambda);
-    let result = if in_lambda { Box::pin(lambda()).await } else { Box::pin(local(Cli::parse())).await };
+    let result = if in_lambda { Box::pin(lambda()).await } else { Box::pin(local(arguments())).await };
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -83,9 +73,15 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The command line; `--help` ends with the settings a first run needs ([`config::help_text`]).
+fn arguments() -> Cli {
+    let matches = Cli::command().after_help(config::help_text()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 async fn lambda() -> Result<ExitCode, app::BoxError> {
     let built = match Config::from_env() {
-        Ok(config) => match transport::http_client(config.connect_timeout) {
+        Ok(config) => match transport::http_client(config.gitlab.connect_timeout) {
             Ok(http) => {
                 let sdk = Box::pin(app::aws_config(&config, &http)).await;
                 let secrets = app::secret_provider(&config, true, sdk.as_ref()).await;
@@ -114,10 +110,10 @@ async fn lambda() -> Result<ExitCode, app::BoxError> {
 async fn local(cli: Cli) -> Result<ExitCode, app::BoxError> {
     let mut config = Config::from_env()?;
     config.dry_run |= cli.dry_run;
-    let http = transport::http_client(config.connect_timeout)?;
+    let http = transport::http_client(config.gitlab.connect_timeout)?;
     let sdk = Box::pin(app::aws_config(&config, &http)).await;
     let secrets = app::secret_provider(&config, false, sdk.as_ref()).await;
-    let (header_timeout, max_connections) = (config.serve_header_timeout, config.serve_max_connections);
+    let (header_timeout, max_connections) = (config.serve.header_timeout, config.serve.max_connections);
     match cli.command {
         Command::Serve { listen } => {
             let local = app::local_spool(&config)?;
@@ -127,8 +123,8 @@ async fn local(cli: Cli) -> Result<ExitCode, app::BoxError> {
         }
         Command::Invoke { events, project, sha, environment } => {
             let app = app::assemble(config, secrets, None, http)?;
-            let ok = app::invoke_retargeted(app.router.clone(), &events, &app::Retarget { project, sha, environment })
-                .await?;
+            let retarget = cli::invoke::Retarget { project, sha, environment };
+            let ok = cli::invoke::invoke_retargeted(app.router.clone(), &events, &retarget).await?;
             if let Some(planned) = app.pipeline.planned() {
                 println!("{}", serde_json::json!({ "planned": planned }));
             }

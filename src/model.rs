@@ -1,10 +1,16 @@
 //! The vocabulary every other module speaks, and which depends on nothing of ours: deployment
-//! statuses, environment tiers, and the deployment and environment records GitLab returns.
+//! statuses, environment tiers, the deployment and environment records GitLab returns, times.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+/// A boxed future: what the ports' methods (GitLab, secrets, a tool's API) return, so that their
+/// implementations can be chosen at run time (`Arc<dyn …>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The four statuses GitLab's Deployments API accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

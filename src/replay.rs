@@ -1,11 +1,11 @@
 //! Replay defence: a delivery whose signature is good can still be old, or a copy of one already
 //! handled. Checked after the signature (so it only ever concerns the tool's own bytes):
-//! - where the tool signs a time ([`Source::signed_at`]), a delivery older than the source's
+//! - where the tool signs a time ([`Replay::SignedTime`], [`Reading::signed_at`]), a delivery older than the source's
 //!   window, or later than `CLOCK_SKEW_SECONDS` from now, changes nothing. Each window is longer
 //!   than the tool's own redelivery horizon (docs/decisions.md), so a tool's retry of a failed
 //!   delivery is never refused; `REPLAY_WINDOWS` overrides them (`{"flux": 600}`; 0 turns a
 //!   source's replay defence off, de-duplication included; `"*"` sets every source);
-//! - where the tool identifies a delivery ([`Source::delivery_key`]: an id, or the body's hash
+//! - where the tool identifies a delivery ([`Reading::delivery_key`]: an id, or the body's hash
 //!   where its retries are byte-identical), a delivery this container has already handled
 //!   changes nothing. Only handled deliveries are remembered — a retry after a 5xx goes
 //!   through — for the source's window (a day where it has none), at most 10,000 at a time.
@@ -18,12 +18,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
 use time::OffsetDateTime;
 
-use crate::config::Config;
 use crate::model::format_time;
-use crate::sources::Source;
+use crate::sources::{Reading, Spec};
 
 const MEMORY_LIMIT: usize = 10_000;
 const DEFAULT_MEMORY: Duration = Duration::from_secs(86_400);
@@ -41,26 +39,27 @@ pub struct Admitted {
 }
 
 impl Replays {
-    pub fn new(config: &Config) -> Self {
-        Replays { overrides: config.replay_windows.clone(), skew: config.clock_skew, handled: Mutex::default() }
+    /// `overrides`: `REPLAY_WINDOWS`; `skew`: how far in the future a signed time may be.
+    pub fn new(overrides: HashMap<String, u64>, skew: Duration) -> Self {
+        Replays { overrides, skew, handled: Mutex::default() }
     }
 
-    /// Whether a verified delivery may change anything; `Err` says why not.
-    pub fn admit(&self, source: &dyn Source, headers: &HeaderMap, body: &[u8]) -> Result<Admitted, String> {
-        // The window of `source`: configured (0: no defence at all), else the source's own.
-        let window = match self.overrides.get(source.name()).or_else(|| self.overrides.get("*")) {
+    /// Whether a verified delivery, read as `reading`, may change anything; `Err` says why not.
+    pub fn admit(&self, spec: &Spec, reading: &Reading) -> Result<Admitted, String> {
+        // The window of the source: configured (0: no defence at all), else the source's own.
+        let window = match self.overrides.get(spec.name).or_else(|| self.overrides.get("*")) {
             Some(0) => return Ok(Admitted { key: None }),
             Some(seconds) => Some(Duration::from_secs(*seconds)),
-            None => source.replay_window(),
+            None => spec.replay.window(),
         };
-        if let (Some(window), Some(at)) = (window, source.signed_at(headers, body)) {
+        if let (Some(window), Some(at)) = (window, reading.signed_at) {
             let now = OffsetDateTime::now_utc();
             let age = now - at;
             if age > window {
                 return Err(format!(
                     "the delivery was signed at {}, longer ago than the {} replay window ({} s); a replay changes nothing",
                     format_time(at),
-                    source.name(),
+                    spec.name,
                     window.as_secs()
                 ));
             }
@@ -71,9 +70,8 @@ impl Replays {
                 ));
             }
         }
-        let key = source
-            .delivery_key(headers, body)
-            .map(|k| (format!("{}:{k}", source.name()), window.unwrap_or(DEFAULT_MEMORY)));
+        let key =
+            reading.delivery_key.as_ref().map(|k| (format!("{}:{k}", spec.name), window.unwrap_or(DEFAULT_MEMORY)));
         if let Some((k, keep)) = &key {
             let seen = self.handled.lock().ok().and_then(|m| m.get(k).copied());
             if seen.is_some_and(|(at, _)| at.elapsed() < *keep) {
@@ -95,5 +93,39 @@ impl Replays {
             }
             m.insert(key, (Instant::now(), keep));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::{self, Read};
+
+    fn reading(signed_at: Option<OffsetDateTime>, key: Option<&str>) -> Reading {
+        Reading { signed_at, delivery_key: key.map(str::to_string), read: Read::Ignored(String::new()) }
+    }
+
+    #[test]
+    fn a_signed_time_outside_the_window_or_in_the_future_is_refused() {
+        let flux = sources::find("flux").unwrap().spec();
+        let replays = Replays::new(HashMap::new(), Duration::from_secs(30));
+        let now = OffsetDateTime::now_utc();
+        assert!(replays.admit(flux, &reading(Some(now - time::Duration::minutes(5)), None)).is_ok());
+        let old = replays.admit(flux, &reading(Some(now - time::Duration::minutes(11)), None)).err().unwrap();
+        assert!(old.contains("flux replay window (600 s)"), "{old}");
+        assert!(replays.admit(flux, &reading(Some(now + time::Duration::minutes(2)), None)).is_err());
+        let off = Replays::new([("flux".to_string(), 0)].into_iter().collect(), Duration::from_secs(30));
+        assert!(off.admit(flux, &reading(Some(now - time::Duration::days(9)), None)).is_ok(), "0 turns it off");
+    }
+
+    #[test]
+    fn a_delivery_is_refused_only_once_it_was_handled() {
+        let netlify = sources::find("netlify").unwrap().spec();
+        let replays = Replays::new(HashMap::new(), Duration::from_secs(30));
+        let first = replays.admit(netlify, &reading(None, Some("k"))).unwrap();
+        assert!(replays.admit(netlify, &reading(None, Some("k"))).is_ok(), "not handled yet: a retry goes through");
+        replays.handled(first);
+        assert!(replays.admit(netlify, &reading(None, Some("k"))).is_err());
+        assert!(replays.admit(netlify, &reading(None, Some("other"))).is_ok());
     }
 }

@@ -7,22 +7,15 @@
 
 use secrecy::SecretString;
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::model::BoxFuture;
 
 /// Key of the GitLab token in the secret.
 pub const GITLAB_TOKEN_KEY: &str = "gitlab_token";
-
-/// Key of a source's webhook secret: `<source>_webhook_secret`.
-pub fn webhook_secret_key(source: &str) -> String {
-    format!("{source}_webhook_secret")
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretsError {
@@ -97,10 +90,6 @@ impl SecretBundle {
             .ok_or_else(|| SecretsError::MissingKey { secret: self.origin.clone(), key: GITLAB_TOKEN_KEY.into() })
     }
 
-    pub fn webhook_secret(&self, source: &str) -> Option<&SecretString> {
-        self.get(&webhook_secret_key(source))
-    }
-
     /// The keys the secret holds (never the values).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.values.keys().map(String::as_str)
@@ -143,17 +132,18 @@ impl StaticSecrets {
     }
 
     /// `GITLAB_TOKEN` → `gitlab_token`, `<SOURCE>_WEBHOOK_SECRET` → `<source>_webhook_secret`,
-    /// `<TOOL>_API_TOKEN` → `<tool>_api_token`, `ROUTE_<NAME>_SECRET` → `route_<name>_secret`;
-    /// every other variable is ignored.
-    pub fn from_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+    /// `ROUTE_<NAME>_SECRET` → `route_<name>_secret`, and each of `declared` (the keys tools
+    /// declare, such as `heroku_api_token`) from its name in capitals; every other variable is
+    /// ignored.
+    pub fn from_env_vars(vars: impl IntoIterator<Item = (String, String)>, declared: &[&str]) -> Self {
         let values = vars
             .into_iter()
             .filter(|(k, v)| {
                 !v.is_empty()
                     && (k == "GITLAB_TOKEN"
                         || k.ends_with("_WEBHOOK_SECRET")
-                        || k.ends_with("_API_TOKEN")
-                        || (k.starts_with("ROUTE_") && k.ends_with("_SECRET")))
+                        || (k.starts_with("ROUTE_") && k.ends_with("_SECRET"))
+                        || declared.iter().any(|d| d.eq_ignore_ascii_case(k)))
             })
             .map(|(k, v)| (k.to_ascii_lowercase(), SecretString::from(v)))
             .collect();
@@ -309,8 +299,8 @@ mod tests {
     fn json_secret_parses_and_debug_hides_values() {
         let b = SecretBundle::from_json("s", 1, r#"{"gitlab_token":"glpat-xyz","argocd_webhook_secret":"a"}"#).unwrap();
         assert_eq!(b.gitlab_token().unwrap().expose_secret(), "glpat-xyz");
-        assert_eq!(b.webhook_secret("argocd").unwrap().expose_secret(), "a");
-        assert!(b.webhook_secret("generic").is_none());
+        assert_eq!(b.get("argocd_webhook_secret").unwrap().expose_secret(), "a");
+        assert!(b.get("generic_webhook_secret").is_none());
         assert!(!format!("{b:?}").contains("glpat-xyz"));
     }
 
@@ -327,13 +317,19 @@ mod tests {
 
     #[test]
     fn env_vars_map_to_secret_keys() {
-        let s = StaticSecrets::from_env_vars([
-            ("GITLAB_TOKEN".to_string(), "t".to_string()),
-            ("ARGOCD_WEBHOOK_SECRET".to_string(), "a".to_string()),
-            ("PATH".to_string(), "/bin".to_string()),
-        ]);
+        let s = StaticSecrets::from_env_vars(
+            [
+                ("GITLAB_TOKEN".to_string(), "t".to_string()),
+                ("ARGOCD_WEBHOOK_SECRET".to_string(), "a".to_string()),
+                ("HEROKU_API_TOKEN".to_string(), "h".to_string()),
+                ("RENDER_API_KEY".to_string(), "r".to_string()),
+                ("PATH".to_string(), "/bin".to_string()),
+            ],
+            &["render_api_key"],
+        );
         assert!(s.0.gitlab_token().is_ok());
-        assert!(s.0.webhook_secret("argocd").is_some());
-        assert!(s.0.get("path").is_none());
+        assert!(s.0.get("argocd_webhook_secret").is_some());
+        assert!(s.0.get("render_api_key").is_some(), "a declared key");
+        assert!(s.0.get("heroku_api_token").is_none() && s.0.get("path").is_none(), "undeclared keys are not read");
     }
 }

@@ -5,23 +5,21 @@
 
 use axum::Router;
 use axum::body::Body;
-use base64::Engine;
+use gitlab_deploy_bridge::sources::{self, Source};
 use gitlab_deploy_bridge::{app, config::Config, routes::Routes, secrets::StaticSecrets};
-use hmac::{Hmac, Mac};
 use secrecy::SecretString;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use tower::ServiceExt;
 
-pub const GENERIC: &str = "fuzz-generic";
-pub const ARGOCD: &str = "fuzz-argocd";
-pub const HEROKU: &str = "fuzz-heroku";
-pub const FLUX: &str = "fuzz-flux";
-pub const VERCEL: &str = "fuzz-vercel";
-pub const NETLIFY: &str = "fuzz-netlify";
+/// The secret of route `ci` (a `generic` route).
 pub const ROUTE_CI: &str = "fuzz-route-ci";
+
+/// The secret the bridge holds for `source`'s unbound hook: `fuzz-<source>`.
+pub fn secret_of(source: &dyn Source) -> String {
+    format!("fuzz-{}", source.name())
+}
 
 /// One runtime for the process (libFuzzer calls the target on one thread, over and over).
 pub fn runtime() -> &'static tokio::runtime::Runtime {
@@ -39,21 +37,15 @@ pub fn router() -> Router {
                     "shop": {"source": "vercel", "projects": ["7"]}}"#,
             )
             .expect("routes");
-            let config = Config { dry_run: true, routes, gitlab_url: "http://127.0.0.1:9".into(), ..Config::default() };
-            let mut secrets: HashMap<String, SecretString> = [
-                ("gitlab_token", "glpat-fuzz"),
-                ("generic_webhook_secret", GENERIC),
-                ("argocd_webhook_secret", ARGOCD),
-                ("heroku_webhook_secret", HEROKU),
-                ("flux_webhook_secret", FLUX),
-                ("vercel_webhook_secret", VERCEL),
-                ("netlify_webhook_secret", NETLIFY),
-                ("route_ci_secret", ROUTE_CI),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), SecretString::from(v.to_string())))
-            .collect();
-            secrets.insert("route_shop_secret".into(), SecretString::from(VERCEL.to_string()));
+            let config = Config { dry_run: true, routes, ..Config::default() };
+            let mut secrets: HashMap<String, SecretString> = sources::ALL
+                .iter()
+                .map(|s| (sources::webhook_secret_key(s.name()), SecretString::from(secret_of(*s))))
+                .collect();
+            secrets.insert("gitlab_token".into(), SecretString::from("glpat-fuzz".to_string()));
+            secrets.insert("route_ci_secret".into(), SecretString::from(ROUTE_CI.to_string()));
+            let vercel = sources::find("vercel").expect("vercel");
+            secrets.insert("route_shop_secret".into(), SecretString::from(secret_of(vercel)));
             app::build(config, Arc::new(StaticSecrets::new(secrets))).expect("router")
         })
         .clone()
@@ -122,51 +114,8 @@ pub fn stays_in_one_project(path: &str) -> bool {
     !segment.is_empty() && !dot && !dot_below && !segment.contains('/') && !segment.contains('#')
 }
 
-fn hmac_sha256(secret: &str, body: &[u8]) -> Vec<u8> {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
-    m.update(body);
-    m.finalize().into_bytes().to_vec()
-}
-
-/// The headers each tool would send with `body`, signed with the bridge's secret for it.
-pub fn signed_headers(source: &str, body: &[u8]) -> Vec<(&'static str, String)> {
-    match source {
-        "generic" => vec![("authorization", format!("Bearer {GENERIC}"))],
-        "argocd" => vec![("authorization", format!("Bearer {ARGOCD}"))],
-        "heroku" => vec![(
-            "heroku-webhook-hmac-sha256",
-            base64::engine::general_purpose::STANDARD.encode(hmac_sha256(HEROKU, body)),
-        )],
-        "flux" => vec![("x-signature", format!("sha256={}", hex::encode(hmac_sha256(FLUX, body))))],
-        "vercel" => {
-            let mut m = Hmac::<sha1::Sha1>::new_from_slice(VERCEL.as_bytes()).expect("any key");
-            m.update(body);
-            vec![("x-vercel-signature", hex::encode(m.finalize().into_bytes()))]
-        }
-        "netlify" => {
-            let claims = serde_json::json!({"iss": "netlify", "sha256": hex::encode(Sha256::digest(body))});
-            let jws = jsonwebtoken::encode(
-                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-                &claims,
-                &jsonwebtoken::EncodingKey::from_secret(NETLIFY.as_bytes()),
-            )
-            .expect("a JWS");
-            vec![("x-webhook-signature", jws)]
-        }
-        other => panic!("no signing for source {other}: add it here"),
-    }
-}
-
-/// The secret the bridge holds for `source`.
-pub fn secret_of(source: &str) -> SecretString {
-    let v = match source {
-        "generic" => GENERIC,
-        "argocd" => ARGOCD,
-        "heroku" => HEROKU,
-        "flux" => FLUX,
-        "vercel" => VERCEL,
-        "netlify" => NETLIFY,
-        other => panic!("no secret for source {other}: add it here"),
-    };
-    SecretString::from(v.to_string())
+/// The headers `source` would send with `body`, signed with the bridge's secret for it (the
+/// tool's own signer, [`Source::sign`]).
+pub fn signed_headers(source: &dyn Source, body: &[u8]) -> Vec<(&'static str, String)> {
+    source.sign(body, &secret_of(source))
 }

@@ -66,6 +66,11 @@ struct Input {
     delivery_id: Option<String>,
 }
 
+/// The bridge's secret for the unbound generic hook (and facade).
+fn generic() -> String {
+    common::secret_of(gitlab_deploy_bridge::sources::find("generic").expect("generic"))
+}
+
 fuzz_target!(|input: Input| {
     let project = input.project.as_ref().map(|p| p.get(PROJECTS).to_string());
     let mut query: Vec<(&str, String)> = Vec::new();
@@ -101,23 +106,23 @@ fuzz_target!(|input: Input| {
             }
             let q = serde_urlencoded::to_string(&query).unwrap_or_default();
             if mode == 0 {
-                (format!("/hooks/generic/ci?{q}"), common::ROUTE_CI)
+                (format!("/hooks/generic/ci?{q}"), common::ROUTE_CI.to_string())
             } else {
-                (format!("/hooks/generic?{q}"), common::GENERIC)
+                (format!("/hooks/generic?{q}"), generic())
             }
         }
         2 => (
             format!("/routes/ci/api/v4/projects/{}/deployments", in_path(project.as_deref().unwrap_or("42"))),
-            common::ROUTE_CI,
+            common::ROUTE_CI.to_string(),
         ),
-        3 => (format!("/api/v4/projects/{}/deployments", in_path(project.as_deref().unwrap_or("42"))), common::GENERIC),
+        3 => (format!("/api/v4/projects/{}/deployments", in_path(project.as_deref().unwrap_or("42"))), generic()),
         _ => (
             format!(
                 "/api/v4/projects/{}/deployments/{}",
                 in_path(project.as_deref().unwrap_or("42")),
                 input.deployment_id
             ),
-            common::GENERIC,
+            generic(),
         ),
     };
     let method = if mode == 4 { "PUT" } else { "POST" };

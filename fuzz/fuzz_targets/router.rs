@@ -33,7 +33,7 @@ fuzz_target!(|input: Input| {
     }
     if let Some(i) = input.sign_as {
         let source = sources::ALL[usize::from(i) % sources::ALL.len()];
-        for (k, v) in common::signed_headers(source.name(), &input.body) {
+        for (k, v) in common::signed_headers(source, &input.body) {
             builder = builder.header(k, v);
         }
     }

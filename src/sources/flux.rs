@@ -21,20 +21,40 @@
 //! environment is `metadata.environment` (set it with the Alert's `eventMetadata`), else the
 //! object's name.
 
-use axum::http::HeaderMap;
 use hmac::Hmac;
 use secrecy::SecretString;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Sha224, Sha256, Sha384, Sha512};
+use std::time::Duration;
 
-use super::{Source, body_field, body_hash, hmac_matches, json_object, required_header, str_field, time_field};
+use super::{
+    BodyAuth, Credential, Read, Reading, Replay, Request, Settings, Source, Spec, body_hash, hmac_matches, hmac_of, object,
+    required_header, str_field, time_field,
+};
 use crate::error::Error;
-use crate::event::{EventDraft, SourceOutput, normalize_sha};
+use crate::event::{EventDraft, normalize_sha};
 use crate::model::Status;
 
 pub static SOURCE: &dyn Source = &Flux;
 
 pub struct Flux;
+
+static SPEC: Spec = Spec {
+    name: "flux",
+    title: "Flux notification-controller (a generic-hmac Provider)",
+    credential: Credential {
+        headers: &["x-signature"],
+        missing: "missing X-Signature header; use a Provider of type generic-hmac",
+    },
+    body: BodyAuth::Signed,
+    replay: Replay::SignedTime {
+        window: Duration::from_secs(600),
+        why: "its retries end within the Provider's `spec.timeout` (15 s by default; about a minute with the forwarder's back-off): ten minutes",
+    },
+    settings: &[],
+    secrets: &[],
+    docs: "docs/tools/flux.md",
+};
 
 /// A git revision as source-controller writes it → (ref name, sha): `main@sha1:<sha>`,
 /// `refs/heads/main@sha1:<sha>`, `sha1:<sha>` (no name: pinned to a commit), `main/<sha>`, or a
@@ -82,127 +102,140 @@ fn status_of(reason: &str) -> Option<Status> {
     })
 }
 
-fn signature(headers: &HeaderMap) -> Result<&str, Error> {
-    required_header(headers, "x-signature", "missing X-Signature header; use a Provider of type generic-hmac")
-}
-
 impl Source for Flux {
-    fn name(&self) -> &'static str {
-        "flux"
+    fn spec(&self) -> &'static Spec {
+        &SPEC
     }
 
-    fn credentials(&self, headers: &HeaderMap) -> Result<(), Error> {
-        signature(headers).map(drop)
-    }
-
-    /// The event's `timestamp`: the body is signed whole.
-    fn signed_at(&self, _headers: &HeaderMap, body: &[u8]) -> Option<time::OffsetDateTime> {
-        body_field(body, "timestamp").and_then(|v| v.as_str().and_then(crate::model::parse_time))
-    }
-
-    /// notification-controller retries with the same bytes (and Flux sends no id).
-    fn delivery_key(&self, _headers: &HeaderMap, body: &[u8]) -> Option<String> {
-        Some(body_hash(body))
-    }
-
-    /// Its retries end within the Provider's `spec.timeout` (15 s by default; about a minute
-    /// with the forwarder's back-off): ten minutes.
-    fn replay_window(&self) -> Option<std::time::Duration> {
-        Some(std::time::Duration::from_secs(600))
-    }
-
-    fn verify(&self, headers: &HeaderMap, body: &[u8], secret: &SecretString) -> Result<(), Error> {
-        let header = signature(headers)?;
-        let (alg, hex_mac) = header
-            .split_once('=')
-            .ok_or_else(|| Error::Unauthorized("X-Signature must look like sha256=<hex>".into()))?;
+    fn verify(&self, request: &Request<'_>, secret: &SecretString) -> Result<(), Error> {
+        let header = required_header(request, "x-signature", SPEC.credential.missing)?;
+        let (alg, hex_mac) =
+            header.split_once('=').ok_or_else(|| Error::Unauthorized("X-Signature must look like sha256=<hex>".into()))?;
         let mac = hex::decode(hex_mac).map_err(|_| Error::Unauthorized("X-Signature is not hexadecimal".into()))?;
+        let body = request.body;
         let ok = match alg {
             "sha256" => hmac_matches::<Hmac<Sha256>>(secret, body, &mac),
             "sha224" => hmac_matches::<Hmac<Sha224>>(secret, body, &mac),
             "sha384" => hmac_matches::<Hmac<Sha384>>(secret, body, &mac),
             "sha512" => hmac_matches::<Hmac<Sha512>>(secret, body, &mac),
-            other => return Err(Error::Unauthorized(format!("X-Signature uses {other:?}; expected sha256, sha224, sha384 or sha512"))),
-        };
-        if ok { Ok(()) } else { Err(Error::Unauthorized("X-Signature does not match the body and the flux webhook secret".into())) }
-    }
-
-    fn parse(&self, _headers: &HeaderMap, body: &[u8]) -> Result<SourceOutput, Error> {
-        let obj = json_object("flux", body)?;
-        let reason = str_field(&obj, "reason").ok_or_else(|| Error::BadRequest("`reason` is missing from the Flux event".into()))?;
-        let Some(status) = status_of(&reason) else {
-            return Ok(SourceOutput::Ignored(format!("Flux reason {reason:?} is not a deployment state change")));
-        };
-        let empty = serde_json::Map::new();
-        let object = obj.get("involvedObject").and_then(Value::as_object).unwrap_or(&empty);
-        let metadata = obj.get("metadata").and_then(Value::as_object).unwrap_or(&empty);
-        // Some controller versions prefix metadata keys with their API group.
-        let meta = |key: &str| {
-            str_field(metadata, key).or_else(|| {
-                metadata.iter().find(|(k, _)| k.ends_with(&format!("/{key}"))).and_then(|(_, v)| v.as_str().map(str::to_string))
-            })
-        };
-        let revision = meta("revision").unwrap_or_default();
-        let origin = meta("originRevision").unwrap_or_default();
-        let (branch, sha) = split_revision(&revision);
-        let (origin_branch, origin_sha) = split_revision(&origin);
-        // GitOps mapping: an annotation `event.toolkit.fluxcd.io/commit: <application commit>` on
-        // the Kustomization or HelmRelease arrives as `metadata.commit` and wins.
-        let explicit = meta("commit");
-        let kind = str_field(object, "kind").unwrap_or_default();
-        let name = str_field(object, "name");
-        let sha_hint = if explicit.is_some() {
-            Some(format!("It was read from the {kind}'s annotation event.toolkit.fluxcd.io/commit"))
-        } else {
-            Some(format!(
-                "It is the revision Flux applied for {kind} {}; if that comes from a separate GitOps repository, annotate the {kind} with `event.toolkit.fluxcd.io/commit: <application commit>` (README, \"Flux\")",
-                name.clone().unwrap_or_default()
-            ))
-        };
-        // The ref comes with the commit it names: the revision's name when the commit is the
-        // revision's, the origin's when it is the origin's.
-        let (sha, git_ref) = match (explicit, sha, origin_sha) {
-            (Some(commit), _, _) => (commit, branch.or(origin_branch)),
-            (None, Some(sha), _) => (sha, branch),
-            (None, None, Some(sha)) => (sha, origin_branch),
-            (None, None, None) => {
-                let what = if kind == "HelmRelease" {
-                    "a HelmRelease's revision is its chart version"
-                } else {
-                    "not a git commit (an OCI or Bucket digest, or a SHA-256 git repository)"
-                };
-                let origin = if origin.is_empty() { "there is no `originRevision`".to_string() } else { format!("`originRevision` {origin:?} names no commit either") };
-                return Err(Error::BadRequest(format!(
-                    "the Flux event names no git commit: `metadata.revision` {revision:?} is {what}, and {origin}; annotate the {kind} with `event.toolkit.fluxcd.io/commit: <the application's commit sha>` (README, \"Flux\")"
+            other => {
+                return Err(Error::Unauthorized(format!(
+                    "X-Signature uses {other:?}; expected sha256, sha224, sha384 or sha512"
                 )));
             }
         };
-        let tag = git_ref.as_deref().map(is_tag_name);
-        let delivery_id = Some(format!(
-            "{kind}/{}/{}@{sha}:{reason}",
-            str_field(object, "namespace").unwrap_or_default(),
-            name.clone().unwrap_or_default()
-        ));
-        Ok(SourceOutput::Event(EventDraft {
-            environment: meta("environment").or(name),
-            sha: Some(sha),
-            git_ref,
-            tag,
-            status: Some(status),
-            external_url: meta("external_url"),
-            delivery_id,
-            sha_hint,
-            occurred_at: time_field(&obj, "timestamp"),
-            short_sha: false,
-            environment_by_bridge: false,
-        }))
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized("X-Signature does not match the body and the flux webhook secret".into()))
+        }
     }
+
+    /// The signed time is the event's `timestamp` (the body is signed whole); the delivery key
+    /// the body's hash: notification-controller retries with the same bytes, and sends no id.
+    fn read(&self, request: &Request<'_>, _settings: &Settings) -> Result<Reading, Error> {
+        let obj = request.json_object(SPEC.name)?;
+        let read = match draft(&obj)? {
+            Some(d) => Read::Draft(d, None),
+            None => {
+                let reason = str_field(&obj, "reason").unwrap_or_default();
+                Read::Ignored(format!("Flux reason {reason:?} is not a deployment state change"))
+            }
+        };
+        Ok(Reading { signed_at: time_field(&obj, "timestamp"), delivery_key: Some(body_hash(request.body)), read })
+    }
+
+    fn sign(&self, body: &[u8], secret: &str) -> Vec<(&'static str, String)> {
+        vec![("x-signature", format!("sha256={}", hex::encode(hmac_of::<Hmac<Sha256>>(secret, body))))]
+    }
+}
+
+/// The draft of an event (`None`: its reason is not a deployment state change).
+fn draft(obj: &Map<String, Value>) -> Result<Option<EventDraft>, Error> {
+    let reason = str_field(obj, "reason").ok_or_else(|| Error::BadRequest("`reason` is missing from the Flux event".into()))?;
+    let Some(status) = status_of(&reason) else {
+        return Ok(None);
+    };
+    let empty = Map::new();
+    let involved = object(obj, "involvedObject").unwrap_or(&empty);
+    let metadata = object(obj, "metadata").unwrap_or(&empty);
+    // Some controller versions prefix metadata keys with their API group.
+    let meta = |key: &str| {
+        str_field(metadata, key).or_else(|| {
+            metadata
+                .iter()
+                .find(|(k, _)| k.ends_with(&format!("/{key}")))
+                .and_then(|(_, v)| v.as_str().map(str::to_string))
+        })
+    };
+    let revision = meta("revision").unwrap_or_default();
+    let origin = meta("originRevision").unwrap_or_default();
+    let (branch, sha) = split_revision(&revision);
+    let (origin_branch, origin_sha) = split_revision(&origin);
+    // GitOps mapping: an annotation `event.toolkit.fluxcd.io/commit: <application commit>` on
+    // the Kustomization or HelmRelease arrives as `metadata.commit` and wins.
+    let explicit = meta("commit");
+    let kind = str_field(involved, "kind").unwrap_or_default();
+    let name = str_field(involved, "name");
+    let sha_hint = if explicit.is_some() {
+        Some(format!("It was read from the {kind}'s annotation event.toolkit.fluxcd.io/commit"))
+    } else {
+        Some(format!(
+            "It is the revision Flux applied for {kind} {}; if that comes from a separate GitOps repository, annotate the {kind} with `event.toolkit.fluxcd.io/commit: <application commit>` (docs/tools/flux.md, \"GitOps repositories\")",
+            name.clone().unwrap_or_default()
+        ))
+    };
+    // The ref comes with the commit it names: the revision's name when the commit is the
+    // revision's, the origin's when it is the origin's.
+    let (sha, git_ref) = match (explicit, sha, origin_sha) {
+        (Some(commit), _, _) => (commit, branch.or(origin_branch)),
+        (None, Some(sha), _) => (sha, branch),
+        (None, None, Some(sha)) => (sha, origin_branch),
+        (None, None, None) => {
+            let what = if kind == "HelmRelease" {
+                "a HelmRelease's revision is its chart version"
+            } else {
+                "not a git commit (an OCI or Bucket digest, or a SHA-256 git repository)"
+            };
+            let origin = if origin.is_empty() {
+                "there is no `originRevision`".to_string()
+            } else {
+                format!("`originRevision` {origin:?} names no commit either")
+            };
+            return Err(Error::BadRequest(format!(
+                "the Flux event names no git commit: `metadata.revision` {revision:?} is {what}, and {origin}; annotate the {kind} with `event.toolkit.fluxcd.io/commit: <the application's commit sha>` (docs/tools/flux.md, \"GitOps repositories\")"
+            )));
+        }
+    };
+    let tag = git_ref.as_deref().map(is_tag_name);
+    let delivery_id = Some(format!(
+        "{kind}/{}/{}@{sha}:{reason}",
+        str_field(involved, "namespace").unwrap_or_default(),
+        name.clone().unwrap_or_default()
+    ));
+    Ok(Some(EventDraft {
+        environment: meta("environment").or(name),
+        sha: Some(sha),
+        git_ref,
+        tag,
+        status: Some(status),
+        external_url: meta("external_url"),
+        delivery_id,
+        sha_hint,
+        occurred_at: time_field(obj, "timestamp"),
+        short_sha: false,
+        environment_by_bridge: false,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hmac::Mac;
+    use axum::http::HeaderMap;
+
+    fn parse(body: &str) -> Result<Read, Error> {
+        Ok(Flux.read(&Request::new(&HeaderMap::new(), body.as_bytes()), &Settings::default())?.read)
+    }
 
     const SHA: &str = "c0ffee1234567890abcdef1234567890abcdef12";
 
@@ -233,32 +266,34 @@ mod tests {
     fn signatures_of_every_documented_hash() {
         let secret = SecretString::from("tok");
         let body = b"{}";
+        let verify = |h: &HeaderMap, body: &[u8]| Flux.verify(&Request::new(h, body), &secret);
         let mut h = HeaderMap::new();
-        assert!(Flux.verify(&h, body, &secret).is_err());
-        let mut m = <Hmac<Sha512> as Mac>::new_from_slice(b"tok").unwrap();
-        m.update(body);
-        h.insert("x-signature", format!("sha512={}", hex::encode(m.finalize().into_bytes())).parse().unwrap());
-        assert!(Flux.verify(&h, body, &secret).is_ok());
-        assert!(Flux.verify(&h, b"{ }", &secret).is_err());
+        assert!(verify(&h, body).is_err());
+        h.insert("x-signature", format!("sha512={}", hex::encode(hmac_of::<Hmac<Sha512>>("tok", body))).parse().unwrap());
+        assert!(verify(&h, body).is_ok());
+        assert!(verify(&h, b"{ }").is_err());
+        let (k, v) = Flux.sign(body, "tok").remove(0);
+        h.insert(k, v.parse().unwrap());
+        assert!(verify(&h, body).is_ok(), "its own signer, sha256");
         h.insert("x-signature", "md5=00".parse().unwrap());
-        assert!(Flux.verify(&h, body, &secret).is_err());
+        assert!(verify(&h, body).is_err());
     }
 
     #[test]
     fn reasons_and_metadata() {
         let ev = |reason: &str, meta: &str| format!(r#"{{"involvedObject":{{"kind":"Kustomization","name":"apps","namespace":"flux-system"}},"reason":"{reason}","metadata":{meta}}}"#);
         let m = format!(r#"{{"revision":"main@sha1:{SHA}"}}"#);
-        let SourceOutput::Event(d) = Flux.parse(&HeaderMap::new(), ev("Progressing", &m).as_bytes()).unwrap() else { panic!() };
+        let Read::Draft(d, _) = parse(&ev("Progressing", &m)).unwrap() else { panic!() };
         assert_eq!((d.status, d.environment.as_deref(), d.git_ref.as_deref()), (Some(Status::Running), Some("apps"), Some("main")));
         let m2 = format!(r#"{{"kustomize.toolkit.fluxcd.io/revision":"main@sha1:{SHA}","environment":"production"}}"#);
-        let SourceOutput::Event(d) = Flux.parse(&HeaderMap::new(), ev("HealthCheckFailed", &m2).as_bytes()).unwrap() else { panic!() };
+        let Read::Draft(d, _) = parse(&ev("HealthCheckFailed", &m2)).unwrap() else { panic!() };
         assert_eq!((d.status, d.environment.as_deref(), d.sha.as_deref()), (Some(Status::Failed), Some("production"), Some(SHA)));
-        assert!(matches!(Flux.parse(&HeaderMap::new(), ev("DependencyNotReady", &m).as_bytes()).unwrap(), SourceOutput::Ignored(_)));
-        let err = Flux.parse(&HeaderMap::new(), ev("UpgradeSucceeded", r#"{"revision":"1.2.3"}"#).as_bytes()).unwrap_err();
+        assert!(matches!(parse(&ev("DependencyNotReady", &m)).unwrap(), Read::Ignored(_)));
+        let err = parse(&ev("UpgradeSucceeded", r#"{"revision":"1.2.3"}"#)).err().unwrap();
         assert!(err.to_string().contains("event.toolkit.fluxcd.io/commit"), "{err}");
         assert!(!err.to_string().contains("sha="), "{err}");
         let origin = format!(r#"{{"revision":"1.2.3","originRevision":"main@sha1:{SHA}"}}"#);
-        let SourceOutput::Event(d) = Flux.parse(&HeaderMap::new(), ev("UpgradeSucceeded", &origin).as_bytes()).unwrap() else { panic!() };
+        let Read::Draft(d, _) = parse(&ev("UpgradeSucceeded", &origin)).unwrap() else { panic!() };
         assert_eq!(d.sha.as_deref(), Some(SHA));
     }
 }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use crate::event::DeploymentEvent;
-use crate::model::{Status, Tier};
+use crate::event::Event;
+use crate::model::format_time;
 
 /// How long two copies of one delivery count as one (SQS FIFO's deduplication interval).
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
@@ -33,37 +33,17 @@ impl<E: Into<redb::Error>> From<E> for SpoolError {
     }
 }
 
-/// A spooled event: the normalized event as the pipeline built it at receipt, when it was
-/// received, why it was spooled, and the keys that order and deduplicate it.
+/// A spooled event: the normalized [`Event`] itself, as the pipeline built it at receipt (its
+/// serialization is the spool's format: a new field of the event needs nothing here), when it
+/// was received, why it was spooled, and the keys that order and deduplicate it. Versioned: an
+/// entry an older bridge wrote (`v: 1`, the event's fields flat) still drains.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Spooled {
-    /// Format version.
+    /// Format version ([`Spooled::VERSION`]).
     pub v: u32,
-    pub source: String,
+    /// The route the call came on (none: an unbound hook).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
-    pub project: String,
-    pub environment: String,
-    pub sha: String,
-    #[serde(rename = "ref")]
-    pub git_ref: String,
-    pub ref_source: String,
-    pub tag: bool,
-    pub status: Status,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tier: Option<Tier>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha_hint: Option<String>,
-    /// `sha` is an abbreviation GitLab expands on delivery.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub short_sha: bool,
-    /// The tool's own time of the event, kept for the lifecycle's ordering rules.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub occurred_at: Option<OffsetDateTime>,
     /// When the bridge received and verified it (freshness was judged then).
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
@@ -73,65 +53,146 @@ pub struct Spooled {
     pub group: String,
     /// One delivery, whatever the number of copies the tool sent.
     pub dedup: String,
+    pub event: Event,
 }
 
 impl Spooled {
-    /// `delivery`: what identifies the delivery (the tool's delivery id, or its body's hash).
+    /// The format this build writes.
+    pub const VERSION: u32 = 2;
+
+    /// `delivery`: what identifies the delivery (the tool's delivery key, or its body's hash).
     pub fn new(
-        ev: &DeploymentEvent,
+        ev: &Event,
         route: Option<&str>,
         delivery: &str,
         received_at: OffsetDateTime,
         reason: String,
     ) -> Spooled {
-        let group = hash(&[&ev.project.to_ascii_lowercase(), &ev.environment])[..40].to_string();
-        let dedup = hash(&[ev.source, route.unwrap_or(""), &ev.project, &ev.environment, delivery]);
+        let (project, environment) = (ev.project.as_str(), ev.environment.as_str());
+        let group = hash(&[&project.to_ascii_lowercase(), environment])[..40].to_string();
+        let dedup = hash(&[&ev.source, route.unwrap_or(""), project, environment, delivery]);
         Spooled {
-            v: 1,
-            source: ev.source.to_string(),
+            v: Self::VERSION,
             route: route.map(str::to_string),
-            project: ev.project.clone(),
-            environment: ev.environment.clone(),
-            sha: ev.sha.clone(),
-            git_ref: ev.git_ref.clone(),
-            ref_source: ev.ref_source.to_string(),
-            tag: ev.tag,
-            status: ev.status,
-            tier: ev.tier,
-            external_url: ev.external_url.clone(),
-            delivery_id: ev.delivery_id.clone(),
-            sha_hint: ev.sha_hint.clone(),
-            short_sha: ev.short_sha,
-            occurred_at: ev.occurred_at,
             received_at,
             reason,
             group,
             dedup,
+            event: ev.clone(),
         }
     }
 
-    /// The event to apply. `None` for a source this build does not know (a spool written by
-    /// another version).
-    pub fn event(&self) -> Option<DeploymentEvent> {
-        let source = crate::sources::find(&self.source)?.name();
-        Some(DeploymentEvent {
-            source,
-            project: self.project.clone(),
-            environment: self.environment.clone(),
-            sha: self.sha.clone(),
-            git_ref: self.git_ref.clone(),
-            ref_source: crate::event::ref_source_name(&self.ref_source),
-            tag: self.tag,
-            status: self.status,
-            tier: self.tier,
-            external_url: self.external_url.clone(),
-            delivery_id: self.delivery_id.clone(),
-            sha_hint: self.sha_hint.clone(),
-            occurred_at: self.occurred_at,
-            ordered: true,
-            short_sha: self.short_sha,
-            environment_by_bridge: false,
+    /// Reads an entry of any version this build knows.
+    pub fn decode(value: serde_json::Value) -> Result<Spooled, String> {
+        match value.get("v").and_then(serde_json::Value::as_u64) {
+            Some(1) => serde_json::from_value::<v1::Spooled>(value).map_err(|e| e.to_string())?.upgrade(),
+            Some(2) => serde_json::from_value(value).map_err(|e| e.to_string()),
+            Some(v) => Err(format!(
+                "it was written by a newer bridge (format {v}; this one reads up to {}): replay it with that version",
+                Self::VERSION
+            )),
+            None => Err("it has no format version (`v`)".into()),
+        }
+    }
+
+    /// [`Self::decode`] from JSON text (an SQS message body).
+    pub fn decode_str(text: &str) -> Result<Spooled, String> {
+        Self::decode(serde_json::from_str(text).map_err(|e| e.to_string())?)
+    }
+
+    /// The event to apply: delivered in its group's order, so judged by the tool's times only.
+    pub fn event(&self) -> Event {
+        Event { ordered: true, ..self.event.clone() }
+    }
+
+    /// What an operator needs to recognise it (`spool list`).
+    pub fn summary(&self) -> serde_json::Value {
+        let ev = &self.event;
+        serde_json::json!({
+            "source": ev.source,
+            "route": self.route,
+            "project": ev.project,
+            "environment": ev.environment,
+            "sha": ev.sha(),
+            "status": ev.verb(),
+            "occurred_at": ev.occurred_at.map(format_time),
+            "received_at": format_time(self.received_at),
+            "spooled_because": self.reason,
         })
+    }
+}
+
+/// The first format (issue 11): the event's fields flat beside the spool's.
+mod v1 {
+    use serde::Deserialize;
+    use time::OffsetDateTime;
+
+    use crate::event::{Change, CommitSha, Deploy, EnvironmentName, Event, ProjectRef, RefSource};
+    use crate::model::{Status, Tier};
+
+    #[derive(Deserialize)]
+    pub struct Spooled {
+        source: String,
+        route: Option<String>,
+        project: String,
+        environment: String,
+        sha: String,
+        #[serde(rename = "ref")]
+        git_ref: String,
+        ref_source: String,
+        tag: bool,
+        status: Status,
+        #[serde(default)]
+        tier: Option<Tier>,
+        #[serde(default)]
+        external_url: Option<String>,
+        #[serde(default)]
+        delivery_id: Option<String>,
+        #[serde(default)]
+        sha_hint: Option<String>,
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        occurred_at: Option<OffsetDateTime>,
+        #[serde(with = "time::serde::rfc3339")]
+        received_at: OffsetDateTime,
+        reason: String,
+        group: String,
+        dedup: String,
+    }
+
+    impl Spooled {
+        pub fn upgrade(self) -> Result<super::Spooled, String> {
+            let ref_source: RefSource =
+                serde_json::from_value(serde_json::Value::String(self.ref_source)).unwrap_or(RefSource::Default);
+            let event = Event {
+                source: self.source,
+                project: ProjectRef::parse(&self.project).map_err(|e| e.to_string())?,
+                environment: EnvironmentName::parse(&self.environment).map_err(|e| e.to_string())?,
+                environment_by_bridge: false,
+                change: Change::Deployment(Deploy {
+                    sha: CommitSha::full_or_abbreviated(&self.sha)
+                        .ok_or_else(|| format!("{:?} is not a commit sha", self.sha))?,
+                    git_ref: self.git_ref,
+                    ref_source,
+                    tag: self.tag,
+                    status: self.status,
+                    tier: self.tier,
+                    external_url: self.external_url,
+                    sha_hint: self.sha_hint,
+                }),
+                delivery_id: self.delivery_id,
+                occurred_at: self.occurred_at,
+                ordered: false,
+            };
+            Ok(super::Spooled {
+                v: super::Spooled::VERSION,
+                route: self.route,
+                received_at: self.received_at,
+                reason: self.reason,
+                group: self.group,
+                dedup: self.dedup,
+                event,
+            })
+        }
     }
 }
 
@@ -223,6 +284,43 @@ pub fn backoff(attempts: u32, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An entry exactly as the bridge before issue 20 wrote it (`v: 1`): it still drains.
+    const V1: &str = r#"{"v":1,"source":"heroku","route":"heroku","project":"group/app","environment":"example-api",
+        "sha":"c0ffee12","ref":"main","ref_source":"environment config","tag":false,"status":"success","tier":"production",
+        "delivery_id":"d-1","short_sha":true,"occurred_at":"2026-10-02T08:02:05Z","received_at":"2026-10-02T08:02:06Z",
+        "reason":"GitLab is unavailable: cannot connect","group":"0123456789012345678901234567890123456789","dedup":"ab"}"#;
+
+    #[test]
+    fn an_entry_of_the_first_format_still_drains_as_the_same_event() {
+        let item = Spooled::decode_str(V1).unwrap();
+        let ev = item.event();
+        let d = ev.deploy().unwrap();
+        assert_eq!(
+            (ev.source.as_str(), ev.project.as_str(), ev.environment.as_str()),
+            ("heroku", "group/app", "example-api")
+        );
+        assert_eq!(
+            (d.sha.as_str(), d.sha.is_abbreviated(), d.status),
+            ("c0ffee12", true, crate::model::Status::Success)
+        );
+        assert_eq!(
+            (d.ref_source, d.tier),
+            (crate::event::RefSource::EnvironmentConfig, Some(crate::model::Tier::Production))
+        );
+        assert!(ev.ordered, "a spooled event is judged by tool times only");
+        assert_eq!((item.v, item.group.len(), item.route.as_deref()), (Spooled::VERSION, 40, Some("heroku")));
+        // Written again, it is the current format, and reads back the same.
+        let again = Spooled::decode(serde_json::to_value(&item).unwrap()).unwrap();
+        assert_eq!(again, item);
+    }
+
+    #[test]
+    fn an_entry_of_an_unknown_format_says_so() {
+        let newer = Spooled::decode(serde_json::json!({"v": 9})).unwrap_err();
+        assert!(newer.contains("newer bridge"), "{newer}");
+        assert!(Spooled::decode(serde_json::json!({"event": {}})).unwrap_err().contains("version"));
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

@@ -3,7 +3,8 @@
 //! bridge does about each.
 
 use crate::support::*;
-use gitlab_deploy_bridge::config::{Config, EnvironmentSettings};
+use gitlab_deploy_bridge::config::Config;
+use gitlab_deploy_bridge::event::EnvironmentSettings;
 use gitlab_deploy_bridge::model::Tier;
 use serde_json::{Value, json};
 
@@ -80,7 +81,9 @@ async fn a_production_looking_name_guessed_otherwise_is_warned_about_and_fixed_b
 #[tokio::test]
 async fn a_configured_tier_corrects_an_existing_environment_once_per_container() {
     let (gitlab, bridge) = setup_with(|c| {
-        c.environments.insert("eu-west-1".into(), EnvironmentSettings { tier: Some(Tier::Production), git_ref: None });
+        c.events
+            .environments
+            .insert("eu-west-1".into(), EnvironmentSettings { tier: Some(Tier::Production), git_ref: None });
     })
     .await;
     gitlab.seed_environment("42", "eu-west-1", None);
@@ -117,7 +120,9 @@ async fn external_url_is_set_and_only_changed_when_it_changes() {
 #[tokio::test]
 async fn the_ref_is_the_branch_merge_requests_target() {
     let (gitlab, bridge) = setup_with(|c| {
-        c.environments.insert("configured".into(), EnvironmentSettings { tier: None, git_ref: Some("release".into()) });
+        c.events
+            .environments
+            .insert("configured".into(), EnvironmentSettings { tier: None, git_ref: Some("release".into()) });
     })
     .await;
     let body =
@@ -198,8 +203,8 @@ async fn a_gitops_revision_unknown_to_the_project_is_explained() {
 #[tokio::test]
 async fn the_application_commit_from_a_field_an_annotation_or_an_image_tag() {
     let (gitlab, bridge) = setup_with(|c| {
-        c.argocd_sha_annotation = Some("example.com/app-commit".into());
-        c.argocd_image = Some("registry.example.com/shop".into());
+        c.tools.set("ARGOCD_SHA_ANNOTATION", "example.com/app-commit").unwrap();
+        c.tools.set("ARGOCD_IMAGE", "registry.example.com/shop").unwrap();
     })
     .await;
     let gitops = "9".repeat(40);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 #[tokio::test]
 async fn every_event_file_runs_through_the_router_in_dry_run() {
     capture_logs();
-    let secrets = StaticSecrets::from_env_vars(demo_env());
+    let secrets = StaticSecrets::from_env_vars(demo_env(), &[]);
     let mut cfg = config("http://127.0.0.1:9");
     cfg.dry_run = true;
     let secrets: Arc<StaticSecrets> = Arc::new(secrets);
@@ -28,7 +28,7 @@ async fn every_event_file_runs_through_the_router_in_dry_run() {
     for tool in ["generic", "argocd", "heroku", "flux", "vercel", "netlify"] {
         let mut statuses = std::collections::HashSet::new();
         for f in files.iter().filter(|f| f.file_name().unwrap().to_string_lossy().starts_with(tool)) {
-            let answer = app::invoke(fresh(), std::slice::from_ref(f)).await.unwrap();
+            let answer = gitlab_deploy_bridge::cli::invoke::invoke(fresh(), std::slice::from_ref(f)).await.unwrap();
             assert!(answer, "{} was not answered with success", f.display());
             let text = std::fs::read_to_string(f).unwrap();
             let req = lambda_http::request::from_str(&text).unwrap();
@@ -53,5 +53,8 @@ async fn every_event_file_runs_through_the_router_in_dry_run() {
         assert!(lambda_http::request::from_str(&text).is_ok(), "{} is not a function URL event", file.display());
     }
     // The same code path as `gitlab-deploy-bridge invoke`: every file is authenticated and planned.
-    assert!(app::invoke(fresh(), &files).await.unwrap(), "an event file was not answered with success");
+    assert!(
+        gitlab_deploy_bridge::cli::invoke::invoke(fresh(), &files).await.unwrap(),
+        "an event file was not answered with success"
+    );
 }

@@ -80,7 +80,7 @@ async fn payload_values_stay_inside_their_heroku_api_path_segment() {
     let gitlab = GitLabStub::start(&token).await;
     gitlab.add_commit(SHA_B);
     let mut cfg = config(&gitlab.url);
-    cfg.heroku_api_url = heroku_url;
+    cfg.tools.set("HEROKU_API_URL", &heroku_url).unwrap();
     let bridge = Bridge::start(cfg, static_secrets_with(&token, &[("heroku_api_token", "heroku-api-token")])).await;
     let body = release("a/../../users/me#");
     let (s, r) = bridge
@@ -103,7 +103,7 @@ async fn payload_values_stay_inside_their_heroku_api_path_segment() {
 async fn a_dry_run_does_not_call_the_heroku_api() {
     let (heroku_url, seen) = heroku_api().await;
     let mut cfg = config("http://127.0.0.1:9");
-    cfg.heroku_api_url = heroku_url;
+    cfg.tools.set("HEROKU_API_URL", &heroku_url).unwrap();
     cfg.dry_run = true;
     let bridge = Bridge::start(cfg, static_secrets_with("t", &[("heroku_api_token", "heroku-api-token")])).await;
     let body = release("3c4d");
@@ -260,7 +260,7 @@ async fn an_unauthenticated_body_is_never_waited_for() {
 async fn a_body_that_does_not_arrive_is_cut_off() {
     let gitlab = GitLabStub::start("t").await;
     let mut cfg = config(&gitlab.url);
-    cfg.body_timeout = std::time::Duration::from_secs(1);
+    cfg.deadlines.body = std::time::Duration::from_secs(1);
     let bridge = Bridge::start(cfg, static_secrets("t")).await;
     let head = format!(
         "POST /hooks/generic?project=42 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {GENERIC_SECRET}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"

@@ -147,7 +147,7 @@ async fn with_an_api_token_the_slug_commit_ties_any_release() {
     let gitlab = GitLabStub::start(&token).await;
     gitlab.add_commit(SHA_B);
     let mut cfg = config(&gitlab.url);
-    cfg.heroku_api_url = heroku_url;
+    cfg.tools.set("HEROKU_API_URL", &heroku_url).unwrap();
     let bridge = Bridge::start(cfg, static_secrets_with(&token, &[("heroku_api_token", "heroku-api-token")])).await;
     let (s, r) = send(&bridge, &release("succeeded", "Rollback to v16")).await;
     assert_eq!((s, r["action"].as_str()), (200, Some("created")), "{r}");

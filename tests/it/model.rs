@@ -147,7 +147,7 @@ fn spooled_world() -> &'static World {
             let gitlab = GitLabStub::start(&token).await;
             gitlab.add_commits(SHAS.iter().map(|s| s.to_string()));
             let mut config = model_config(&gitlab);
-            config.max_attempts = 2;
+            config.gitlab.max_attempts = 2;
             config.spool.after = Duration::from_secs(1);
             config.spool.retry_max = Duration::from_millis(1500);
             let dir = std::env::temp_dir().join(format!("bridge-model-spool-{}", fastrand_token()));

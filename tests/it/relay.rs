@@ -302,7 +302,7 @@ async fn a_429_longer_than_the_deadline_is_503_with_retry_after() {
     let gitlab = GitLabStub::start(&token).await;
     gitlab.add_commit(SHA_A);
     let mut cfg = config(&gitlab.url);
-    cfg.local_deadline = Duration::from_secs(2);
+    cfg.deadlines.local = Duration::from_secs(2);
     let bridge = Bridge::start(cfg, static_secrets(&token)).await;
     gitlab.push_fault(Fault::RateLimited { retry_after_secs: 60 });
     let resp = bridge
@@ -324,8 +324,8 @@ async fn a_429_longer_than_the_deadline_is_503_with_retry_after() {
 async fn gitlab_down_is_5xx_within_the_deadline() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut cfg = config(&format!("http://127.0.0.1:{port}"));
-    cfg.local_deadline = Duration::from_secs(3);
-    cfg.max_attempts = 100;
+    cfg.deadlines.local = Duration::from_secs(3);
+    cfg.gitlab.max_attempts = 100;
     let bridge = Bridge::start(cfg, static_secrets("t")).await;
     let started = Instant::now();
     let (s, r) = bridge.generic("production", SHA_A, "running").await;

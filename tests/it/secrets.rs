@@ -135,7 +135,7 @@ async fn a_hanging_secrets_manager_is_answered_within_each_requests_deadline() {
     let gitlab = GitLabStub::start("t").await;
     let provider = SecretsManager::new(moto::client(&endpoint), "bridge/secret", Duration::from_secs(300));
     let mut cfg = config(&gitlab.url);
-    cfg.local_deadline = Duration::from_secs(2);
+    cfg.deadlines.local = Duration::from_secs(2);
     let bridge = Arc::new(Bridge::start(cfg, Arc::new(provider)).await);
     let calls = (0..8).map(|i| {
         let bridge = bridge.clone();

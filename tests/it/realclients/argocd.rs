@@ -1,4 +1,4 @@
-//! Argo CD: the README's `argocd-notifications-cm`, copied out of README.md exactly as a user
+//! Argo CD: the docs' `argocd-notifications-cm`, copied out of docs/tools/argocd.md exactly as a user
 //! copies it (only the URL is theirs), rendered and triggered by `tests/realclients/argocd`
 //! against histories of real-shaped Application objects (`tests/realclients/argocd/histories`),
 //! sent over HTTP to the bridge, and checked in the GitLab stand-in.
@@ -7,11 +7,11 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::ffi::OsStr;
 
-use super::{go_tool, manifest_dir, readme_yaml, run_tool, scratch};
+use super::{docs_yaml, go_tool, manifest_dir, run_tool, scratch};
 use crate::support::{ARGOCD_SECRET, Bridge, GENERIC_SECRET, GitLabStub, SHA_A};
 
 const SHA_B: &str = "3c7e1f0a9d2b4e6f8a1c3e5d7b9f0a2c4e6d8b1f";
-const README_URL: &str = "url: https://<url-id>.lambda-url.<region>.on.aws";
+const DOCS_URL: &str = "url: https://<url-id>.lambda-url.<region>.on.aws";
 
 fn history(name: &str) -> Value {
     let path = manifest_dir().join("tests/realclients/argocd/histories").join(name);
@@ -52,11 +52,11 @@ async fn notify(cm: &str, history: &Value) -> Option<Vec<Value>> {
     Some(records)
 }
 
-/// The README's ConfigMap pointed at `bridge`; nothing else changed.
+/// The docs' ConfigMap pointed at `bridge`; nothing else changed.
 fn readme_cm_for(bridge: &Bridge) -> String {
-    let cm = readme_yaml("name: argocd-notifications-cm");
-    assert!(cm.contains(README_URL), "the README's service URL placeholder changed; update this test");
-    cm.replace(README_URL, &format!("url: {}", bridge.url))
+    let cm = docs_yaml("argocd", "name: argocd-notifications-cm");
+    assert!(cm.contains(DOCS_URL), "the docs' service URL placeholder changed; update this test");
+    cm.replace(DOCS_URL, &format!("url: {}", bridge.url))
 }
 
 fn steps_of(records: &[Value], trigger: &str) -> Vec<u64> {
@@ -348,7 +348,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: generated_cases(), max_shrink_iters: 200, ..ProptestConfig::default() })]
 
     /// Random sequences of syncs — rollbacks, re-syncs, failures, terminations, health left over
-    /// from the sync before, degradations — through the README's ConfigMap and Argo CD's engine.
+    /// from the sync before, degradations — through the docs' ConfigMap and Argo CD's engine.
     /// After each history: every notification was accepted; no deployment is left running; each
     /// deployment went `running` → final or was created final; no sync made two deployments; what
     /// runs in GitLab is the sha that last synced successfully; and a sync that ended badly last

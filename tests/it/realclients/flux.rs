@@ -1,28 +1,28 @@
 //! Flux: events as kustomize-controller and helm-controller record them, carried through
 //! notification-controller's metadata rewrite and generic-hmac forwarder by
 //! `tests/realclients/flux` (Go `encoding/json` + `crypto/hmac`), with every revision format
-//! source-controller writes. The Secret, Provider and Alert are the README's, copied out of
-//! README.md (only the URL and the token are the test's).
+//! source-controller writes. The Secret, Provider and Alert are the docs', copied out of
+//! docs/tools/flux.md (only the URL and the token are the test's).
 
 use serde_json::{Value, json};
 use std::ffi::OsStr;
 
-use super::{go_tool, readme_yaml, run_tool, scratch};
+use super::{docs_yaml, go_tool, run_tool, scratch};
 use crate::support::{Bridge, FLUX_SECRET, GitLabStub, SHA_A, SHA_B};
 
 const DIGEST: &str = "sha256:5b1a0b1d0c2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e";
 
-const README_ADDRESS: &str = "https://<url-id>.lambda-url.<region>.on.aws/hooks/flux/my-app-flux";
+const DOCS_ADDRESS: &str = "https://<url-id>.lambda-url.<region>.on.aws/hooks/flux/my-app-flux";
 
-/// The README's Flux manifests (the fenced YAML block with the generic-hmac Provider), pointed at
+/// The docs' Flux manifests (the fenced YAML block with the generic-hmac Provider), pointed at
 /// `bridge` and carrying the test's token.
 fn readme_manifests(bridge: &Bridge) -> String {
-    let block = readme_yaml("type: generic-hmac");
-    for placeholder in [README_ADDRESS, "token: <route_my_app_flux_secret>"] {
-        assert!(block.contains(placeholder), "the README's Flux manifests changed: {placeholder}");
+    let block = docs_yaml("flux", "type: generic-hmac");
+    for placeholder in [DOCS_ADDRESS, "token: <route_my_app_flux_secret>"] {
+        assert!(block.contains(placeholder), "the docs' Flux manifests changed: {placeholder}");
     }
     block
-        .replace(README_ADDRESS, &format!("{}/hooks/flux/my-app-flux", bridge.url))
+        .replace(DOCS_ADDRESS, &format!("{}/hooks/flux/my-app-flux", bridge.url))
         .replace("<route_my_app_flux_secret>", FLUX_SECRET)
 }
 
@@ -216,7 +216,7 @@ async fn a_full_reference_name_is_deployed_on_its_branch() {
     assert_eq!(production(&gitlab), vec![(SHA_A.into(), "main".into(), "success".into(), false)]);
 }
 
-/// The README's Alert lists its sources: an event of another Kustomization never reaches the
+/// The docs' Alert lists its sources: an event of another Kustomization never reaches the
 /// bridge, and so never reaches GitLab.
 #[tokio::test]
 async fn only_the_alerts_sources_reach_the_bridge() {

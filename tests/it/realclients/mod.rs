@@ -59,13 +59,15 @@ pub async fn readme_routed_setup() -> (crate::support::GitLabStub, crate::suppor
     (gitlab, bridge)
 }
 
-/// The fenced YAML block of README.md that contains `marker`, as a user copies it.
-pub fn readme_yaml(marker: &str) -> String {
-    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
-    let mut blocks = readme.split("```yaml\n").skip(1).map(|b| b.split("\n```").next().unwrap_or(""));
+/// The fenced YAML block of a tool's docs page (`docs/tools/<tool>.md`) that contains `marker`,
+/// as a user copies it.
+pub fn docs_yaml(tool: &str, marker: &str) -> String {
+    let page = format!("docs/tools/{tool}.md");
+    let text = std::fs::read_to_string(manifest_dir().join(&page)).unwrap();
+    let mut blocks = text.split("```yaml\n").skip(1).map(|b| b.split("\n```").next().unwrap_or(""));
     blocks
         .find(|b| b.contains(marker))
-        .unwrap_or_else(|| panic!("README.md has no ```yaml block with {marker:?}"))
+        .unwrap_or_else(|| panic!("{page} has no ```yaml block with {marker:?}"))
         .to_string()
 }
 

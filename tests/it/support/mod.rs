@@ -7,7 +7,7 @@ pub mod runtime;
 pub mod sign;
 
 use gitlab_deploy_bridge::app;
-use gitlab_deploy_bridge::config::Config;
+use gitlab_deploy_bridge::config::{Config, Deadlines, GitLabSettings};
 use gitlab_deploy_bridge::secrets::{SecretProvider, StaticSecrets};
 use gitlab_deploy_bridge::spool::Spool;
 use gitlab_deploy_bridge::spool::local::LocalSpool;
@@ -49,13 +49,9 @@ pub fn capture_logs() {
     LOGS.get_or_init(|| {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let writer = Capture(buf.clone());
+        // The bridge's own JSON lines: a webhook's span fields flat in its line, as in Lambda.
         let filter = tracing_subscriber::EnvFilter::new("debug,hyper=info,h2=info");
-        let _ = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_env_filter(filter)
-            .with_writer(move || writer.clone())
-            .try_init();
+        let _ = gitlab_deploy_bridge::telemetry::json_subscriber(filter, move || writer.clone(), true).try_init();
         buf
     });
 }
@@ -68,10 +64,13 @@ pub fn logs() -> String {
 /// A configuration pointing at `gitlab_url`, with short retry steps so tests run fast.
 pub fn config(gitlab_url: &str) -> Config {
     Config {
-        gitlab_url: gitlab_url.to_string(),
-        retry_base: Duration::from_millis(20),
-        retry_max: Duration::from_millis(200),
-        local_deadline: Duration::from_secs(10),
+        gitlab: GitLabSettings {
+            base_url: gitlab_url.to_string(),
+            retry_base: Duration::from_millis(20),
+            retry_max: Duration::from_millis(200),
+            ..GitLabSettings::default()
+        },
+        deadlines: Deadlines { local: Duration::from_secs(10), ..Deadlines::default() },
         // The payloads of most tests carry fixed times from 2026-10 and are sent again on purpose
         // (duplicates, redeliveries): the replay defence is tested on its own (hardening.rs).
         replay_windows: [("*".to_string(), 0)].into_iter().collect(),
@@ -131,7 +130,7 @@ impl Bridge {
         capture_logs();
         let local = Arc::new(LocalSpool::open(dir).expect("spool opens"));
         let wake = Arc::new(tokio::sync::Notify::new());
-        let http = gitlab_deploy_bridge::transport::http_client(config.connect_timeout).expect("HTTP client");
+        let http = gitlab_deploy_bridge::transport::http_client(config.gitlab.connect_timeout).expect("HTTP client");
         let built = app::assemble(config, secrets, Some(Spool::Local(local.clone(), wake.clone())), http)
             .expect("router builds");
         tokio::spawn(gitlab_deploy_bridge::drain::run_local(

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::gitlab::{CallCtx, GitLabClient, GitLabError};
+use crate::gitlab::http::HttpGitLab;
+use crate::gitlab::{CallCtx, GitLab, GitLabError};
 use crate::secrets::{SecretBundle, SecretProvider};
+use crate::sources;
 
 /// GitLab's Developer role: what creating deployments needs.
 const DEVELOPER: u64 = 30;
@@ -54,7 +56,7 @@ impl Line {
 pub async fn run(
     config: &Config,
     secrets: Arc<dyn SecretProvider>,
-    gitlab: &GitLabClient,
+    gitlab: &HttpGitLab,
     projects: &[String],
 ) -> Vec<Line> {
     let mut out = Vec::new();
@@ -116,8 +118,10 @@ fn secret_shape(config: &Config, bundle: &SecretBundle, out: &mut Vec<Line>) {
             bundle.gitlab_token().err().map(|e| e.to_string()).unwrap_or_default(),
         )),
     }
-    let mut known: BTreeSet<String> =
-        [crate::secrets::GITLAB_TOKEN_KEY.to_string(), "heroku_api_token".to_string()].into();
+    // Every key something reads: the token, the routes', the tools' (their webhook secrets and
+    // the keys their specs declare).
+    let mut known: BTreeSet<String> = [crate::secrets::GITLAB_TOKEN_KEY.to_string()].into();
+    known.extend(sources::declared_secret_keys().into_iter().map(str::to_string));
     for (name, route) in config.routes.iter() {
         let key = crate::routes::secret_key(name);
         if keys.contains(key.as_str()) {
@@ -136,8 +140,8 @@ fn secret_shape(config: &Config, bundle: &SecretBundle, out: &mut Vec<Line>) {
         known.insert(key);
     }
     let mut unbound = Vec::new();
-    for source in crate::sources::ALL.iter().map(|s| s.name()) {
-        let key = crate::secrets::webhook_secret_key(source);
+    for source in sources::ALL.iter().map(|s| s.name()) {
+        let key = sources::webhook_secret_key(source);
         if keys.contains(key.as_str()) {
             unbound.push(source);
         }
@@ -168,15 +172,20 @@ fn secret_shape(config: &Config, bundle: &SecretBundle, out: &mut Vec<Line>) {
         out.push(Line::new(
             "secret keys",
             Verdict::Warning,
-            format!("{} is not read by the bridge (a typo? it reads gitlab_token, route_<route>_secret for the routes in ROUTES, <source>_webhook_secret for {}, heroku_api_token)", named(key), crate::sources::names()),
+            format!(
+                "{} is not read by the bridge (a typo? it reads gitlab_token, route_<route>_secret for the routes in ROUTES, <source>_webhook_secret for {}{})",
+                named(key),
+                sources::names(),
+                sources::declared_secret_keys().iter().map(|k| format!(", {k}")).collect::<String>()
+            ),
         ));
     }
 }
 
 /// The token: valid, with the `api` scope, not about to expire. `false` when GitLab cannot be
 /// used at all (the project checks would only repeat why).
-async fn token(config: &Config, gitlab: &GitLabClient, ctx: &CallCtx, out: &mut Vec<Line>) -> bool {
-    let at = &config.gitlab_url;
+async fn token(config: &Config, gitlab: &HttpGitLab, ctx: &CallCtx, out: &mut Vec<Line>) -> bool {
+    let at = &config.gitlab.base_url;
     match gitlab.get_api(ctx, "personal_access_tokens/self").await {
         Ok(t) => {
             let scopes: Vec<&str> =
@@ -255,7 +264,7 @@ fn expiry(expires_at: Option<&str>, out: &mut Vec<Line>) {
     }
 }
 
-async fn project_check(config: &Config, gitlab: &GitLabClient, ctx: &CallCtx, project: &str, out: &mut Vec<Line>) {
+async fn project_check(config: &Config, gitlab: &HttpGitLab, ctx: &CallCtx, project: &str, out: &mut Vec<Line>) {
     let check = format!("project {project}");
     let found = match gitlab.project(ctx, project).await {
         Ok(p) => p,
@@ -280,7 +289,7 @@ async fn project_check(config: &Config, gitlab: &GitLabClient, ctx: &CallCtx, pr
         None => out.push(Line::new(check.clone(), Verdict::Warning, format!("{path}: GitLab did not say the token's role; creating deployments needs Developer or higher"))),
     }
     let id = found["id"].as_u64().map(|i| i.to_string()).unwrap_or_else(|| project.to_string());
-    let mut names: Vec<(&String, &crate::config::EnvironmentSettings)> = config.environments.iter().collect();
+    let mut names: Vec<(&String, &crate::event::EnvironmentSettings)> = config.events.environments.iter().collect();
     names.sort_by_key(|(name, _)| *name);
     for (name, settings) in names {
         let check = format!("environment {path}:{name}");

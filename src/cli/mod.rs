@@ -1,7 +1,11 @@
-//! The operator's `gitlab-deploy-bridge spool list|replay|drop`: `serve`'s local spool
+//! The operator's commands: [`invoke`] (event files through the router), [`check`] (the
+//! configuration against the real GitLab), and `spool list|replay|drop` — `serve`'s local spool
 //! (`SPOOL_DIR`; it works beside a running `serve`), or, with `SPOOL_DLQ_URL` set, the dead
 //! letters of the Lambda spool (the stack's outputs `SpoolQueueUrl` and `SpoolDeadLetterQueueUrl`
-//! as `SPOOL_QUEUE_URL` and `SPOOL_DLQ_URL`). Every line printed is one JSON object.
+//! as `SPOOL_QUEUE_URL` and `SPOOL_DLQ_URL`). Every line the spool command prints is one JSON object.
+
+pub mod check;
+pub mod invoke;
 
 use serde_json::json;
 use std::process::ExitCode;
@@ -43,7 +47,7 @@ pub async fn check(
     as_json: bool,
 ) -> Result<ExitCode, BoxError> {
     let gitlab = app::gitlab_client(config, secrets.clone(), http);
-    let lines = crate::check::run(config, secrets, &gitlab, projects).await;
+    let lines = check::run(config, secrets, &gitlab, projects).await;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&lines)?);
     } else {
@@ -51,7 +55,7 @@ pub async fn check(
             println!("{}", line.text());
         }
     }
-    let failed = lines.iter().any(|l| l.verdict == crate::check::Verdict::Failed);
+    let failed = lines.iter().any(|l| l.verdict == check::Verdict::Failed);
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
@@ -149,13 +153,13 @@ async fn dead_letters(queue: &SqsSpool, action: SpoolAction) -> Result<ExitCode,
 }
 
 fn describe_dead(letter: &DeadLetter) -> serde_json::Value {
-    let item = serde_json::from_str::<Spooled>(&letter.body).ok();
+    let item = Spooled::decode_str(&letter.body).ok();
     json!({
         "id": letter.message_id,
         "state": "dead",
         "attempts": letter.attempts.as_deref().and_then(|a| a.parse::<u64>().ok()),
         "last_error": letter.reason,
         "dead_since": letter.sent_ms.and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()).map(crate::model::format_time),
-        "event": item.as_ref().map(drain::summary),
+        "event": item.as_ref().map(Spooled::summary),
     })
 }
