@@ -16,22 +16,9 @@ use std::sync::Mutex;
 use crate::gitlab::{CallCtx, EnvironmentChange, GitLab, GitLabError};
 use crate::model::Tier;
 
-/// The tier GitLab gives an environment it creates itself (`Environment#guess_tier`, current
-/// master: first match wins, case-insensitive, substrings).
+/// The tier GitLab gives an environment it creates itself ([`Tier::guess`]).
 pub fn guess_tier(name: &str) -> Tier {
-    let n = name.to_ascii_lowercase();
-    let has = |subs: &[&str]| subs.iter().any(|s| n.contains(s));
-    if has(&["dev", "review", "trunk"]) {
-        Tier::Development
-    } else if has(&["test", "tst", "int", "acpt", "accept", "qa", "qc", "control", "quality"]) {
-        Tier::Testing
-    } else if has(&["stg", "stag", "modl", "model", "pre", "demo", "non"]) {
-        Tier::Staging
-    } else if has(&["prd", "prod", "live"]) {
-        Tier::Production
-    } else {
-        Tier::Other
-    }
+    Tier::guess(name)
 }
 
 /// Whether a person would read the name as a production environment.

@@ -72,6 +72,24 @@ impl Tier {
     pub fn parse(s: &str) -> Option<Tier> {
         Tier::ALL.into_iter().find(|t| t.as_str() == s)
     }
+
+    /// The tier GitLab gives an environment it creates itself (`Environment#guess_tier`, current
+    /// master: first match wins, case-insensitive, substrings).
+    pub fn guess(name: &str) -> Tier {
+        let n = name.to_ascii_lowercase();
+        let has = |subs: &[&str]| subs.iter().any(|s| n.contains(s));
+        if has(&["dev", "review", "trunk"]) {
+            Tier::Development
+        } else if has(&["test", "tst", "int", "acpt", "accept", "qa", "qc", "control", "quality"]) {
+            Tier::Testing
+        } else if has(&["stg", "stag", "modl", "model", "pre", "demo", "non"]) {
+            Tier::Staging
+        } else if has(&["prd", "prod", "live"]) {
+            Tier::Production
+        } else {
+            Tier::Other
+        }
+    }
 }
 
 impl fmt::Display for Tier {

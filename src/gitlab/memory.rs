@@ -18,7 +18,6 @@ use std::sync::Mutex;
 use time::OffsetDateTime;
 
 use super::{CallCtx, EnvironmentChange, GitLab, GitLabError, NewDeployment, Recent, WarmUp, calls};
-use crate::environment::guess_tier;
 use crate::model::{BoxFuture, Deployment, Environment, EnvironmentRef, Status, Tier};
 
 /// Beyond this many planned deployments (a long-running dry-run server, a fuzzer) the memory
@@ -63,7 +62,7 @@ impl State {
         let environment = Environment {
             id: self.next_id,
             name: name.to_string(),
-            tier: Some(tier.unwrap_or_else(|| guess_tier(name)).as_str().to_string()),
+            tier: Some(tier.unwrap_or_else(|| Tier::guess(name)).as_str().to_string()),
             external_url: url.map(str::to_string),
         };
         self.environments.push(PlannedEnvironment { project: project.to_string(), environment: environment.clone() });

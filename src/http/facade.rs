@@ -107,7 +107,7 @@ async fn status_change(
             Ok(body) => set_status(pipeline, route, project, id, &parts, &body, &ctx).await,
             Err(e) => Err(e),
         };
-        log::finish(&result, &ctx, received, pipeline.dry_run());
+        log::finish(result.as_ref().map(|h| h.spooled), &ctx, received, pipeline.dry_run());
         result
     }
     .instrument(span)

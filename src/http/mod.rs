@@ -16,7 +16,7 @@ pub mod request;
 
 use axum::extract::Request;
 use axum::http::{Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -101,17 +101,6 @@ async fn no_route(method: Method, uri: Uri) -> Error {
 
 async fn method_not_allowed(method: Method) -> Error {
     Error::MethodNotAllowed(method.to_string())
-}
-
-/// The bridge's own answer: 200, or 202 when the event waits in the spool.
-fn bridge_answer(result: Result<crate::pipeline::Handled, Error>) -> Response {
-    match result {
-        Ok(handled) => {
-            let status = if handled.spooled { StatusCode::ACCEPTED } else { StatusCode::OK };
-            (status, Json(handled.answer)).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
 }
 
 #[cfg(test)]

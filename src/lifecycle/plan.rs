@@ -269,7 +269,11 @@ fn confirmed(ev: &Attempt, d: &Deployment, memory: Option<&Written>, otherwise: 
     let memory = match memory.filter(|w| w.describes(d)) {
         Some(w) => {
             let occurred_at = w.occurred_at.max(ev.occurred_at);
-            if occurred_at != w.occurred_at { Memory::Set(Box::new(Written { occurred_at, ..w.clone() })) } else { otherwise }
+            if occurred_at != w.occurred_at {
+                Memory::Set(Box::new(Written { occurred_at, ..w.clone() }))
+            } else {
+                otherwise
+            }
         }
         None if d.status() != Some(Status::Running)
             && ev.occurred_at.zip(d.changed_at()).is_some_and(|(at, changed)| at >= changed) =>

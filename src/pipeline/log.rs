@@ -6,7 +6,6 @@
 use std::time::Instant;
 use tracing::Span;
 
-use super::Handled;
 use crate::error::Error;
 use crate::event::Event;
 use crate::gitlab::CallCtx;
@@ -87,16 +86,17 @@ pub fn record_outcome(action: &str, deployment_id: Option<u64>, dry_run: bool) {
     }
 }
 
-/// The line that ends a webhook's span.
-pub fn finish(result: &Result<Handled, Error>, ctx: &CallCtx, received: Instant, dry_run: bool) {
+/// The line that ends a webhook's span; `result`: whether it was spooled (answered 202), or why
+/// it was refused.
+pub fn finish(result: Result<bool, &Error>, ctx: &CallCtx, received: Instant, dry_run: bool) {
     let latency_ms = received.elapsed().as_millis() as u64;
     let gitlab_calls = ctx.count();
     match result {
         Ok(_) if dry_run => {
             tracing::info!(http_status = 200u16, outcome = "ok", gitlab_calls, latency_ms, "webhook planned (dry run)")
         }
-        Ok(h) => {
-            let http_status: u16 = if h.spooled { 202 } else { 200 };
+        Ok(spooled) => {
+            let http_status: u16 = if spooled { 202 } else { 200 };
             tracing::info!(http_status, outcome = "ok", gitlab_calls, latency_ms, "webhook handled");
         }
         Err(e) => {

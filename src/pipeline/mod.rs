@@ -134,7 +134,7 @@ impl Pipeline {
             let ctx = CallCtx::new(deadline);
             let received = hook.received;
             let result = self.process(hook, &ctx).await;
-            log::finish(&result, &ctx, received, self.dry_run());
+            log::finish(result.as_ref().map(|h| h.spooled), &ctx, received, self.dry_run());
             result
         }
         .instrument(span)

@@ -19,7 +19,7 @@ const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
 /// `next_id` → the next id to give.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-use super::SpoolError;
+use super::item::{DEDUP_WINDOW, SpoolError};
 
 /// What [`LocalSpool::enqueue`] did.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,7 +88,7 @@ impl LocalSpool {
     }
 
     /// Adds an event at the end of its group, unless a copy of the same delivery was spooled
-    /// less than [`super::DEDUP_WINDOW`] ago. Durable when this returns `Ok`.
+    /// less than [`DEDUP_WINDOW`] ago. Durable when this returns `Ok`.
     pub fn enqueue(
         &self,
         group: &str,
@@ -106,8 +106,7 @@ impl LocalSpool {
                 None => None,
             };
             drop(entries);
-            if let Some(copy) =
-                copy.filter(|c| now_ms.saturating_sub(c.enqueued_ms) < super::DEDUP_WINDOW.as_millis() as u64)
+            if let Some(copy) = copy.filter(|c| now_ms.saturating_sub(c.enqueued_ms) < DEDUP_WINDOW.as_millis() as u64)
             {
                 Enqueued::Duplicate(copy.id)
             } else {
@@ -280,7 +279,7 @@ mod tests {
             Enqueued::Duplicate(1),
             "a tool's retry"
         );
-        let later = 10 + super::super::DEDUP_WINDOW.as_millis() as u64;
+        let later = 10 + super::DEDUP_WINDOW.as_millis() as u64;
         assert_eq!(
             s.enqueue("42/production", "d1", json!({"n": 1}), later).unwrap(),
             Enqueued::New(4),

@@ -8,7 +8,7 @@
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use std::time::Duration;
 
-use super::{Receipt, SpoolError, Spooled};
+use super::item::{Receipt, SpoolError, Spooled, now_ms};
 
 /// The message attribute holding why an event is a dead letter.
 pub const REASON: &str = "reason";
@@ -218,7 +218,7 @@ impl SqsSpool {
             .queue_url(&self.queue_url)
             .message_body(&letter.body)
             .message_group_id(group)
-            .message_deduplication_id(format!("replay-{}-{}", letter.message_id, super::now_ms()))
+            .message_deduplication_id(format!("replay-{}-{}", letter.message_id, now_ms()))
             .send()
             .await
             .map_err(|e| sqs_error("SendMessage", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
