@@ -161,6 +161,9 @@ impl Gate {
     pub fn read(&self, admitted: &Admitted, request: &Request<'_>) -> Result<Delivery, Error> {
         let source = admitted.source;
         let reading = source.read(request, self.tools.of(source.name()))?;
+        // Decoded once, whatever the tool (the compliance suite holds each source to it; every
+        // debug build — the end-to-end tests — checks it on every call).
+        debug_assert!(request.decodes() <= 1, "{} decoded the body {} times", source.name(), request.decodes());
         let replay = match (self.replays.admit(source.spec(), &reading), self.replay_policy) {
             (Ok(fresh), ReplayPolicy::Enforce) => Replayed::Fresh(Some(fresh)),
             (Ok(_), ReplayPolicy::Note) => Replayed::Fresh(None),

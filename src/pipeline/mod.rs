@@ -251,3 +251,6 @@ fn source_name(name: &str) -> String {
         None => admit::printable(name),
     }
 }
+
+#[cfg(test)]
+mod tests;
