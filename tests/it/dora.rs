@@ -231,7 +231,7 @@ async fn the_application_commit_from_a_field_an_annotation_or_an_image_tag() {
                       "reason": "ReconciliationSucceeded", "metadata": {"revision": format!("main@sha1:{gitops}"), "commit": SHA_B}})
     .to_string();
     let (s, r) = bridge
-        .post_with("/hooks/flux?project=42&environment=flux", &[("X-Signature", sign::flux(FLUX_SECRET, &flux))], &flux)
+        .post_with("/hooks/flux?project=42&environment=flux", &[("X-Signature", sign::signature("flux", FLUX_SECRET, &flux))], &flux)
         .await;
     assert_eq!((s, r["deployment"]["sha"].as_str()), (200, Some(SHA_B)), "{r}");
     let unmapped = json!({"involvedObject": {"kind": "Kustomization", "name": "shop"}, "reason": "Progressing",
@@ -240,7 +240,7 @@ async fn the_application_commit_from_a_field_an_annotation_or_an_image_tag() {
     let (s, r) = bridge
         .post_with(
             "/hooks/flux?project=42&environment=flux",
-            &[("X-Signature", sign::flux(FLUX_SECRET, &unmapped))],
+            &[("X-Signature", sign::signature("flux", FLUX_SECRET, &unmapped))],
             &unmapped,
         )
         .await;

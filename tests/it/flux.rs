@@ -18,7 +18,7 @@ fn rev(sha: &str) -> Value {
 }
 
 async fn send(bridge: &Bridge, body: &str) -> (u16, Value) {
-    bridge.post_with("/hooks/flux?project=42", &[("X-Signature", sign::flux(FLUX_SECRET, body))], body).await
+    bridge.post_with("/hooks/flux?project=42", &[("X-Signature", sign::signature("flux", FLUX_SECRET, body))], body).await
 }
 
 #[tokio::test]
@@ -60,7 +60,7 @@ async fn bad_signatures_and_missing_commits() {
         &gitlab,
         "/hooks/flux?project=42",
         "X-Signature",
-        sign::flux("wrong", &body),
+        sign::signature("flux", "wrong", &body),
         &body,
     )
     .await;

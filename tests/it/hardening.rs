@@ -86,7 +86,7 @@ async fn payload_values_stay_inside_their_heroku_api_path_segment() {
     let (s, r) = bridge
         .post_with(
             "/hooks/heroku?project=42&environment=production",
-            &[("Heroku-Webhook-Hmac-SHA256", sign::heroku(HEROKU_SECRET, &body))],
+            &[("Heroku-Webhook-Hmac-SHA256", sign::signature("heroku", HEROKU_SECRET, &body))],
             &body,
         )
         .await;
@@ -110,7 +110,7 @@ async fn a_dry_run_does_not_call_the_heroku_api() {
     let (s, r): (u16, Value) = bridge
         .post_with(
             "/hooks/heroku?project=42&environment=production",
-            &[("Heroku-Webhook-Hmac-SHA256", sign::heroku(HEROKU_SECRET, &body))],
+            &[("Heroku-Webhook-Hmac-SHA256", sign::signature("heroku", HEROKU_SECRET, &body))],
             &body,
         )
         .await;
@@ -354,7 +354,7 @@ fn flux_event(at: time::OffsetDateTime, reason: &str) -> String {
 }
 
 async fn flux(bridge: &Bridge, body: &str) -> (u16, Value) {
-    bridge.post_with("/hooks/flux?project=42", &[("x-signature", sign::flux(FLUX_SECRET, body))], body).await
+    bridge.post_with("/hooks/flux?project=42", &[("x-signature", sign::signature("flux", FLUX_SECRET, body))], body).await
 }
 
 /// A Flux event signed in 2001 (or an hour from now) was accepted. Each is now answered 200
@@ -400,7 +400,7 @@ async fn replayed_deliveries_are_handled_once() {
             bridge
                 .post_with(
                     "/hooks/vercel?project=42",
-                    &[("x-vercel-signature", sign::vercel(VERCEL_SECRET, &body))],
+                    &[("x-vercel-signature", sign::signature("vercel", VERCEL_SECRET, &body))],
                     &body,
                 )
                 .await

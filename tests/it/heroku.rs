@@ -43,7 +43,7 @@ async fn send(bridge: &Bridge, body: &str) -> (u16, Value) {
     bridge
         .post_with(
             "/hooks/heroku?project=42",
-            &[("Heroku-Webhook-Hmac-SHA256", sign::heroku(HEROKU_SECRET, body))],
+            &[("Heroku-Webhook-Hmac-SHA256", sign::signature("heroku", HEROKU_SECRET, body))],
             body,
         )
         .await
@@ -162,7 +162,7 @@ async fn with_an_api_token_the_slug_commit_ties_any_release() {
 async fn bad_signatures_and_missing_commits() {
     let (gitlab, bridge) = setup().await;
     let body = build("create", "pending", Some(SHA_A));
-    let forged = sign::heroku("wrong", &body);
+    let forged = sign::signature("heroku", "wrong", &body);
     assert_signature_required(
         &bridge,
         &gitlab,

@@ -16,7 +16,7 @@ fn deploy(state: &str, sha: Value, context: &str) -> String {
 
 async fn send(bridge: &Bridge, event: &str, body: &str) -> (u16, Value) {
     let headers =
-        [("X-Webhook-Signature", sign::netlify(NETLIFY_SECRET, body)), ("X-Netlify-Event", event.to_string())];
+        [("X-Webhook-Signature", sign::signature("netlify", NETLIFY_SECRET, body)), ("X-Netlify-Event", event.to_string())];
     bridge.post_with("/hooks/netlify?project=42", &headers, body).await
 }
 
@@ -45,11 +45,11 @@ async fn building_then_ready_then_a_failed_preview() {
 async fn forged_or_missing_signatures_and_missing_commits() {
     let (gitlab, bridge) = setup().await;
     let body = deploy("building", json!(SHA_A), "production");
-    let forged = sign::netlify("wrong", &body);
+    let forged = sign::signature("netlify", "wrong", &body);
     assert_signature_required(&bridge, &gitlab, "/hooks/netlify?project=42", "X-Webhook-Signature", forged, &body)
         .await;
     // A valid signature of another body: the body hash claim catches the swap.
-    let other = sign::netlify(NETLIFY_SECRET, "{}");
+    let other = sign::signature("netlify", NETLIFY_SECRET, "{}");
     assert_signature_required(&bridge, &gitlab, "/hooks/netlify?project=42", "X-Webhook-Signature", other, &body).await;
     let (s, r) = send(&bridge, "deploy_building", &deploy("building", Value::Null, "production")).await;
     assert_eq!(s, 400);

@@ -55,7 +55,7 @@ fn vercel(kind: &str, target: Value, sha: &str) -> String {
 }
 
 async fn post_vercel(bridge: &Bridge, path: &str, secret: &str, body: &str) -> (u16, Value) {
-    bridge.post_with(path, &[("x-vercel-signature", sign::vercel(secret, body))], body).await
+    bridge.post_with(path, &[("x-vercel-signature", sign::signature("vercel", secret, body))], body).await
 }
 
 fn writes(gitlab: &GitLabStub) -> Vec<String> {

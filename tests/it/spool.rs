@@ -91,7 +91,7 @@ fn render(step: Step, at: OffsetDateTime) -> Call {
             })
             .to_string();
             let headers = vec![
-                ("x-signature".into(), sign::flux(FLUX_SECRET, &body)),
+                ("x-signature".into(), sign::signature("flux", FLUX_SECRET, &body)),
                 ("gotk-component".into(), "kustomize-controller".into()),
             ];
             Call { path: "/hooks/flux/flux".into(), headers, body }
@@ -109,7 +109,7 @@ fn render(step: Step, at: OffsetDateTime) -> Call {
             .to_string();
             Call {
                 path: "/hooks/heroku/heroku".into(),
-                headers: vec![("heroku-webhook-hmac-sha256".into(), sign::heroku(HEROKU_SECRET, &body))],
+                headers: vec![("heroku-webhook-hmac-sha256".into(), sign::signature("heroku", HEROKU_SECRET, &body))],
                 body,
             }
         }
@@ -125,7 +125,7 @@ fn render(step: Step, at: OffsetDateTime) -> Call {
             .to_string();
             Call {
                 path: "/hooks/heroku/heroku".into(),
-                headers: vec![("heroku-webhook-hmac-sha256".into(), sign::heroku(HEROKU_SECRET, &body))],
+                headers: vec![("heroku-webhook-hmac-sha256".into(), sign::signature("heroku", HEROKU_SECRET, &body))],
                 body,
             }
         }

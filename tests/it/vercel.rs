@@ -23,7 +23,7 @@ fn gitlab_meta(sha: &str, r: &str) -> Value {
 
 async fn send(bridge: &Bridge, body: &str) -> (u16, Value) {
     bridge
-        .post_with("/hooks/vercel?project=42", &[("x-vercel-signature", sign::vercel(VERCEL_SECRET, body))], body)
+        .post_with("/hooks/vercel?project=42", &[("x-vercel-signature", sign::signature("vercel", VERCEL_SECRET, body))], body)
         .await
 }
 
@@ -62,7 +62,7 @@ async fn production_created_then_succeeded_and_previews_kept_apart() {
 async fn bad_signatures_and_missing_commits() {
     let (gitlab, bridge) = setup().await;
     let body = event("deployment.created", json!("production"), gitlab_meta(SHA_A, "main"));
-    let forged = sign::vercel("wrong", &body);
+    let forged = sign::signature("vercel", "wrong", &body);
     assert_signature_required(&bridge, &gitlab, "/hooks/vercel?project=42", "x-vercel-signature", forged, &body).await;
     let (s, r) = send(&bridge, &event("deployment.created", json!("production"), json!({}))).await;
     assert_eq!(s, 400);

@@ -18,7 +18,7 @@ fn sample(tool: &str, name: &str) -> String {
 
 async fn heroku(bridge: &Bridge, body: &str) -> (u16, Value) {
     let path = "/hooks/heroku?project=group/app&environment=production";
-    bridge.post_with(path, &[("heroku-webhook-hmac-sha256", sign::heroku(HEROKU_SECRET, body))], body).await
+    bridge.post_with(path, &[("heroku-webhook-hmac-sha256", sign::signature("heroku", HEROKU_SECRET, body))], body).await
 }
 
 fn production(gitlab: &GitLabStub) -> Vec<(String, String)> {
@@ -97,7 +97,7 @@ async fn vercel(bridge: &Bridge, body: &str) -> (u16, Value) {
     bridge
         .post_with(
             "/hooks/vercel?project=group/app",
-            &[("x-vercel-signature", sign::vercel(VERCEL_SECRET, body))],
+            &[("x-vercel-signature", sign::signature("vercel", VERCEL_SECRET, body))],
             body,
         )
         .await
@@ -107,7 +107,7 @@ async fn netlify(bridge: &Bridge, body: &str) -> (u16, Value) {
     bridge
         .post_with(
             "/hooks/netlify?project=group/app",
-            &[("x-webhook-signature", sign::netlify(NETLIFY_SECRET, body))],
+            &[("x-webhook-signature", sign::signature("netlify", NETLIFY_SECRET, body))],
             body,
         )
         .await

@@ -9,6 +9,7 @@ pub mod sign;
 use gitlab_deploy_bridge::app;
 use gitlab_deploy_bridge::config::{Config, Deadlines, GitLabSettings};
 use gitlab_deploy_bridge::secrets::{SecretProvider, StaticSecrets};
+use gitlab_deploy_bridge::sources;
 use gitlab_deploy_bridge::spool::Spool;
 use gitlab_deploy_bridge::spool::local::LocalSpool;
 use secrecy::SecretString;
@@ -22,6 +23,7 @@ pub use gitlab::{Fault, GitLabStub};
 
 pub const SHA_A: &str = "a91957a858320c0e17f3a0eca7cfacbff50ea29a";
 pub const SHA_B: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
+// Shorthands of `secret_of` for the tools most tests use.
 pub const GENERIC_SECRET: &str = "test-generic-secret";
 pub const ARGOCD_SECRET: &str = "test-argocd-secret";
 pub const HEROKU_SECRET: &str = "test-heroku-secret";
@@ -85,23 +87,21 @@ pub fn static_secrets(token: &str) -> Arc<dyn SecretProvider> {
     static_secrets_with(token, &[])
 }
 
-/// Every source's test secret, the GitLab token, and `extra` keys.
+/// A tool's test secret: `test-<tool>-secret` (the constants above follow it).
+pub fn secret_of(tool: &str) -> String {
+    format!("test-{tool}-secret")
+}
+
+/// Every source's test secret (from the registry), the GitLab token, and `extra` keys.
 pub fn static_secrets_with(token: &str, extra: &[(&str, &str)]) -> Arc<dyn SecretProvider> {
     let mut m = HashMap::new();
-    for (k, v) in [
-        ("heroku_webhook_secret", HEROKU_SECRET),
-        ("flux_webhook_secret", FLUX_SECRET),
-        ("vercel_webhook_secret", VERCEL_SECRET),
-        ("netlify_webhook_secret", NETLIFY_SECRET),
-    ]
-    .iter()
-    .chain(extra)
-    {
+    for source in gitlab_deploy_bridge::sources::ALL {
+        m.insert(sources::webhook_secret_key(source.name()), SecretString::from(secret_of(source.name())));
+    }
+    for (k, v) in extra {
         m.insert(k.to_string(), SecretString::from(v.to_string()));
     }
     m.insert("gitlab_token".to_string(), SecretString::from(token.to_string()));
-    m.insert("generic_webhook_secret".to_string(), SecretString::from(GENERIC_SECRET));
-    m.insert("argocd_webhook_secret".to_string(), SecretString::from(ARGOCD_SECRET));
     Arc::new(StaticSecrets::new(m))
 }
 
