@@ -10,6 +10,9 @@
 
 pub mod plan;
 
+#[cfg(test)]
+mod model;
+
 use serde::Serialize;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};

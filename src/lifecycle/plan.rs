@@ -138,7 +138,7 @@ pub fn plan(ev: &Attempt, recent: &Recent, memory: Option<&Written>, skew: Durat
 
     if ev.status == Status::Running {
         if let Some(d) = running.or(live_is_this) {
-            return confirmed(ev, d, memory, forgot, now);
+            return confirmed(ev, d, latest, memory, forgot, now);
         }
         if let Some(reason) = stale(ev, memory, latest, skew) {
             return plan(Step::Stale(reason));
@@ -159,7 +159,7 @@ pub fn plan(ev: &Attempt, recent: &Recent, memory: Option<&Written>, skew: Durat
         status => latest.filter(|n| n.is_of(ev.sha) && n.status() == Some(status)),
     };
     if let Some(d) = same {
-        return confirmed(ev, d, memory, forgot, now);
+        return confirmed(ev, d, latest, memory, forgot, now);
     }
     if let Some(reason) = stale(ev, memory, latest, skew) {
         return plan(Step::Stale(reason));
@@ -261,11 +261,20 @@ fn stale(ev: &Attempt, memory: Option<&Written>, latest: Option<&Deployment>, sk
 /// held then: an end delivered before its start makes that start stale, not a retry. A state
 /// this container knows the time of is moved forward. A finished state it did not write
 /// (another container did, or its own create's answer was lost) is remembered with the event's
-/// time only when that time is after GitLab's record of the change: the event's time says
-/// nothing of when that state began, but it does say the environment was in it then, which is
-/// newer than what GitLab's clock tells. A running one is never adopted: the one-call finish
-/// trusts only running deployments this container created.
-fn confirmed(ev: &Attempt, d: &Deployment, memory: Option<&Written>, otherwise: Memory, now: Instant) -> Plan {
+/// time only when it is the environment's latest change and that time is after GitLab's record
+/// of it: the event's time says nothing of when that state began, but it does say the
+/// environment was in it then, which is newer than what GitLab's clock tells. Only the latest
+/// change is worth remembering (it is what a stale delivery is judged against): adopting an
+/// older one would drop what this container knows of the latest. A running one is never
+/// adopted: the one-call finish trusts only running deployments this container created.
+fn confirmed(
+    ev: &Attempt,
+    d: &Deployment,
+    latest: Option<&Deployment>,
+    memory: Option<&Written>,
+    otherwise: Memory,
+    now: Instant,
+) -> Plan {
     let memory = match memory.filter(|w| w.describes(d)) {
         Some(w) => {
             let occurred_at = w.occurred_at.max(ev.occurred_at);
@@ -276,6 +285,7 @@ fn confirmed(ev: &Attempt, d: &Deployment, memory: Option<&Written>, otherwise: 
             }
         }
         None if d.status() != Some(Status::Running)
+            && latest.is_some_and(|l| l.id == d.id)
             && ev.occurred_at.zip(d.changed_at()).is_some_and(|(at, changed)| at >= changed) =>
         {
             Memory::Set(Box::new(Written { deployment: d.clone(), occurred_at: ev.occurred_at, at: now }))
@@ -551,6 +561,22 @@ mod tests {
         let running = dep(3, X, Status::Running, 30);
         let p = plan(&ev(X, Status::Running, Some(40)), &shown(vec![running]), None, SKEW, Instant::now());
         assert_eq!(p.memory, Memory::Keep);
+    }
+
+    /// The same failure twice (the second end-first), then a redeploy of what runs: confirming
+    /// what runs must not replace what this container knows of the latest change (the
+    /// failure), or a late start of the second failure is judged by GitLab's clock — older than
+    /// the first failure's record — and opens a deployment nothing finishes (found by the
+    /// in-process model test, `lifecycle::model`).
+    #[test]
+    fn found_confirming_what_runs_keeps_the_memory_of_the_latest_change() {
+        let live = dep(1, Y, Status::Success, 0);
+        let failed = dep(2, X, Status::Canceled, 10);
+        let recent = shown(vec![live.clone(), failed.clone()]);
+        let mine = wrote(&failed, Some(30));
+        let p = plan(&ev(Y, Status::Success, Some(40)), &recent, Some(&mine), SKEW, Instant::now());
+        assert_eq!((p.step, p.memory), (Step::Unchanged(live), Memory::Keep));
+        assert!(is_stale(&step(&ev(X, Status::Running, Some(20)), &recent, Some(&mine))));
     }
 
     /// A remembered deployment that GitLab shows changed (another container finished it, an
