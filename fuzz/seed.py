@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seeds the fuzz corpora from what the repository already has: the sample function-URL
 events in events/ (whole, for lambda_events; their bodies, for sources) and the captured
-deliveries in tests/realclients/samples/ (bodies, for sources). Writes fuzz/corpus/<target>/."""
+deliveries in tests/fixtures/samples/ (bodies, for sources). Writes fuzz/corpus/<target>/."""
 import json
 import pathlib
 import re
@@ -23,7 +23,7 @@ for event in sorted((root / "events").glob("*.json")):
     if source in sources and isinstance(data.get("body"), str):
         (corpus / "sources" / f"seed-{event.stem}").write_bytes(bytes([sources.index(source)]) + data["body"].encode())
         count += 1
-for sample in sorted((root / "tests/realclients/samples").glob("*/*.json")):
+for sample in sorted((root / "tests/fixtures/samples").glob("*/*.json")):
     source = sample.parent.name
     if source in sources:
         (corpus / "sources" / f"seed-{source}-{sample.stem}").write_bytes(bytes([sources.index(source)]) + sample.read_bytes())

@@ -74,10 +74,10 @@ pub fn config(gitlab_url: &str) -> Config {
         },
         deadlines: Deadlines { local: Duration::from_secs(10), ..Deadlines::default() },
         // The payloads of most tests carry fixed times from 2026-10 and are sent again on purpose
-        // (duplicates, redeliveries): the replay defence is tested on its own (hardening.rs).
+        // (duplicates, redeliveries): the replay defence is tested on its own (admission/replay.rs).
         replay_windows: [("*".to_string(), 0)].into_iter().collect(),
         // Most tests are about what a delivery does, not where it may go: they use unbound
-        // hooks with the project in the query; routes are tested on their own (routes.rs).
+        // hooks with the project in the query; routes are tested on their own (admission/routes.rs).
         unbound_hooks: true,
         ..Config::default()
     }
@@ -209,6 +209,18 @@ pub async fn setup() -> (GitLabStub, Bridge) {
     gitlab.add_commit(SHA_A);
     gitlab.add_commit(SHA_B);
     let bridge = Bridge::start(config(&gitlab.url), static_secrets(&token)).await;
+    (gitlab, bridge)
+}
+
+/// The standard setup with the configuration changed by `cfg` first.
+pub async fn setup_with(cfg: impl FnOnce(&mut Config)) -> (GitLabStub, Bridge) {
+    let token = fastrand_token();
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    gitlab.add_commit(SHA_B);
+    let mut c = config(&gitlab.url);
+    cfg(&mut c);
+    let bridge = Bridge::start(c, static_secrets(&token)).await;
     (gitlab, bridge)
 }
 

@@ -15,8 +15,10 @@ fn deploy(state: &str, sha: Value, context: &str) -> String {
 }
 
 async fn send(bridge: &Bridge, event: &str, body: &str) -> (u16, Value) {
-    let headers =
-        [("X-Webhook-Signature", sign::signature("netlify", NETLIFY_SECRET, body)), ("X-Netlify-Event", event.to_string())];
+    let headers = [
+        ("X-Webhook-Signature", sign::signature("netlify", NETLIFY_SECRET, body)),
+        ("X-Netlify-Event", event.to_string()),
+    ];
     bridge.post_with("/hooks/netlify?project=42", &headers, body).await
 }
 

@@ -1,5 +1,7 @@
-//! The lifecycle by rollout: rollbacks, redeploys, retries, stale deliveries, racing rollouts,
-//! and what each event costs in GitLab calls, against the GitLab stand-in.
+//! The rollout rules, against the GitLab stand-in: a rollout is one deployment from `running` to
+//! its final status; duplicates, late and stale deliveries change nothing; two shas are two
+//! deployments, sixteen concurrent duplicates one; a project is found by its path; rollbacks,
+//! redeploys, retries and racing rollouts; and what each event costs in GitLab calls.
 
 use crate::support::*;
 use serde_json::{Value, json};
@@ -34,6 +36,137 @@ fn live(gitlab: &GitLabStub, env: &str) -> Option<String> {
 
 fn pair(sha: &str, status: &str) -> (String, String) {
     (sha.to_string(), status.to_string())
+}
+
+#[tokio::test]
+async fn running_then_success_is_one_deployment() {
+    let (gitlab, bridge) = setup().await;
+    let (s, r) = bridge.generic("production", SHA_A, "running").await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("created")), "{r}");
+    let (s, r2) = bridge.generic("production", SHA_A, "success").await;
+    assert_eq!((s, r2["action"].as_str()), (200, Some("updated")), "{r2}");
+    assert_eq!(r2["deployment"]["id"], r["deployment"]["id"]);
+    assert_eq!(r2["deployment"]["status"], "success");
+    let deps = gitlab.deployments();
+    assert_eq!(deps.len(), 1);
+    assert_eq!(deps[0].history, vec!["running", "success"]);
+    assert_eq!((deps[0].environment.as_str(), deps[0].git_ref.as_str(), deps[0].tag), ("production", "main", false));
+}
+
+#[tokio::test]
+async fn running_then_failed_and_then_canceled_elsewhere() {
+    let (gitlab, bridge) = setup().await;
+    bridge.generic("production", SHA_A, "running").await;
+    let (s, r) = bridge.generic("production", SHA_A, "failed").await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("updated")), "{r}");
+    bridge.generic("staging", SHA_A, "running").await;
+    let (_, r) = bridge.generic("staging", SHA_A, "canceled").await;
+    assert_eq!(r["action"], "updated");
+    let deps = gitlab.deployments();
+    assert_eq!(deps.len(), 2);
+    assert_eq!(deps[0].history, vec!["running", "failed"]);
+    assert_eq!(deps[1].history, vec!["running", "canceled"]);
+}
+
+#[tokio::test]
+async fn duplicates_of_every_status_change_nothing() {
+    let (gitlab, bridge) = setup().await;
+    for (env, first, then) in [
+        ("e1", "running", "running"),
+        ("e2", "success", "success"),
+        ("e3", "failed", "failed"),
+        ("e4", "canceled", "canceled"),
+    ] {
+        let (s, r) = bridge.generic(env, SHA_A, first).await;
+        assert_eq!((s, r["action"].as_str()), (200, Some("created")), "{env} {r}");
+        let (s, r2) = bridge.generic(env, SHA_A, then).await;
+        assert_eq!((s, r2["action"].as_str()), (200, Some("unchanged")), "{env} {r2}");
+        assert_eq!(r2["deployment"]["id"], r["deployment"]["id"]);
+    }
+    // running, then success twice: one update, then unchanged (never GitLab's "cannot transition").
+    bridge.generic("e5", SHA_A, "running").await;
+    bridge.generic("e5", SHA_A, "success").await;
+    let (s, r) = bridge.generic("e5", SHA_A, "success").await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("unchanged")), "{r}");
+    assert_eq!(gitlab.deployments().len(), 5);
+    assert!(gitlab.deployments().iter().all(|d| d.history.len() <= 2));
+}
+
+#[tokio::test]
+async fn success_before_running_and_late_running_change_nothing_more() {
+    let (gitlab, bridge) = setup().await;
+    let (_, r) = bridge.generic("production", SHA_A, "success").await;
+    assert_eq!(r["action"], "created", "{r}");
+    let (_, r) = bridge.generic("production", SHA_A, "running").await;
+    assert_eq!(r["action"], "unchanged", "{r}");
+    assert_eq!(r["deployment"]["status"], "success");
+    let deps = gitlab.deployments();
+    assert_eq!(deps.len(), 1);
+    assert_eq!(deps[0].history, vec!["success"]);
+}
+
+#[tokio::test]
+async fn two_shas_are_two_deployments() {
+    let (gitlab, bridge) = setup().await;
+    for sha in [SHA_A, SHA_B] {
+        bridge.generic("production", sha, "running").await;
+    }
+    bridge.generic("production", SHA_A, "success").await;
+    bridge.generic("production", SHA_B, "failed").await;
+    let deps = gitlab.deployments();
+    assert_eq!(deps.len(), 2);
+    assert_eq!((deps[0].sha.as_str(), deps[0].status.as_str()), (SHA_A, "success"));
+    assert_eq!((deps[1].sha.as_str(), deps[1].status.as_str()), (SHA_B, "failed"));
+}
+
+#[tokio::test]
+async fn a_running_deployment_older_than_a_page_is_still_found() {
+    let (gitlab, bridge) = setup().await;
+    let id = gitlab.seed("42", "production", SHA_A, "running");
+    for _ in 0..120 {
+        gitlab.seed("42", "production", SHA_B, "success");
+    }
+    let (_, r) = bridge.generic("production", SHA_A, "success").await;
+    assert_eq!(r["action"], "updated", "{r}");
+    assert_eq!(r["deployment"]["id"], id);
+}
+
+#[tokio::test]
+async fn sixteen_concurrent_duplicates_make_one_deployment() {
+    let (gitlab, bridge) = setup().await;
+    let bridge = std::sync::Arc::new(bridge);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let b = bridge.clone();
+        tasks.push(tokio::spawn(async move { b.generic("production", SHA_A, "running").await }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        let (s, r) = t.await.unwrap();
+        assert_eq!(s, 200, "{r}");
+        created += (r["action"] == "created") as usize;
+    }
+    assert_eq!(created, 1);
+    assert_eq!(gitlab.deployments().len(), 1);
+}
+
+#[tokio::test]
+async fn project_by_full_path_is_encoded() {
+    let (gitlab, bridge) = setup().await;
+    let body = json!({"environment": "production", "sha": SHA_A, "ref": "main", "status": "running"});
+    let (s, r) = bridge.post("/hooks/generic?project=group/sub/app", Some(GENERIC_SECRET), body.to_string()).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(gitlab.deployments()[0].project, "77");
+    // The path is looked up once; every further call uses the numeric id.
+    let uris: Vec<String> = gitlab.requests().into_iter().map(|r| r.uri).collect();
+    assert_eq!(uris[0], "/api/v4/projects/group%2Fsub%2Fapp", "{uris:?}");
+    assert!(uris[1..].iter().all(|u| u.starts_with("/api/v4/projects/77/")), "{uris:?}");
+    let (s, _) = bridge.post("/hooks/generic?project=group/sub/app", Some(GENERIC_SECRET), body.to_string()).await;
+    assert_eq!(s, 200);
+    assert!(
+        gitlab.requests().into_iter().skip(uris.len()).all(|r| r.uri.starts_with("/api/v4/projects/77/")),
+        "looked up once per container"
+    );
 }
 
 #[tokio::test]
@@ -237,7 +370,7 @@ async fn a_remembered_deployment_that_changed_elsewhere_falls_back_to_the_look_u
     assert_eq!(shown(&gitlab, "staging"), vec![pair(SHA_B, "success")]);
 }
 
-// Found by the model test (tests/it/model.rs), kept as examples.
+// Found by the model test (tests/it/lifecycle/model.rs), kept as examples.
 
 #[tokio::test]
 async fn the_same_failure_again_from_a_tool_that_reports_only_ends_is_one_deployment() {
@@ -360,4 +493,26 @@ async fn what_runs_is_the_success_that_finished_last_not_the_newest_id() {
     assert_eq!(action(&bridge.generic("production", SHA_B, "running").await), (200, "created"));
     assert_eq!(action(&bridge.generic("production", SHA_B, "success").await), (200, "updated"));
     assert_eq!(live(&gitlab, "production").as_deref(), Some(SHA_B));
+}
+
+/// The same failure twice (the second reported end first), then a re-sync of what runs, then
+/// the second failure's start delivered late: it changes nothing. Confirming what runs used to
+/// replace this container's memory of the latest change (the failure), so the late start was
+/// judged by GitLab's clock, newer than the first failure's record, and opened a running
+/// deployment nothing finished (found by the in-process model test, `lifecycle::model`).
+#[tokio::test]
+async fn a_late_start_of_a_repeated_failure_after_a_resync_of_what_runs_changes_nothing() {
+    let (gitlab, bridge) = setup().await;
+    let ms = time::Duration::milliseconds;
+    let now = OffsetDateTime::now_utc;
+    assert_eq!(action(&at(&bridge, "production", SHA_B, "success", now()).await), (200, "created"));
+    assert_eq!(action(&at(&bridge, "production", SHA_A, "canceled", now()).await), (200, "created"));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let again = now();
+    assert_eq!(action(&at(&bridge, "production", SHA_A, "canceled", again + ms(1)).await), (200, "unchanged"));
+    assert_eq!(action(&at(&bridge, "production", SHA_A, "running", again).await), (200, "stale"));
+    assert_eq!(action(&at(&bridge, "production", SHA_B, "success", now()).await), (200, "unchanged"));
+    let late = at(&bridge, "production", SHA_A, "running", again).await;
+    assert_eq!(action(&late), (200, "stale"), "{}", late.1);
+    assert_eq!(shown(&gitlab, "production"), vec![pair(SHA_B, "success"), pair(SHA_A, "canceled")]);
 }

@@ -2,7 +2,7 @@
 //! notification engine (Go `text/template` + Sprig + `expr`, as argoproj/notifications-engine
 //! renders and triggers) fed the README's own ConfigMap, Flux events marshalled and signed by Go as
 //! notification-controller does, and Heroku/Vercel/Netlify deliveries as their docs and real
-//! captures show them. The Go programs live in `tests/realclients/`; they are built with Debian's
+//! captures show them. The Go programs live in `tests/fixtures/`; they are built with Debian's
 //! Go and Go libraries (`GO111MODULE=off`, `GOPATH=/usr/share/gocode`), which `.ci/run` installs.
 //!
 //! Without Go these tests say SKIPPED on stderr and pass — unless `REAL_CLIENTS=required`
@@ -73,14 +73,14 @@ pub fn docs_yaml(tool: &str, marker: &str) -> String {
 
 /// A scratch file under Cargo's per-test-binary temporary directory.
 pub fn scratch(name: &str, contents: &[u8]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("realclients");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("real_clients");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{}-{name}", fastrand::u64(..)));
     std::fs::write(&path, contents).unwrap();
     path
 }
 
-/// Builds `tests/realclients/<name>/main.go` (once per test binary) and returns the binary, or
+/// Builds `tests/fixtures/<name>/main.go` (once per test binary) and returns the binary, or
 /// `None` after saying SKIPPED when Go is not installed and the real clients are not required.
 pub fn go_tool(name: &str) -> Option<PathBuf> {
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
@@ -89,10 +89,10 @@ pub fn go_tool(name: &str) -> Option<PathBuf> {
     if let Some(p) = built.get(name) {
         return Some(p.clone());
     }
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("realclients");
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("real_clients");
     std::fs::create_dir_all(&tmp).unwrap();
     let out = tmp.join(name);
-    let src = manifest_dir().join("tests/realclients").join(name).join("main.go");
+    let src = manifest_dir().join("tests/fixtures").join(name).join("main.go");
     let result = Command::new("go")
         .args(["build", "-o"])
         .arg(&out)

@@ -18,7 +18,9 @@ fn rev(sha: &str) -> Value {
 }
 
 async fn send(bridge: &Bridge, body: &str) -> (u16, Value) {
-    bridge.post_with("/hooks/flux?project=42", &[("X-Signature", sign::signature("flux", FLUX_SECRET, body))], body).await
+    bridge
+        .post_with("/hooks/flux?project=42", &[("X-Signature", sign::signature("flux", FLUX_SECRET, body))], body)
+        .await
 }
 
 #[tokio::test]

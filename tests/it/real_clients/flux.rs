@@ -1,6 +1,6 @@
 //! Flux: events as kustomize-controller and helm-controller record them, carried through
 //! notification-controller's metadata rewrite and generic-hmac forwarder by
-//! `tests/realclients/flux` (Go `encoding/json` + `crypto/hmac`), with every revision format
+//! `tests/fixtures/flux` (Go `encoding/json` + `crypto/hmac`), with every revision format
 //! source-controller writes. The Secret, Provider and Alert are the docs', copied out of
 //! docs/tools/flux.md (only the URL and the token are the test's).
 

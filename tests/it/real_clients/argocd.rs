@@ -1,6 +1,6 @@
 //! Argo CD: the docs' `argocd-notifications-cm`, copied out of docs/tools/argocd.md exactly as a user
-//! copies it (only the URL is theirs), rendered and triggered by `tests/realclients/argocd`
-//! against histories of real-shaped Application objects (`tests/realclients/argocd/histories`),
+//! copies it (only the URL is theirs), rendered and triggered by `tests/fixtures/argocd`
+//! against histories of real-shaped Application objects (`tests/fixtures/argocd/histories`),
 //! sent over HTTP to the bridge, and checked in the GitLab stand-in.
 
 use proptest::prelude::*;
@@ -14,7 +14,7 @@ const SHA_B: &str = "3c7e1f0a9d2b4e6f8a1c3e5d7b9f0a2c4e6d8b1f";
 const DOCS_URL: &str = "url: https://<url-id>.lambda-url.<region>.on.aws";
 
 fn history(name: &str) -> Value {
-    let path = manifest_dir().join("tests/realclients/argocd/histories").join(name);
+    let path = manifest_dir().join("tests/fixtures/argocd/histories").join(name);
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
@@ -199,7 +199,7 @@ async fn an_application_without_annotations_gets_a_clear_refusal() {
 async fn gitlab_docs_example_works_through_the_facade() {
     let s = setup().await;
     let text =
-        std::fs::read_to_string(manifest_dir().join("tests/realclients/argocd/gitlab-docs-configmap.yaml")).unwrap();
+        std::fs::read_to_string(manifest_dir().join("tests/fixtures/argocd/gitlab-docs-configmap.yaml")).unwrap();
     for placeholder in ["https://gitlab.com/api/v4", "<your-access-token>", "<your-project-id>"] {
         assert!(text.contains(placeholder), "{placeholder}");
     }

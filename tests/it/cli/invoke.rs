@@ -1,9 +1,11 @@
-//! The binary outside Lambda: the README's first command (`invoke --dry-run events/*.json`) and
-//! `serve`, which must behave exactly like the router the other tests drive.
+//! `invoke`: the README's first command (`invoke --dry-run events/*.json`) answers every event
+//! without GitLab, plans a rollout as one deployment and can aim at your project and commit,
+//! fails closed without the secret, and answers what lambda_http would panic on, or a setting
+//! that would overflow, instead of panicking.
 
 use crate::support::*;
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gitlab-deploy-bridge");
 
@@ -116,73 +118,63 @@ fn invoke_without_the_secret_fails_closed_and_exits_non_zero() {
     assert_eq!(answer["statusCode"], 401);
 }
 
-#[tokio::test]
-async fn serve_runs_the_same_router() {
-    let token = format!("glpat-{}", fastrand_token());
-    let gitlab = GitLabStub::start(&token).await;
-    gitlab.add_commit(SHA_A);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
-        .env_remove("SECRET_ID")
-        .env("GITLAB_URL", &gitlab.url)
-        .env("GITLAB_TOKEN", &token)
-        .env("GENERIC_WEBHOOK_SECRET", GENERIC_SECRET)
-        .env("ROUTES", r#"{"app": {"source": "generic", "projects": ["group/app"], "environments": ["production"]}}"#)
-        .env("ROUTE_APP_SECRET", "the-app-route-secret")
-        .env("SPOOL_DIR", std::env::temp_dir().join(format!("bridge-cli-spool-{}", fastrand_token())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    assert!(healthy(&base).await, "serve did not answer /healthz");
-    for (status, action) in [("running", "created"), ("success", "updated"), ("success", "unchanged")] {
-        let r: Value = http
-            .post(format!("{base}/hooks/generic/app"))
-            .bearer_auth("the-app-route-secret")
-            .json(&json!({"environment": "production", "sha": SHA_A, "ref": "main", "status": status}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(r["action"], action, "{r}");
-    }
-    let r = http.post(format!("{base}/hooks/argocd/app")).bearer_auth("x").body("{}").send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 401, "route app is not argocd's: fail closed");
-    let unbound = http
-        .post(format!("{base}/hooks/generic?project=group/app"))
-        .bearer_auth(GENERIC_SECRET)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unbound.status().as_u16(), 403, "unbound hooks are refused by default");
-    assert_eq!(gitlab.deployments().len(), 1);
-    child.kill().await.unwrap();
-    let mut stderr = String::new();
-    use tokio::io::AsyncReadExt;
-    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
-    assert!(!stderr.contains(&token), "the token reached the log");
-    assert!(stderr.contains("webhook handled"), "{stderr}");
+/// `REQUEST_DEADLINE_SECONDS=18446744073709551615` panicked on the first request (the deadline
+/// overflowed the clock). The setting is refused by name and the process answers, not dies.
+#[test]
+fn a_huge_deadline_setting_is_refused_not_panicked_on() {
+    let event = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/generic-running.json");
+    let out = invoke_dry_run(&[event], &[("REQUEST_DEADLINE_SECONDS", "18446744073709551615")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let text = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(text.contains("REQUEST_DEADLINE_SECONDS"), "{text}");
 }
 
+/// The reproducer events through `invoke`, which converts events as Lambda does: each is
+/// answered (401: unsigned), none panics.
 #[test]
-fn help_describes_every_argument_and_names_the_configuration() {
-    let help = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).env_remove("AWS_LAMBDA_RUNTIME_API").output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let top = help(&["--help"]);
-    for needle in ["GITLAB_URL", "GITLAB_TOKEN", "SECRET_ID", "ROUTES", "check", "spool"] {
-        assert!(top.contains(needle), "--help lacks {needle}:\n{top}");
+fn invoke_answers_events_lambda_http_would_panic_on() {
+    let base: Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/generic-running.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reproducers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for (n, (header, value)) in
+        [("host", "bad host with spaces"), ("host", "[::1"), ("x-forwarded-proto", "")].iter().enumerate()
+    {
+        let mut ev = base.clone();
+        ev["headers"][*header] = json!(value);
+        ev["headers"]["authorization"] = json!("Bearer not-the-secret");
+        let f = dir.join(format!("reproducer-{n}.json"));
+        std::fs::write(&f, ev.to_string()).unwrap();
+        files.push(f);
     }
-    assert!(help(&["serve", "--help"]).contains("Address and port to listen on"));
-    let invoke = help(&["invoke", "--help"]);
-    assert!(invoke.contains("event files") && invoke.contains("--project") && invoke.contains("--sha"), "{invoke}");
+    let out = invoke_dry_run(&files, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let answers: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l.get("event").is_some())
+        .collect();
+    assert_eq!(answers.len(), 3, "{stderr}");
+    for a in answers {
+        assert_eq!(a["statusCode"], 401, "{a}");
+    }
+}
+
+/// The built binary's `invoke --dry-run` on `files`, outside Lambda, with the demo secrets and `env`.
+fn invoke_dry_run(files: &[std::path::PathBuf], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gitlab-deploy-bridge"))
+        .args(["invoke", "--dry-run"])
+        .args(files)
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("SECRET_ID")
+        .envs(demo_env())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }

@@ -20,8 +20,9 @@
 //!
 //! `PROPTEST_CASES` sets the number of histories (64 by default, as CI runs it; half as many
 //! with outages);
-//! `PROPTEST_CASES=2000 cargo test --test it model::` is the long local run. Shrunk failures
-//! are written to `proptest-regressions/` and replayed first by every later run.
+//! `PROPTEST_CASES=2000 cargo test --test it lifecycle::model::` is the long local run. Shrunk
+//! failures are written to `tests/proptest-regressions/lifecycle/model.txt` (this file's path
+//! under `tests/it/`, by proptest's `SourceParallel` rule) and replayed first by every later run.
 
 use crate::support::*;
 use gitlab_deploy_bridge::model::Status;

@@ -1,5 +1,13 @@
-//! Every file in `events/` parses as a function-URL event and passes its source's authentication
-//! with the documented demo secrets, so the folder cannot rot.
+//! One file per tool: what its payloads and signatures do end to end (`generic` is the bridge's
+//! own JSON). Here, the samples: every file in `events/` parses as a function-URL event and
+//! passes its source's authentication with the documented demo secrets, so the folder cannot rot.
+
+mod argocd;
+mod flux;
+mod generic;
+mod heroku;
+mod netlify;
+mod vercel;
 
 use crate::support::*;
 use gitlab_deploy_bridge::app;

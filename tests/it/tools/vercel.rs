@@ -23,7 +23,11 @@ fn gitlab_meta(sha: &str, r: &str) -> Value {
 
 async fn send(bridge: &Bridge, body: &str) -> (u16, Value) {
     bridge
-        .post_with("/hooks/vercel?project=42", &[("x-vercel-signature", sign::signature("vercel", VERCEL_SECRET, body))], body)
+        .post_with(
+            "/hooks/vercel?project=42",
+            &[("x-vercel-signature", sign::signature("vercel", VERCEL_SECRET, body))],
+            body,
+        )
         .await
 }
 

@@ -73,3 +73,56 @@ fn every_cited_section_and_setting_exists() {
     }
     assert!(cited >= 3, "the citations were not found; the test reads nothing");
 }
+
+/// Every test docs/security.md names as a promise's proof exists where its path says: a unit
+/// test (`module::tests::name`) in `src/`, an end-to-end one (`module::name`) in `tests/it/`.
+#[test]
+fn every_test_the_security_document_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/security.md")).unwrap();
+    let named = Regex::new(r"`((?:[a-z_]+::)+[a-z_0-9]+)`").unwrap();
+    let mut checked = 0;
+    for c in named.captures_iter(&doc) {
+        let path: Vec<&str> = c[1].split("::").collect();
+        let (name, modules) = path.split_last().unwrap();
+        let (base, modules): (&str, Vec<&str>) = match modules.iter().position(|m| *m == "tests") {
+            Some(i) => ("src", modules[..i].to_vec()),
+            None => ("tests/it", modules.to_vec()),
+        };
+        let file = modules.join("/");
+        let candidates = [root.join(base).join(format!("{file}.rs")), root.join(base).join(&file).join("mod.rs")];
+        let found = candidates
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .any(|code| code.contains(&format!("fn {name}(")));
+        assert!(found, "docs/security.md names {} but no such test is in {base}/{file}", &c[1]);
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} test names were found in docs/security.md");
+}
+
+/// The README's configuration table is the one `config::reference_table` generates from the
+/// settings table and the tools' declarations (`cargo run --example docs` rewrites it).
+#[test]
+fn the_configuration_table_is_generated_from_the_settings() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split_once("<!-- settings:begin -->\n")
+        .and_then(|(_, rest)| rest.split_once("<!-- settings:end -->"))
+        .map(|(table, _)| table)
+        .expect("README.md has the settings markers");
+    assert!(
+        block == gitlab_deploy_bridge::config::reference_table(),
+        "README.md's configuration table is not current: run `cargo run --example docs`"
+    );
+}
+
+/// `events/demo.env` holds every registered tool's demo secret (`cargo run --example events`).
+#[test]
+fn the_demo_secrets_name_every_tool() {
+    let env = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("events/demo.env")).unwrap();
+    for source in gitlab_deploy_bridge::sources::ALL {
+        let line = format!("{}_WEBHOOK_SECRET=demo-{}-secret", source.name().to_ascii_uppercase(), source.name());
+        assert!(env.lines().any(|l| l == line), "events/demo.env lacks {line}: run `cargo run --example events`");
+    }
+}

@@ -1,5 +1,5 @@
 //! Heroku, Vercel and Netlify as they really deliver: captured deliveries and documented
-//! samples, kept verbatim under `tests/realclients/samples/` (its README names where each came
+//! samples, kept verbatim under `tests/fixtures/samples/` (its README names where each came
 //! from), signed as each tool signs and sent in the order the tool sends them.
 
 use serde_json::Value;
@@ -9,7 +9,7 @@ use super::manifest_dir;
 use crate::support::{self, Bridge, GitLabStub, HEROKU_SECRET, NETLIFY_SECRET, VERCEL_SECRET, sign};
 
 fn sample_path(tool: &str, name: &str) -> PathBuf {
-    manifest_dir().join("tests/realclients/samples").join(tool).join(name)
+    manifest_dir().join("tests/fixtures/samples").join(tool).join(name)
 }
 
 fn sample(tool: &str, name: &str) -> String {
@@ -18,7 +18,9 @@ fn sample(tool: &str, name: &str) -> String {
 
 async fn heroku(bridge: &Bridge, body: &str) -> (u16, Value) {
     let path = "/hooks/heroku?project=group/app&environment=production";
-    bridge.post_with(path, &[("heroku-webhook-hmac-sha256", sign::signature("heroku", HEROKU_SECRET, body))], body).await
+    bridge
+        .post_with(path, &[("heroku-webhook-hmac-sha256", sign::signature("heroku", HEROKU_SECRET, body))], body)
+        .await
 }
 
 fn production(gitlab: &GitLabStub) -> Vec<(String, String)> {
