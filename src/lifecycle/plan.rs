@@ -263,7 +263,9 @@ fn stale(ev: &Attempt, memory: Option<&Written>, latest: Option<&Deployment>, sk
 /// (another container did, or its own create's answer was lost) is remembered with the event's
 /// time only when it is the environment's latest change and that time is after GitLab's record
 /// of it: the event's time says nothing of when that state began, but it does say the
-/// environment was in it then, which is newer than what GitLab's clock tells. Only the latest
+/// environment was in it then, which is newer than what GitLab's clock tells. From the spool
+/// (`ordered`) GitLab's clock says when the drain wrote, not when the tool acted, and the
+/// environment's events come in order: the confirmation is the newest word on it. Only the latest
 /// change is worth remembering (it is what a stale delivery is judged against): adopting an
 /// older one would drop what this container knows of the latest. A running one is never
 /// adopted: the one-call finish trusts only running deployments this container created.
@@ -286,7 +288,8 @@ fn confirmed(
         }
         None if d.status() != Some(Status::Running)
             && latest.is_some_and(|l| l.id == d.id)
-            && ev.occurred_at.zip(d.changed_at()).is_some_and(|(at, changed)| at >= changed) =>
+            && ev.occurred_at.is_some()
+            && (ev.ordered || ev.occurred_at.zip(d.changed_at()).is_some_and(|(at, changed)| at >= changed)) =>
         {
             Memory::Set(Box::new(Written { deployment: d.clone(), occurred_at: ev.occurred_at, at: now }))
         }
@@ -577,6 +580,24 @@ mod tests {
         let p = plan(&ev(Y, Status::Success, Some(40)), &recent, Some(&mine), SKEW, Instant::now());
         assert_eq!((p.step, p.memory), (Step::Unchanged(live), Memory::Keep));
         assert!(is_stale(&step(&ev(X, Status::Running, Some(20)), &recent, Some(&mine))));
+    }
+
+    /// From the spool, a confirmation of the latest change is remembered whatever GitLab's clock
+    /// says (it recorded the drain): an end spooled during an outage whose create answer was lost
+    /// (so this container never recorded writing it), repeated, then its start — the start is
+    /// stale, not a rollout to open (found by the model test with outages).
+    #[test]
+    fn found_a_spooled_confirmation_is_remembered_whatever_gitlabs_clock_says() {
+        let failed = dep(1, X, Status::Failed, 3600);
+        let recent = shown(vec![failed.clone()]);
+        let end = Attempt { ordered: true, ..ev(X, Status::Failed, Some(1)) };
+        let p = plan(&end, &recent, None, SKEW, Instant::now());
+        assert_eq!(p.step, Step::Unchanged(failed.clone()));
+        let Memory::Set(w) = p.memory else { panic!("{:?}", p.memory) };
+        let start = Attempt { ordered: true, ..ev(X, Status::Running, Some(0)) };
+        assert!(is_stale(&step(&start, &recent, Some(&w))));
+        let direct = plan(&ev(X, Status::Failed, Some(1)), &recent, None, SKEW, Instant::now());
+        assert_eq!(direct.memory, Memory::Keep, "a direct delivery older than GitLab's record is not adopted");
     }
 
     /// A remembered deployment that GitLab shows changed (another container finished it, an
