@@ -142,6 +142,36 @@ pub fn gitlab_client(config: &Config, secrets: Arc<dyn SecretProvider>, http: re
     HttpGitLab::new(&config.gitlab, http, secrets)
 }
 
+/// Runs under the Lambda Runtime API, configured by the environment. A configuration that
+/// cannot be read keeps the function running: every webhook gets 500 saying why.
+pub async fn lambda() -> Result<(), BoxError> {
+    let built = match Config::from_env() {
+        Ok(config) => match crate::transport::http_client(config.gitlab.connect_timeout) {
+            Ok(http) => {
+                let sdk = Box::pin(aws_config(&config, &http)).await;
+                let secrets = secret_provider(&config, true, sdk.as_ref()).await;
+                let queue =
+                    sqs_spool(&config, sdk.as_ref()).filter(|_| config.spool.mode != crate::config::SpoolMode::Off);
+                assemble(config, secrets, queue.clone().map(spool::Spool::Sqs), http).map(|app| (app, queue))
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e.into()),
+    };
+    let (router, consumer) = match built {
+        Ok((app, queue)) => {
+            Box::pin(warm_up(&app, WARM_UP_BUDGET)).await;
+            (app.router, queue.map(|q| (app.pipeline, q)))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration is invalid; every webhook will get 500 until it is fixed");
+            (crate::http::misconfigured_router(e.to_string()), None)
+        }
+    };
+    Box::pin(run_lambda(router, consumer)).await?;
+    Ok(())
+}
+
 /// How long Lambda init may spend warming up ([`warm_up`]). Init has 10 s; a GitLab or Secrets
 /// Manager slower than this is left to the first webhook, as without a warm-up.
 pub const WARM_UP_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);

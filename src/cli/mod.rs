@@ -7,7 +7,10 @@
 pub mod check;
 pub mod invoke;
 
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +18,102 @@ use std::time::Duration;
 use crate::app::{self, BoxError};
 use crate::config::Config;
 use crate::drain;
-use crate::spool::Spooled;
 use crate::spool::local::LocalSpool;
 use crate::spool::sqs::{DeadLetter, SqsSpool};
+use crate::spool::{Spool, Spooled};
+use crate::transport;
 
 /// How long `spool` holds the dead letters it reads before giving the rest back.
 const HOLD: Duration = Duration::from_secs(60);
+
+/// Relays deploy tools' webhooks to GitLab's Deployments API. Under AWS Lambda
+/// (AWS_LAMBDA_RUNTIME_API set) it serves function-URL events and ignores arguments.
+#[derive(Parser)]
+#[command(version)]
+pub struct Cli {
+    /// Plan every GitLab call but send none (also DRY_RUN=1).
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the webhook routes over plain HTTP.
+    Serve {
+        /// Address and port to listen on (0.0.0.0:3000 to be reachable from other hosts).
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+    },
+    /// Run Lambda function-URL event files (events/*.json) through the handler.
+    Invoke {
+        /// Function-URL (HTTP API v2) event files, run in the order given; a dry run plans them
+        /// in that order against one in-memory GitLab and ends with what it planned.
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+        /// Send every event to this project (numeric id or full path) instead of its own.
+        #[arg(long)]
+        project: Option<String>,
+        /// Use this commit in the events whose body is not signed (generic, the facade, Argo CD).
+        #[arg(long)]
+        sha: Option<String>,
+        /// Send every event to this environment (e.g. a test one, before production).
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    /// Check the configuration against the real GitLab (and the secret) before pointing a tool
+    /// at it: the token, its scope and expiry, each project and the token's role there, the
+    /// environments of ENVIRONMENTS, the secret's keys against ROUTES. Exits non-zero if any fails.
+    Check {
+        /// A project to check besides the routes' own (numeric id or full path; repeatable).
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        /// Print the checks as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// See and operate the spool: `serve`'s local one (SPOOL_DIR), or with SPOOL_QUEUE_URL and
+    /// SPOOL_DLQ_URL set, the Lambda spool's dead-letter queue.
+    Spool {
+        #[command(subcommand)]
+        action: SpoolAction,
+    },
+}
+
+/// The command line; `--help` ends with the settings a first run needs ([`config::help_text`]).
+pub fn arguments() -> Cli {
+    let matches = Cli::command().after_help(crate::config::help_text()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Runs the command line's command (outside Lambda).
+pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
+    let mut config = Config::from_env()?;
+    config.dry_run |= cli.dry_run;
+    let http = transport::http_client(config.gitlab.connect_timeout)?;
+    let sdk = Box::pin(app::aws_config(&config, &http)).await;
+    let secrets = app::secret_provider(&config, false, sdk.as_ref()).await;
+    let (header_timeout, max_connections) = (config.serve.header_timeout, config.serve.max_connections);
+    match cli.command {
+        Command::Serve { listen } => {
+            let local = app::local_spool(&config)?;
+            let app = app::assemble(config, secrets, local.clone().map(|(s, wake)| Spool::Local(s, wake)), http)?;
+            Box::pin(app::serve(app, local, listen, header_timeout, max_connections)).await.map(|_| ExitCode::SUCCESS)
+        }
+        Command::Invoke { events, project, sha, environment } => {
+            let app = app::assemble(config, secrets, None, http)?;
+            let retarget = invoke::Retarget { project, sha, environment };
+            let ok = invoke::invoke_retargeted(app.router.clone(), &events, &retarget).await?;
+            if let Some(planned) = app.pipeline.planned() {
+                println!("{}", serde_json::json!({ "planned": planned }));
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Check { projects, json } => Box::pin(check(&config, secrets, http, &projects, json)).await,
+        Command::Spool { action } => Box::pin(spool(&config, sdk.as_ref(), action)).await,
+    }
+}
 
 #[derive(clap::Subcommand)]
 pub enum SpoolAction {
