@@ -179,7 +179,7 @@ impl Pipeline {
 
         let settings = self.gate.tool_settings(source);
         let lookup = self.apis.lookup(source.spec(), &admitted.secrets, ctx.deadline());
-        let draft = match normalize::complete(reading.read, settings, &lookup).await? {
+        let draft = match normalize::complete(reading.read, settings, lookup.as_ref()).await? {
             Read::Draft(draft, _) => draft,
             Read::Ignored(reason) => {
                 log::record_outcome(answer::Action::Ignored.as_str(), None, self.dry_run());

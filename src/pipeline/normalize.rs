@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::event::{Change, Defaults, Event, EventDraft, Overrides, ProjectRef};
 use crate::model::BoxFuture;
 use crate::secrets::SecretBundle;
-use crate::sources::{Lookup, Read, Settings, Spec};
+use crate::sources::{Lookup, Offline, Read, Settings, Spec};
 
 /// The overrides of a call: its query, the project its path names (the facade), and its
 /// route's bounds.
@@ -107,26 +107,34 @@ pub enum ToolApis {
 
 impl ToolApis {
     /// The look-up of one call of tool `spec`: the keys of the secret it declares, its API.
-    pub fn lookup<'a>(&'a self, spec: &'static Spec, secrets: &'a SecretBundle, deadline: Instant) -> CallLookup<'a> {
-        CallLookup { apis: self, spec, secrets, deadline }
+    pub fn lookup<'a>(
+        &'a self,
+        spec: &'static Spec,
+        secrets: &'a SecretBundle,
+        deadline: Instant,
+    ) -> Box<dyn Lookup + 'a> {
+        match self {
+            ToolApis::Http { client, request_timeout } => {
+                Box::new(CallLookup { client, request_timeout: *request_timeout, spec, secrets, deadline })
+            }
+            ToolApis::Offline => Box::new(Offline),
+        }
     }
 }
 
-/// A [`Lookup`] for one call.
-pub struct CallLookup<'a> {
-    apis: &'a ToolApis,
+/// The [`Lookup`] of one call, through the HTTP client.
+struct CallLookup<'a> {
+    client: &'a reqwest::Client,
+    request_timeout: Duration,
     spec: &'static Spec,
     secrets: &'a SecretBundle,
     deadline: Instant,
 }
 
 impl Lookup for CallLookup<'_> {
+    /// Only the keys the tool declares.
     fn secret(&self, key: &str) -> Option<&SecretString> {
-        let declared = self.spec.secrets.iter().any(|k| k.key == key);
-        match self.apis {
-            ToolApis::Http { .. } if declared => self.secrets.get(key),
-            _ => None,
-        }
+        self.spec.secrets.iter().any(|k| k.key == key).then(|| self.secrets.get(key)).flatten()
     }
 
     fn get_json<'a>(
@@ -136,16 +144,13 @@ impl Lookup for CallLookup<'_> {
         headers: &'a [(&'static str, &'static str)],
     ) -> BoxFuture<'a, Result<Value, String>> {
         Box::pin(async move {
-            let ToolApis::Http { client, request_timeout } = self.apis else {
-                return Err("a dry run calls no tool's API".to_string());
-            };
             let remaining = self
                 .deadline
                 .checked_duration_since(Instant::now())
                 .filter(|d| !d.is_zero())
                 .ok_or("no time left before the deadline")?;
             let mut request =
-                client.get(url).bearer_auth(token.expose_secret()).timeout(remaining.min(*request_timeout));
+                self.client.get(url).bearer_auth(token.expose_secret()).timeout(remaining.min(self.request_timeout));
             for (k, v) in headers {
                 request = request.header(*k, *v);
             }

@@ -328,27 +328,15 @@ mod tests {
         assert!(read(no_commit).err().unwrap().to_string().contains("source_blob.version"));
     }
 
-    /// A lookup that has no API token, as a dry run's.
-    struct Offline;
-
-    impl Lookup for Offline {
-        fn secret(&self, _key: &str) -> Option<&SecretString> {
-            None
-        }
-        fn get_json<'a>(&'a self, _: &'a str, _: &'a SecretString, _: &'a [(&'static str, &'static str)]) -> BoxFuture<'a, Result<Value, String>> {
-            Box::pin(async { Err("offline".to_string()) })
-        }
-    }
-
     #[tokio::test]
     async fn without_an_api_token_a_release_is_tied_by_its_description_or_ignored() {
         let release = |description: &str| {
             format!(r#"{{"resource":"release","data":{{"status":"succeeded","description":"{description}","app":{{"name":"web"}}}}}}"#)
         };
         let Read::Draft(d, Some(lookup)) = read(&release("Deploy c0ffee12")).unwrap().read else { panic!() };
-        let Read::Draft(d, None) = lookup.enrich(d, &Settings::default(), &Offline).await.unwrap() else { panic!() };
+        let Read::Draft(d, None) = lookup.enrich(d, &Settings::default(), &super::super::Offline).await.unwrap() else { panic!() };
         assert_eq!((d.sha.as_deref(), d.short_sha), (Some("c0ffee12"), true));
         let Read::Draft(d, Some(lookup)) = read(&release("Set FOO config vars")).unwrap().read else { panic!() };
-        assert!(matches!(lookup.enrich(d, &Settings::default(), &Offline).await.unwrap(), Read::Ignored(_)));
+        assert!(matches!(lookup.enrich(d, &Settings::default(), &super::super::Offline).await.unwrap(), Read::Ignored(_)));
     }
 }

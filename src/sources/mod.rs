@@ -218,6 +218,25 @@ pub trait Lookup: Send + Sync {
     ) -> BoxFuture<'a, Result<Value, String>>;
 }
 
+/// The look-up of a run that calls no tool's API (a dry run): it holds no credential, so a
+/// tool's look-up falls back to what the payload says.
+pub struct Offline;
+
+impl Lookup for Offline {
+    fn secret(&self, _key: &str) -> Option<&SecretString> {
+        None
+    }
+
+    fn get_json<'a>(
+        &'a self,
+        _url: &'a str,
+        _token: &'a SecretString,
+        _headers: &'a [(&'static str, &'static str)],
+    ) -> BoxFuture<'a, Result<Value, String>> {
+        Box::pin(async { Err("a dry run calls no tool's API".to_string()) })
+    }
+}
+
 /// One deploy tool's webhook format.
 pub trait Source: Send + Sync {
     fn spec(&self) -> &'static Spec;

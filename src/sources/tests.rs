@@ -57,23 +57,6 @@ fn signed(source: &dyn Source, body: &[u8], secret: &str) -> HeaderMap {
     headers
 }
 
-/// A lookup that holds no tool credential: what a dry run's enrichment gets.
-struct Offline;
-
-impl Lookup for Offline {
-    fn secret(&self, _key: &str) -> Option<&SecretString> {
-        None
-    }
-    fn get_json<'a>(
-        &'a self,
-        _: &'a str,
-        _: &'a SecretString,
-        _: &'a [(&'static str, &'static str)],
-    ) -> BoxFuture<'a, Result<Value, String>> {
-        Box::pin(async { Err("offline".to_string()) })
-    }
-}
-
 #[test]
 fn every_tool_declares_itself_fully() {
     let mut names = std::collections::HashSet::new();
