@@ -442,13 +442,28 @@ pub fn reference_table() -> String {
     out
 }
 
-/// The lines `--help` ends with: the settings a first run needs.
+/// The lines `--help` ends with: the tools a route may take, and the settings a first run needs.
 pub fn help_text() -> String {
-    let mut out = String::from("Configured by environment variables (README \"Configuration\"), among them:\n");
+    let mut out = String::from("Tools (POST /hooks/<tool>/<route>; docs/tools/<tool>.md sets each up):\n");
+    for source in sources::ALL {
+        out.push_str(&format!("  {:<20} {}\n", source.name(), source.spec().title));
+    }
+    out.push_str("\nConfigured by environment variables (README \"Configuration\"), among them:\n");
     for s in SETTINGS.iter().filter(|s| s.in_help) {
-        let doc = s.doc.trim_start_matches("(read as a secret) ");
-        let first = doc.split(['(', ';', '.']).next().unwrap_or(doc).trim();
-        out.push_str(&format!("  {:<20} {}\n", s.var, first.replace('`', "")));
+        // The meaning's first clause, without what is in parentheses.
+        let mut plain = String::new();
+        let mut depth = 0;
+        for c in s.doc.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                '`' => {}
+                c if depth == 0 => plain.push(c),
+                _ => {}
+            }
+        }
+        let first = plain.split([';', '.']).next().unwrap_or(&plain).split_whitespace().collect::<Vec<_>>().join(" ");
+        out.push_str(&format!("  {:<20} {}\n", s.var, first.replace(" :", ":").replace(" ,", ",")));
     }
     out
 }
@@ -552,6 +567,8 @@ mod tests {
             assert!(table.contains(&format!("| `{var}` |")), "{var} is not in the reference table");
         }
         assert!(table.contains("| `HEROKU_API_TOKEN` |"), "the tools' secret keys are listed");
-        assert!(help_text().contains("GITLAB_TOKEN") && help_text().contains("DRY_RUN"));
+        let help = help_text();
+        assert!(help.contains("GITLAB_TOKEN") && help.contains("DRY_RUN"));
+        assert!(sources::ALL.iter().all(|s| help.contains(s.spec().title)), "{help}");
     }
 }
