@@ -59,7 +59,19 @@ pub struct Environments {
     ensured: Mutex<HashMap<(String, String), Ensured>>,
 }
 
+/// Bound of what is remembered (environments of a long-running container); cleared when full.
+const MEMORY_LIMIT: usize = 10_000;
+
 impl Environments {
+    fn remember(&self, key: (String, String), ensured: Ensured) {
+        if let Ok(mut m) = self.ensured.lock() {
+            if m.len() >= MEMORY_LIMIT {
+                m.clear();
+            }
+            m.insert(key, ensured);
+        }
+    }
+
     /// Whether giving `project`'s environment `name` the tier `tier` would change it (it does
     /// not exist yet, or has another tier). Reads; remembers a tier found right.
     pub async fn tier_differs(
@@ -76,9 +88,7 @@ impl Environments {
         }
         match gitlab.find_environment(ctx, project, name).await? {
             Some(e) if e.tier.as_deref() == Some(tier.as_str()) => {
-                if let Ok(mut m) = self.ensured.lock() {
-                    m.insert(key, Ensured { tier: Some(tier), external_url: e.external_url });
-                }
+                self.remember(key, Ensured { tier: Some(tier), external_url: e.external_url });
                 Ok(false)
             }
             _ => Ok(true),
@@ -160,9 +170,7 @@ impl Environments {
             tier: now.tier.as_deref().and_then(Tier::parse).or(wanted.tier),
             external_url: now.external_url.or(wanted.external_url),
         };
-        if let Ok(mut m) = self.ensured.lock() {
-            m.insert(key, ensured);
-        }
+        self.remember(key, ensured);
         Ok(())
     }
 }

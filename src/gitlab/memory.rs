@@ -94,7 +94,7 @@ impl MemoryGitLab {
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, GitLabError> {
         let mut st =
             self.state.lock().map_err(|_| GitLabError::Unavailable("the dry run's GitLab is poisoned".into()))?;
-        if st.deployments.len() > LIMIT {
+        if st.deployments.len() > LIMIT || st.environments.len() > LIMIT {
             *st = State::default();
         }
         Ok(f(&mut st))
