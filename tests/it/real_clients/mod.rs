@@ -42,18 +42,10 @@ pub async fn readme_routed_setup() -> (crate::support::GitLabStub, crate::suppor
     gitlab.add_commit(SHA_A);
     gitlab.add_commit(SHA_B);
     let routes = readme_routes();
-    let by_source =
-        [("generic", GENERIC_SECRET), ("argocd", ARGOCD_SECRET), ("flux", FLUX_SECRET), ("vercel", VERCEL_SECRET)];
-    let keys: Vec<(String, &str)> = routes
-        .iter()
-        .filter_map(|(name, r)| {
-            by_source
-                .iter()
-                .find(|(s, _)| *s == r.source)
-                .map(|(_, v)| (gitlab_deploy_bridge::routes::secret_key(name), *v))
-        })
-        .collect();
-    let extra: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    // Each route's secret is its tool's test secret.
+    let keys: Vec<(String, String)> =
+        routes.iter().map(|(name, r)| (gitlab_deploy_bridge::routes::secret_key(name), secret_of(&r.source))).collect();
+    let extra: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let config = gitlab_deploy_bridge::config::Config { routes, unbound_hooks: false, ..config(&gitlab.url) };
     let bridge = Bridge::start(config, static_secrets_with(&token, &extra)).await;
     (gitlab, bridge)
