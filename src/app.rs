@@ -145,20 +145,7 @@ pub fn gitlab_client(config: &Config, secrets: Arc<dyn SecretProvider>, http: re
 /// Runs under the Lambda Runtime API, configured by the environment. A configuration that
 /// cannot be read keeps the function running: every webhook gets 500 saying why.
 pub async fn lambda() -> Result<(), BoxError> {
-    let built = match Config::from_env() {
-        Ok(config) => match crate::transport::http_client(config.gitlab.connect_timeout) {
-            Ok(http) => {
-                let sdk = Box::pin(aws_config(&config, &http)).await;
-                let secrets = secret_provider(&config, true, sdk.as_ref()).await;
-                let queue =
-                    sqs_spool(&config, sdk.as_ref()).filter(|_| config.spool.mode != crate::config::SpoolMode::Off);
-                assemble(config, secrets, queue.clone().map(spool::Spool::Sqs), http).map(|app| (app, queue))
-            }
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e.into()),
-    };
-    let (router, consumer) = match built {
+    let (router, consumer) = match lambda_app().await {
         Ok((app, queue)) => {
             Box::pin(warm_up(&app, WARM_UP_BUDGET)).await;
             (app.router, queue.map(|q| (app.pipeline, q)))
@@ -168,8 +155,18 @@ pub async fn lambda() -> Result<(), BoxError> {
             (crate::http::misconfigured_router(e.to_string()), None)
         }
     };
-    Box::pin(run_lambda(router, consumer)).await?;
-    Ok(())
+    Box::pin(run_lambda(router, consumer)).await
+}
+
+/// The function's app from the environment, and the spool queue its SQS batches come from.
+async fn lambda_app() -> Result<(App, Option<Arc<spool::sqs::SqsSpool>>), BoxError> {
+    let config = Config::from_env()?;
+    let http = crate::transport::http_client(config.gitlab.connect_timeout)?;
+    let sdk = Box::pin(aws_config(&config, &http)).await;
+    let secrets = secret_provider(&config, true, sdk.as_ref()).await;
+    let queue = sqs_spool(&config, sdk.as_ref()).filter(|_| config.spool.mode != crate::config::SpoolMode::Off);
+    let app = assemble(config, secrets, queue.clone().map(spool::Spool::Sqs), http)?;
+    Ok((app, queue))
 }
 
 /// How long Lambda init may spend warming up ([`warm_up`]). Init has 10 s; a GitLab or Secrets
