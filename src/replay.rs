@@ -1,6 +1,6 @@
 //! Replay defence: a delivery whose signature is good can still be old, or a copy of one already
 //! handled. Checked after the signature (so it only ever concerns the tool's own bytes):
-//! - where the tool signs a time ([`Replay::SignedTime`], [`Reading::signed_at`]), a delivery older than the source's
+//! - where the tool signs a time ([`Replay::SignedTime`](crate::sources::Replay::SignedTime), [`Reading::signed_at`]), a delivery older than the source's
 //!   window, or later than `CLOCK_SKEW_SECONDS` from now, changes nothing. Each window is longer
 //!   than the tool's own redelivery horizon (docs/decisions.md), so a tool's retry of a failed
 //!   delivery is never refused; `REPLAY_WINDOWS` overrides them (`{"flux": 600}`; 0 turns a

@@ -50,7 +50,7 @@ pub fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
 /// The one HTTP client: the TLS configuration above, no redirects (a redirect could carry the
 /// GitLab token elsewhere; AWS APIs do not redirect), a connect timeout, kept-alive connections.
 /// No default header carries a credential: the GitLab token is added per request by
-/// [`crate::gitlab::GitLabClient`] only.
+/// [`crate::gitlab::http::HttpGitLab`] only.
 pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, Box<dyn std::error::Error + Send + Sync>> {
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured(tls_config()?)

@@ -81,7 +81,8 @@ pub enum Command {
     },
 }
 
-/// The command line; `--help` ends with the settings a first run needs ([`config::help_text`]).
+/// The command line; `--help` ends with the tools and the settings a first run needs
+/// ([`crate::config::help_text`]).
 pub fn arguments() -> Cli {
     let matches = Cli::command().after_help(crate::config::help_text()).get_matches();
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
@@ -110,7 +111,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Check { projects, json } => Box::pin(check(&config, secrets, http, &projects, json)).await,
+        Command::Check { projects, json } => Box::pin(run_check(&config, secrets, http, &projects, json)).await,
         Command::Spool { action } => Box::pin(spool(&config, sdk.as_ref(), action)).await,
     }
 }
@@ -132,7 +133,7 @@ pub enum SpoolAction {
 }
 
 /// `check`: every check on its line (or a JSON array with `--json`); fails if any check fails.
-pub async fn check(
+pub async fn run_check(
     config: &Config,
     secrets: Arc<dyn crate::secrets::SecretProvider>,
     http: reqwest::Client,

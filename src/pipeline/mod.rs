@@ -4,12 +4,12 @@
 //! 1. [`admit`]: the source, the route and its secret, the tool's verification of the raw
 //!    bytes, the body read once, the replay defence;
 //! 2. [`normalize`]: the URL's overrides bound to the route, the tool's look-up where its
-//!    payload lacks something, the validated [`Event`], the route's bounds;
+//!    payload lacks something, the validated [`Event`](crate::event::Event), the route's bounds;
 //! 3. [`deliver`]: the lifecycle now, or the spool;
 //! 4. [`answer`]: one typed answer;
 //!
 //! and [`log`]: the webhook's span, whose fields the stages record, and its one line. The
-//! GitLab-compatible facade's status change is [`crate::facade`]'s, on the same stages.
+//! GitLab-compatible facade's status change is [`crate::http::facade`]'s, on the same stages.
 
 pub mod admit;
 pub mod answer;
