@@ -27,7 +27,7 @@ pub struct Route {
     /// The source (tool) whose calls this route takes.
     pub source: String,
     /// Projects the route may write to: a numeric id, a full path (case-insensitive, as GitLab
-    /// treats paths), or a path prefix ending in `/*` (every project below that group). With one
+    /// treats paths), or `group/*` (every project below that group; a `*` nowhere else). With one
     /// plain entry, a call that names no project goes there.
     pub projects: Vec<String>,
     /// Environments the route may write in: names, or prefixes ending in `*` (`preview/*`).
@@ -84,8 +84,10 @@ impl Routes {
                 ));
             }
             if route.projects.is_empty() || route.projects.iter().any(|p| !valid_pattern(p)) {
+                let bad = route.projects.iter().find(|p| !valid_pattern(p)).map(|p| format!(" ({p:?} is not one)"));
                 return Err(format!(
-                    "ROUTES: route {name:?} needs `projects`: ids, full paths or `group/*` prefixes (no empty, `.` or `..` segments)"
+                    "ROUTES: route {name:?} needs `projects`: numeric ids, full paths, or `group/*` for every project below a group{} — a `*` only ends a group path, after `/`",
+                    bad.unwrap_or_default()
                 ));
             }
             if route.environments.as_ref().is_some_and(|e| e.is_empty() || e.iter().any(|e| e.trim().is_empty())) {
@@ -110,20 +112,17 @@ impl Routes {
     }
 }
 
-/// A project pattern: segments that are names (a `*` may end the last one).
+/// A project entry: a numeric id, a full path, or `group/*` (`group/sub/*`): every project below
+/// that group. A `*` anywhere else (`acme*`, `42*`, `group/app-*`) would match by string prefix —
+/// `acme*` matches `acme-evil/x`, `42*` project 4242 — so it is refused; so are empty, `.` and
+/// `..` segments.
 fn valid_pattern(p: &str) -> bool {
     let p = p.trim();
-    let body = p.strip_suffix('*').unwrap_or(p);
-    !p.is_empty()
-        && p != "*"
-        && !body.contains('*')
-        && body.split('/').enumerate().all(|(i, s)| {
-            let last = i == body.split('/').count() - 1;
-            (s != "." && s != "..") && (!s.is_empty() || (last && p.ends_with('*')))
-        })
+    let body = p.strip_suffix("/*").unwrap_or(p);
+    !body.is_empty() && body.split('/').all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('*'))
 }
 
-/// `value` matches `pattern`: equal, or below a prefix that ends in `*`.
+/// `value` matches `pattern`: equal, or below a prefix that ends in `*` (for projects, `group/*`).
 fn matches(pattern: &str, value: &str, fold_case: bool) -> bool {
     let (pattern, value) = if fold_case {
         (pattern.to_ascii_lowercase(), value.to_ascii_lowercase())
@@ -228,6 +227,13 @@ mod tests {
             assert!(err.contains(says), "{json}: {err}");
         }
         assert_eq!(secret_key("shop-prod"), "route_shop_prod_secret");
-        assert!(valid_pattern("group/*") && valid_pattern("group/sub-*") && valid_pattern("42"));
+        assert!(valid_pattern("group/*") && valid_pattern("group/sub/*") && valid_pattern("42"));
+        assert!(valid_pattern("group/app") && valid_pattern(" Group/Sub/App "));
+        // Issue 21: `acme*` matched `acme-evil/x`, `42*` project 4242.
+        for bad in ["acme*", "42*", "group/app-*", "group/*/x", "*", "/*", "group//*", "group/sub*", "a/../*"] {
+            assert!(!valid_pattern(bad), "{bad}");
+            let err = Routes::parse(&format!(r#"{{"r": {{"source": "flux", "projects": ["{bad}"]}}}}"#)).unwrap_err();
+            assert!(err.contains(&format!("{bad:?} is not one")) && err.contains("group/*"), "{bad}: {err}");
+        }
     }
 }

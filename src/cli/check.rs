@@ -52,6 +52,12 @@ impl Line {
     }
 }
 
+/// The one check of a configuration the bridge refuses to start with (`ROUTES` with a project
+/// pattern such as `acme*`, a duration out of bounds, ...): nothing else can be checked.
+pub fn configuration_refused(e: &crate::config::ConfigError) -> Line {
+    Line::new("configuration", Verdict::Failed, format!("{e}; the bridge will not start with it"))
+}
+
 /// Runs every check; `projects` are checked besides the routes' own (plain) projects.
 pub async fn run(
     config: &Config,

@@ -90,7 +90,14 @@ pub fn arguments() -> Cli {
 
 /// Runs the command line's command (outside Lambda).
 pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
-    let mut config = Config::from_env()?;
+    let mut config = match Config::from_env() {
+        Ok(config) => config,
+        // `check` names a configuration the bridge would refuse to start with as its first failed check.
+        Err(e) => match cli.command {
+            Command::Check { json, .. } => return Ok(print_checks(&[check::configuration_refused(&e)], json)?),
+            _ => return Err(e.into()),
+        },
+    };
     config.dry_run |= cli.dry_run;
     let http = transport::http_client(config.gitlab.connect_timeout)?;
     let sdk = Box::pin(app::aws_config(&config, &http)).await;
@@ -142,10 +149,15 @@ pub async fn run_check(
 ) -> Result<ExitCode, BoxError> {
     let gitlab = app::gitlab_client(config, secrets.clone(), http);
     let lines = check::run(config, secrets, &gitlab, projects).await;
+    print_checks(&lines, as_json)
+}
+
+/// Prints `check`'s lines (a JSON array with `--json`); fails if any check failed.
+fn print_checks(lines: &[check::Line], as_json: bool) -> Result<ExitCode, BoxError> {
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&lines)?);
+        println!("{}", serde_json::to_string_pretty(lines)?);
     } else {
-        for line in &lines {
+        for line in lines {
             println!("{}", line.text());
         }
     }

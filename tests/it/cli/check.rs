@@ -138,3 +138,37 @@ async fn check_reads_the_secret_from_secrets_manager_as_the_function_does() {
     .await;
     assert!(!ok && verdict(&lines, "secret")[0].0 == "failed", "{lines:#?}");
 }
+
+/// Issue 21: `"acme*"` was accepted, matched `acme-evil/x` (and `"42*"` project 4242), and
+/// `check` reported it as a project that does not exist. Only `group/*` forms are patterns:
+/// anything else is refused at startup, and `check` names it as the configuration's failure.
+#[tokio::test]
+async fn a_project_pattern_that_is_not_group_star_is_a_configuration_error_at_startup_and_in_check() {
+    let gitlab = GitLabStub::start("t").await;
+    for pattern in ["acme*", "42*", "group/app-*"] {
+        let routes = format!(r#"{{"ci": {{"source": "generic", "projects": ["{pattern}"]}}}}"#);
+        let env = [("GITLAB_URL", gitlab.url.as_str()), ("GITLAB_TOKEN", "t"), ("ROUTES", routes.as_str())];
+        let (ok, lines) = check(&env, &[]).await;
+        assert!(!ok, "{lines:#?}");
+        let configuration = verdict(&lines, "configuration");
+        assert_eq!(configuration.len(), 1, "{lines:#?}");
+        assert!(
+            configuration[0].0 == "failed"
+                && configuration[0].1.contains(&format!("{pattern:?} is not one"))
+                && configuration[0].1.contains("group/*"),
+            "{configuration:?}"
+        );
+        assert!(verdict(&lines, &format!("project {pattern}")).is_empty(), "not checked as a project: {lines:#?}");
+        // `serve` refuses to start with it.
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .envs(env.iter().copied())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("is not one"), "{stderr}");
+    }
+    assert!(gitlab.requests().is_empty(), "nothing was asked of GitLab");
+}
