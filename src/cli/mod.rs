@@ -94,7 +94,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         Ok(config) => config,
         // `check` names a configuration the bridge would refuse to start with as its first failed check.
         Err(e) => match cli.command {
-            Command::Check { json, .. } => return Ok(print_checks(&[check::configuration_refused(&e)], json)?),
+            Command::Check { json, .. } => return print_checks(&[check::configuration_refused(&e)], json),
             _ => return Err(e.into()),
         },
     };
