@@ -66,7 +66,9 @@ pub async fn secret_provider(
     match (&config.secret_id, sdk) {
         (Some(id), Some(sdk)) => {
             let client = aws_sdk_secretsmanager::Client::new(sdk);
-            Arc::new(SecretsManager::new(client, id.clone(), config.secret_ttl))
+            Arc::new(
+                SecretsManager::new(client, id.clone(), config.secret_ttl).with_stale_limit(config.secret_stale_max),
+            )
         }
         _ => {
             let env = StaticSecrets::from_env_vars(std::env::vars(), &crate::sources::declared_secret_keys());

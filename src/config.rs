@@ -53,6 +53,11 @@ pub static SETTINGS: &[SettingDoc] = &[
         "a Secrets Manager secret (name or ARN) with `gitlab_token` and `route_<route>_secret` keys (Lambda). Without it the secrets are environment variables (below); in Lambda with neither, every webhook gets 500 saying so",
     ),
     setting("SECRET_CACHE_TTL_SECONDS", "`300`", "how long the secret is trusted before it is read again"),
+    setting(
+        "SECRET_STALE_MAX_SECONDS",
+        "`3600`",
+        "while Secrets Manager is unavailable, how long past its TTL the secret read last keeps serving (with a warning); `0`: never",
+    ),
     help(
         "GITLAB_TOKEN",
         "—",
@@ -240,6 +245,8 @@ pub struct Config {
     pub secret_id: Option<String>,
     /// How long a fetched secret is trusted (`SECRET_CACHE_TTL_SECONDS`).
     pub secret_ttl: Duration,
+    /// How long past its TTL it serves while Secrets Manager is unavailable (`SECRET_STALE_MAX_SECONDS`).
+    pub secret_stale_max: Duration,
     /// Plan everything, send nothing to GitLab (`DRY_RUN`). Read once, when the bridge is
     /// assembled: it chooses the in-memory GitLab.
     pub dry_run: bool,
@@ -267,6 +274,7 @@ impl Default for Config {
             gitlab: GitLabSettings::default(),
             secret_id: None,
             secret_ttl: Duration::from_secs(300),
+            secret_stale_max: crate::secrets::STALE_LIMIT,
             dry_run: false,
             deadlines: Deadlines::default(),
             serve: ServeSettings::default(),
@@ -390,6 +398,7 @@ impl Config {
             },
             secret_id: get("SECRET_ID"),
             secret_ttl: secs("SECRET_CACHE_TTL_SECONDS", d.secret_ttl)?,
+            secret_stale_max: secs("SECRET_STALE_MAX_SECONDS", d.secret_stale_max)?,
             dry_run,
             deadlines: Deadlines {
                 local: secs("REQUEST_DEADLINE_SECONDS", d.deadlines.local)?,

@@ -184,27 +184,46 @@ impl SecretProvider for Unconfigured {
 struct Cached {
     bundle: Arc<SecretBundle>,
     fetched: Instant,
+    /// GitLab refused its token: read again before using it as current.
+    refused: bool,
 }
 
-/// What the last read gave: a bundle (kept for the TTL), or a failure (kept briefly, so that
-/// requests queued behind a read that failed do not each repeat it, one after another).
+/// What the reads so far left.
 #[derive(Default)]
 struct CacheState {
+    /// The last bundle read.
     ok: Option<Cached>,
-    failed: Option<(Instant, SecretsError)>,
+    /// How the last read ended, if it failed, and which read that was ([`SecretsManager::reads`]).
+    failed: Option<(u64, SecretsError)>,
+    /// While a stale bundle is served, the next re-read is not tried before this.
+    retry_at: Option<Instant>,
 }
 
-/// How long a failed read is answered from memory.
-const FAILURE_HOLD: Duration = Duration::from_secs(5);
+/// While Secrets Manager cannot be read and a stale bundle is served, how often one request
+/// tries to read again (the others meanwhile are served the stale bundle at once).
+const STALE_RETRY: Duration = Duration::from_secs(5);
 
-/// AWS Secrets Manager, read on first use and cached for `ttl`.
+/// AWS Secrets Manager, read on first use and cached for `ttl`. A read that fails leaves no
+/// hold behind: the requests that waited for it share its outcome, and the next request after
+/// it reads again, so a recovered Secrets Manager is used at once. While re-reads fail because
+/// Secrets Manager is unavailable, the bundle read last keeps serving, with a warning, up to
+/// `stale_limit` past its TTL (a rotated webhook secret or token takes effect once a read
+/// succeeds; a secret deleted or made unreadable is not served stale).
 pub struct SecretsManager {
     client: aws_sdk_secretsmanager::Client,
     secret_id: String,
     ttl: Duration,
-    cache: Mutex<CacheState>,
+    stale_limit: Duration,
+    state: std::sync::Mutex<CacheState>,
+    /// Held by the one request reading the secret (concurrent first requests share one read).
+    reading: Mutex<()>,
+    /// Reads finished so far.
+    reads: AtomicU64,
     generation: AtomicU64,
 }
+
+/// How long past its TTL a bundle is served while Secrets Manager is unavailable, by default.
+pub const STALE_LIMIT: Duration = Duration::from_secs(3600);
 
 impl SecretsManager {
     pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>, ttl: Duration) -> Self {
@@ -212,9 +231,18 @@ impl SecretsManager {
             client,
             secret_id: secret_id.into(),
             ttl,
-            cache: Mutex::new(CacheState::default()),
+            stale_limit: STALE_LIMIT,
+            state: std::sync::Mutex::new(CacheState::default()),
+            reading: Mutex::new(()),
+            reads: AtomicU64::new(0),
             generation: AtomicU64::new(0),
         }
+    }
+
+    /// How long past its TTL the last bundle read keeps serving while re-reads fail
+    /// (`SECRET_STALE_MAX_SECONDS`; zero: never).
+    pub fn with_stale_limit(self, stale_limit: Duration) -> Self {
+        SecretsManager { stale_limit, ..self }
     }
 
     async fn fetch(&self) -> Result<Arc<SecretBundle>, SecretsError> {
@@ -247,44 +275,101 @@ impl SecretsManager {
         tracing::info!(secret_id = %self.secret_id, generation, keys = bundle.values.len(), "read secret from Secrets Manager");
         Ok(Arc::new(bundle))
     }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The bundle within its TTL, if there is one.
+    fn fresh(&self) -> Option<Arc<SecretBundle>> {
+        let state = self.state();
+        state.ok.as_ref().filter(|c| !c.refused && c.fetched.elapsed() < self.ttl).map(|c| c.bundle.clone())
+    }
+
+    /// The bundle past its TTL that may still serve while Secrets Manager is unavailable.
+    fn stale(&self) -> Option<Arc<SecretBundle>> {
+        let state = self.state();
+        state.ok.as_ref().filter(|c| c.fetched.elapsed() < self.ttl + self.stale_limit).map(|c| c.bundle.clone())
+    }
+
+    /// A failed read's answer: the stale bundle where Secrets Manager was merely unavailable
+    /// and one may serve, else the error.
+    fn after_failure(&self, e: SecretsError) -> Result<Arc<SecretBundle>, SecretsError> {
+        match (&e, self.stale()) {
+            (SecretsError::Unavailable(_), Some(stale)) => Ok(stale),
+            _ => Err(e),
+        }
+    }
+
+    async fn read(&self) -> Result<Arc<SecretBundle>, SecretsError> {
+        if let Some(b) = self.fresh() {
+            return Ok(b);
+        }
+        // Reads finished before this request began waiting: one that ends while it waits is
+        // the read it waited for.
+        let seen = self.reads.load(Ordering::Acquire);
+        let _reading = match self.reading.try_lock() {
+            Ok(guard) => guard,
+            // Another request is reading: a stale bundle serves at once rather than waiting.
+            Err(_) => match self.stale() {
+                Some(stale) => return Ok(stale),
+                None => self.reading.lock().await,
+            },
+        };
+        if let Some(b) = self.fresh() {
+            return Ok(b);
+        }
+        let shared = self.state().failed.clone().filter(|(read, _)| *read > seen);
+        if let Some((_, e)) = shared {
+            return self.after_failure(e);
+        }
+        // Serving a stale bundle: one re-read per STALE_RETRY, not one per request.
+        let held = self.state().retry_at.is_some_and(|at| Instant::now() < at);
+        if held && let Some(stale) = self.stale() {
+            return Ok(stale);
+        }
+        let result = self.fetch().await;
+        let read = self.reads.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut state = self.state();
+        match result {
+            Ok(bundle) => {
+                *state = CacheState {
+                    ok: Some(Cached { bundle: bundle.clone(), fetched: Instant::now(), refused: false }),
+                    failed: None,
+                    retry_at: None,
+                };
+                Ok(bundle)
+            }
+            Err(e) => {
+                state.failed = Some((read, e.clone()));
+                drop(state);
+                let answer = self.after_failure(e.clone());
+                if answer.is_ok() {
+                    self.state().retry_at = Some(Instant::now() + STALE_RETRY);
+                    tracing::warn!(
+                        secret_id = %self.secret_id,
+                        error = %e,
+                        stale_limit_s = self.stale_limit.as_secs(),
+                        "the secret cannot be read again; serving the one read last, past its TTL (up to SECRET_STALE_MAX_SECONDS)"
+                    );
+                }
+                answer
+            }
+        }
+    }
 }
 
 impl SecretProvider for SecretsManager {
     fn current(&self) -> BoxFuture<'_, Result<Arc<SecretBundle>, SecretsError>> {
-        Box::pin(async move {
-            // Holding the lock while fetching makes concurrent first requests share one read.
-            let mut cache = self.cache.lock().await;
-            if let Some(c) = cache.ok.as_ref()
-                && c.fetched.elapsed() < self.ttl
-            {
-                return Ok(c.bundle.clone());
-            }
-            if let Some((at, e)) = cache.failed.as_ref()
-                && at.elapsed() < FAILURE_HOLD
-            {
-                return Err(e.clone());
-            }
-            match self.fetch().await {
-                Ok(bundle) => {
-                    *cache = CacheState {
-                        ok: Some(Cached { bundle: bundle.clone(), fetched: Instant::now() }),
-                        failed: None,
-                    };
-                    Ok(bundle)
-                }
-                Err(e) => {
-                    cache.failed = Some((Instant::now(), e.clone()));
-                    Err(e)
-                }
-            }
-        })
+        Box::pin(self.read())
     }
 
     fn invalidate<'a>(&'a self, stale: &'a SecretBundle) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let mut cache = self.cache.lock().await;
-            if cache.ok.as_ref().is_some_and(|c| c.bundle.generation == stale.generation) {
-                cache.ok = None;
+            let mut state = self.state();
+            if let Some(c) = state.ok.as_mut().filter(|c| c.bundle.generation == stale.generation) {
+                c.refused = true;
+                state.retry_at = None;
             }
         })
     }

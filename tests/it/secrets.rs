@@ -156,3 +156,58 @@ async fn a_hanging_secrets_manager_is_answered_within_each_requests_deadline() {
     }
     assert!(gitlab.requests().is_empty());
 }
+
+/// A provider reading through a proxy that can take Secrets Manager down, without the SDK's own
+/// retries (what is tested is the bridge's cache, not the SDK's backoff).
+async fn flaky_secret(gitlab: &GitLabStub, token: &str, ttl: Duration, stale: Duration) -> (Bridge, CountingProxy) {
+    let name = moto::create_secret(&secret_json(token)).await;
+    let proxy = CountingProxy::start().await;
+    let client = moto::client_with(&proxy.url, aws_sdk_secretsmanager::config::retry::RetryConfig::disabled());
+    let provider = SecretsManager::new(client, name, ttl).with_stale_limit(stale);
+    (Bridge::start(config(&gitlab.url), Arc::new(provider)).await, proxy)
+}
+
+/// Issue 21: after Secrets Manager recovered, calls kept getting 503 for up to 5 s (a failure
+/// hold). A failed read is shared only by the requests that waited for it.
+#[tokio::test]
+async fn a_recovered_secrets_manager_is_used_at_once() {
+    let token = fastrand_token();
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    let (bridge, proxy) = flaky_secret(&gitlab, &token, Duration::from_secs(300), Duration::from_secs(300)).await;
+    proxy.set_down(true);
+    let (s, r) = bridge.generic("production", SHA_A, "running").await;
+    assert_eq!(s, 503, "{r}");
+    proxy.set_down(false);
+    let (s, r) = bridge.generic("production", SHA_A, "running").await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("created")), "read again at once: {r}");
+    assert_eq!(proxy.reads(), 2);
+}
+
+/// Issue 21: a cached secret past its TTL was not used while a re-read failed. It keeps serving
+/// (with a warning) up to SECRET_STALE_MAX_SECONDS past its TTL, re-read once per 5 s rather
+/// than by every request; past the bound the call fails (503), and once Secrets Manager is
+/// back, the fresh secret serves.
+#[tokio::test]
+async fn a_stale_secret_serves_while_secrets_manager_is_down_up_to_its_bound() {
+    let token = fastrand_token();
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    let (bridge, proxy) = flaky_secret(&gitlab, &token, Duration::from_secs(1), Duration::from_secs(3)).await;
+    assert_eq!(bridge.generic("production", SHA_A, "running").await.0, 200);
+    proxy.set_down(true);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for status in ["success", "running", "success"] {
+        let (s, r) = bridge.generic("staging", SHA_A, status).await;
+        assert_eq!(s, 200, "the stale secret serves: {r}");
+    }
+    assert_eq!(proxy.reads(), 2, "one re-read tried, not one per request");
+    assert!(logs().contains("serving the one read last, past its TTL"), "the warning is logged");
+    // 1 s TTL + 3 s: past the bound, nothing is served on it.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let (s, r) = bridge.generic("staging", SHA_A, "running").await;
+    assert_eq!(s, 503, "{r}");
+    proxy.set_down(false);
+    let (s, r) = bridge.generic("staging", SHA_A, "success").await;
+    assert_eq!(s, 200, "{r}");
+}

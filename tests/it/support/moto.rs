@@ -80,8 +80,17 @@ pub fn sdk_http() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
 
 /// An SDK client for moto, configured explicitly (no process environment involved).
 pub fn client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    client_with(endpoint, aws_sdk_secretsmanager::config::retry::RetryConfig::standard())
+}
+
+/// [`client`] with its own retries (a test of what a failed read does need not wait for the SDK's).
+pub fn client_with(
+    endpoint: &str,
+    retry: aws_sdk_secretsmanager::config::retry::RetryConfig,
+) -> aws_sdk_secretsmanager::Client {
     let conf = aws_sdk_secretsmanager::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .retry_config(retry)
         .http_client(sdk_http())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
@@ -107,6 +116,7 @@ pub struct CountingProxy {
     pub url: String,
     reads: ReadLog,
     pub actions: Actions,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Calls by action (`AmazonSQS.SendMessage`, `secretsmanager.GetSecretValue`, ...).
@@ -117,6 +127,8 @@ type ReadLog = Arc<std::sync::Mutex<Vec<(Instant, Duration)>>>;
 
 #[derive(Clone)]
 struct Upstream {
+    /// An outage: every call is answered 503 `ServiceUnavailableException` (counted, not forwarded).
+    down: Arc<std::sync::atomic::AtomicBool>,
     reads: ReadLog,
     actions: Actions,
     http: reqwest::Client,
@@ -126,12 +138,13 @@ struct Upstream {
 impl CountingProxy {
     pub async fn start() -> CountingProxy {
         let upstream = Upstream {
+            down: Default::default(),
             reads: ReadLog::default(),
             actions: Actions::default(),
             http: reqwest::Client::new(),
             url: endpoint(),
         };
-        let (reads, actions) = (upstream.reads.clone(), upstream.actions.clone());
+        let (reads, actions, down) = (upstream.reads.clone(), upstream.actions.clone(), upstream.down.clone());
         let app = axum::Router::new().fallback(forward).with_state(upstream);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -140,7 +153,13 @@ impl CountingProxy {
             let _ = tcp.set_nodelay(true);
         });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        CountingProxy { url, reads, actions }
+        CountingProxy { url, reads, actions, down }
+    }
+
+    /// Secrets Manager (or SQS) down (`true`) or back (`false`).
+    #[allow(dead_code)]
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn reads(&self) -> usize {
@@ -170,6 +189,12 @@ async fn forward(
         log.push((at, Duration::ZERO));
         log.len() - 1
     });
+    if up.down.load(std::sync::atomic::Ordering::SeqCst) {
+        let body = r#"{"__type":"ServiceUnavailableException","message":"the service is unavailable"}"#;
+        let headers =
+            [("content-type", "application/x-amz-json-1.1"), ("x-amzn-errortype", "ServiceUnavailableException")];
+        return (StatusCode::SERVICE_UNAVAILABLE, headers, body).into_response();
+    }
     let mut rb = up.http.post(format!("{}{}", up.url, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
     for (k, v) in headers.iter() {
         if k != "host" && k != "content-length" {
