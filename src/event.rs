@@ -189,6 +189,17 @@ pub struct Overrides {
     pub route_ref: Option<String>,
 }
 
+impl Overrides {
+    /// What the call's unsigned parts chose (the query's project, environment, ref and tier, the
+    /// facade's path project; the route's ref is the route's): part of a delivery's identity for
+    /// the replay defence, so that a copy aimed elsewhere is not the same delivery.
+    pub fn unsigned_choice(&self) -> String {
+        let part = |v: &Option<String>| v.as_deref().unwrap_or("").to_string();
+        [part(&self.project).to_ascii_lowercase(), part(&self.environment), part(&self.git_ref), part(&self.tier)]
+            .join("\u{0}")
+    }
+}
+
 /// What `ENVIRONMENTS` may say about one environment.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

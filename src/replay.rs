@@ -8,13 +8,17 @@
 //! - where the tool identifies a delivery ([`Reading::delivery_key`]: an id, or the body's hash
 //!   where its retries are byte-identical), a delivery this container has already handled
 //!   changes nothing. Only handled deliveries are remembered — a retry after a 5xx goes
-//!   through — for the source's window (a day where it has none), at most 10,000 at a time.
+//!   through, and so does one that was ignored — for the source's window (a day where it has
+//!   none), at most 10,000 per route (the oldest forgotten first: one route's traffic never
+//!   flushes another's). What the unsigned parts of the call chose (the query's project,
+//!   environment, ref) is part of the delivery's identity, so a copy aimed elsewhere never
+//!   makes the real one "already handled".
 //!
 //! Both answer 200 with `"action": "ignored"` and the reason: a 4xx would make the tool retry.
 //! Another container has its own memory, so a copy sent to two containers at once can be
 //! handled twice; the lifecycle then answers the second `unchanged`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,19 +27,54 @@ use time::OffsetDateTime;
 use crate::model::format_time;
 use crate::sources::{Reading, Spec};
 
+/// Handled deliveries remembered per partition (one route, or one source's unbound hook); the
+/// oldest is forgotten first.
 const MEMORY_LIMIT: usize = 10_000;
 const DEFAULT_MEMORY: Duration = Duration::from_secs(86_400);
 
 pub struct Replays {
     overrides: HashMap<String, u64>,
     skew: Duration,
-    /// Handled deliveries: when, and for how long to remember them.
-    handled: Mutex<HashMap<String, (Instant, Duration)>>,
+    /// Handled deliveries, one memory per route (and per source for unbound hooks): one route's
+    /// traffic can never make another's deliveries forgotten.
+    handled: Mutex<HashMap<String, Memory>>,
 }
 
-/// A delivery that may go on, and the key to remember it by once handled.
+/// One partition's handled deliveries: when each was handled and for how long to remember it,
+/// and their order of arrival (the oldest first), so that a full memory forgets its oldest.
+#[derive(Default)]
+struct Memory {
+    seen: HashMap<String, (Instant, Duration)>,
+    order: VecDeque<(String, Instant)>,
+}
+
+impl Memory {
+    fn contains(&self, key: &str) -> bool {
+        self.seen.get(key).is_some_and(|(at, keep)| at.elapsed() < *keep)
+    }
+
+    fn insert(&mut self, key: String, keep: Duration) {
+        let now = Instant::now();
+        while self.seen.len() >= MEMORY_LIMIT {
+            let Some((oldest, at)) = self.order.pop_front() else { break };
+            // A key handled again since has a newer entry in `order`: keep it.
+            if self.seen.get(&oldest).is_some_and(|(a, _)| *a == at) {
+                self.seen.remove(&oldest);
+            }
+        }
+        self.order.push_back((key.clone(), now));
+        self.seen.insert(key, (now, keep));
+        // `order` keeps one entry per insertion; bounded at twice the memory.
+        if self.order.len() > 2 * MEMORY_LIMIT {
+            let seen = &self.seen;
+            self.order.retain(|(k, at)| seen.get(k).is_some_and(|(a, _)| a == at));
+        }
+    }
+}
+
+/// A delivery that may go on, and where to remember it once handled.
 pub struct Admitted {
-    key: Option<(String, Duration)>,
+    key: Option<(String, String, Duration)>,
 }
 
 impl Replays {
@@ -45,7 +84,17 @@ impl Replays {
     }
 
     /// Whether a verified delivery, read as `reading`, may change anything; `Err` says why not.
-    pub fn admit(&self, spec: &Spec, reading: &Reading) -> Result<Admitted, String> {
+    /// `partition`: the route it came on (`None`: an unbound hook); `unsigned`: what the unsigned
+    /// parts of the call (the query, the facade's path) chose — part of what identifies the
+    /// delivery, so that a copy aimed elsewhere is another delivery and never makes the real one
+    /// "already handled".
+    pub fn admit(
+        &self,
+        spec: &Spec,
+        partition: Option<&str>,
+        reading: &Reading,
+        unsigned: &str,
+    ) -> Result<Admitted, String> {
         // The window of the source: configured (0: no defence at all), else the source's own.
         let window = match self.overrides.get(spec.name).or_else(|| self.overrides.get("*")) {
             Some(0) => return Ok(Admitted { key: None }),
@@ -70,28 +119,33 @@ impl Replays {
                 ));
             }
         }
-        let key =
-            reading.delivery_key.as_ref().map(|k| (format!("{}:{k}", spec.name), window.unwrap_or(DEFAULT_MEMORY)));
-        if let Some((k, keep)) = &key {
-            let seen = self.handled.lock().ok().and_then(|m| m.get(k).copied());
-            if seen.is_some_and(|(at, _)| at.elapsed() < *keep) {
+        let partition = match partition {
+            Some(route) => format!("route:{route}"),
+            None => format!("unbound:{}", spec.name),
+        };
+        let key = reading.delivery_key.as_ref().map(|k| {
+            (
+                partition,
+                format!("{}:{k}:{}", spec.name, crate::sources::body_hash(unsigned.as_bytes())),
+                window.unwrap_or(DEFAULT_MEMORY),
+            )
+        });
+        if let Some((partition, k, _)) = &key {
+            let seen = self.handled.lock().ok().is_some_and(|m| m.get(partition).is_some_and(|m| m.contains(k)));
+            if seen {
                 return Err("this delivery was already handled here; a redelivery or a replay changes nothing".into());
             }
         }
         Ok(Admitted { key })
     }
 
-    /// Remembers a delivery that was handled.
+    /// Remembers a delivery that was handled (applied or spooled; what was ignored is not
+    /// remembered: ignoring it again costs nothing, and a copy sent with an unsigned header
+    /// that made it "ignored" must not burn the real delivery).
     pub fn handled(&self, admitted: Admitted) {
-        let Some((key, keep)) = admitted.key else { return };
+        let Some((partition, key, keep)) = admitted.key else { return };
         if let Ok(mut m) = self.handled.lock() {
-            if m.len() >= MEMORY_LIMIT {
-                m.retain(|_, (at, keep)| at.elapsed() < *keep);
-                if m.len() >= MEMORY_LIMIT {
-                    m.clear();
-                }
-            }
-            m.insert(key, (Instant::now(), keep));
+            m.entry(partition).or_default().insert(key, keep);
         }
     }
 }
@@ -110,22 +164,46 @@ mod tests {
         let flux = sources::find("flux").unwrap().spec();
         let replays = Replays::new(HashMap::new(), Duration::from_secs(30));
         let now = OffsetDateTime::now_utc();
-        assert!(replays.admit(flux, &reading(Some(now - time::Duration::minutes(5)), None)).is_ok());
-        let old = replays.admit(flux, &reading(Some(now - time::Duration::minutes(11)), None)).err().unwrap();
+        assert!(replays.admit(flux, None, &reading(Some(now - time::Duration::minutes(5)), None), "").is_ok());
+        let old = replays.admit(flux, None, &reading(Some(now - time::Duration::minutes(11)), None), "").err().unwrap();
         assert!(old.contains("flux replay window (600 s)"), "{old}");
-        assert!(replays.admit(flux, &reading(Some(now + time::Duration::minutes(2)), None)).is_err());
+        assert!(replays.admit(flux, None, &reading(Some(now + time::Duration::minutes(2)), None), "").is_err());
         let off = Replays::new([("flux".to_string(), 0)].into_iter().collect(), Duration::from_secs(30));
-        assert!(off.admit(flux, &reading(Some(now - time::Duration::days(9)), None)).is_ok(), "0 turns it off");
+        let ancient = reading(Some(now - time::Duration::days(9)), None);
+        assert!(off.admit(flux, None, &ancient, "").is_ok(), "0 turns it off");
     }
 
     #[test]
     fn a_delivery_is_refused_only_once_it_was_handled() {
         let netlify = sources::find("netlify").unwrap().spec();
         let replays = Replays::new(HashMap::new(), Duration::from_secs(30));
-        let first = replays.admit(netlify, &reading(None, Some("k"))).unwrap();
-        assert!(replays.admit(netlify, &reading(None, Some("k"))).is_ok(), "not handled yet: a retry goes through");
+        let admit = |key: &str| replays.admit(netlify, Some("r"), &reading(None, Some(key)), "");
+        let first = admit("k").unwrap();
+        assert!(admit("k").is_ok(), "not handled yet: a retry goes through");
         replays.handled(first);
-        assert!(replays.admit(netlify, &reading(None, Some("k"))).is_err());
-        assert!(replays.admit(netlify, &reading(None, Some("other"))).is_ok());
+        assert!(admit("k").is_err());
+        assert!(admit("other").is_ok());
+        // Aimed elsewhere by the unsigned query, or on another route: another delivery.
+        assert!(replays.admit(netlify, Some("r"), &reading(None, Some("k")), "environment=preview/x").is_ok());
+        assert!(replays.admit(netlify, Some("r2"), &reading(None, Some("k")), "").is_ok());
+    }
+
+    /// Issue 21: 10,050 handled deliveries on one route cleared the memory shared by all routes.
+    #[test]
+    fn a_full_memory_forgets_its_own_oldest_and_never_another_routes() {
+        let heroku = sources::find("heroku").unwrap().spec();
+        let replays = Replays::new(HashMap::new(), Duration::from_secs(30));
+        let handle = |route: &str, key: &str| {
+            let fresh = replays.admit(heroku, Some(route), &reading(None, Some(key)), "").unwrap();
+            replays.handled(fresh);
+        };
+        handle("victim", "captured");
+        for i in 0..MEMORY_LIMIT + 50 {
+            handle("noisy", &i.to_string());
+        }
+        assert!(replays.admit(heroku, Some("victim"), &reading(None, Some("captured")), "").is_err());
+        let noisy = |key: &str| replays.admit(heroku, Some("noisy"), &reading(None, Some(key)), "");
+        assert!(noisy("0").is_ok(), "the noisy route's oldest is forgotten first");
+        assert!(noisy(&(MEMORY_LIMIT + 49).to_string()).is_err(), "its newest is remembered");
     }
 }

@@ -157,14 +157,16 @@ impl Gate {
         Ok(Admitted { source, route: bound, secrets, unbound_note })
     }
 
-    /// The verified body read once, and the replay defence's verdict on it.
-    pub fn read(&self, admitted: &Admitted, request: &Request<'_>) -> Result<Delivery, Error> {
+    /// The verified body read once, and the replay defence's verdict on it. `unsigned`: what
+    /// the call's unsigned parts chose ([`Overrides::unsigned_choice`](crate::event::Overrides::unsigned_choice)).
+    pub fn read(&self, admitted: &Admitted, request: &Request<'_>, unsigned: &str) -> Result<Delivery, Error> {
         let source = admitted.source;
         let reading = source.read(request, self.tools.of(source.name()))?;
         // Decoded once, whatever the tool (the compliance suite holds each source to it; every
         // debug build — the end-to-end tests — checks it on every call).
         debug_assert!(request.decodes() <= 1, "{} decoded the body {} times", source.name(), request.decodes());
-        let replay = match (self.replays.admit(source.spec(), &reading), self.replay_policy) {
+        let route = admitted.route.as_ref().map(|b| b.name.as_str());
+        let replay = match (self.replays.admit(source.spec(), route, &reading, unsigned), self.replay_policy) {
             (Ok(fresh), ReplayPolicy::Enforce) => Replayed::Fresh(Some(fresh)),
             (Ok(_), ReplayPolicy::Note) => Replayed::Fresh(None),
             (Err(reason), ReplayPolicy::Enforce) => Replayed::Refused(reason),

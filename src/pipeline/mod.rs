@@ -70,8 +70,10 @@ impl Handled {
 
 /// What normalization and delivery need of the webhook beyond admission.
 struct Call<'a> {
-    query: Option<&'a str>,
-    path_project: Option<String>,
+    /// The URL's overrides, bound to the route.
+    overrides: crate::event::Overrides,
+    /// Whether the caller can take a 202 (not the facade, which needs GitLab's deployment back).
+    spoolable: bool,
     received: Instant,
     body: &'a [u8],
 }
@@ -147,7 +149,10 @@ impl Pipeline {
         let body = body?;
         let request = Request::new(headers, &body);
         let admitted = self.gate.authenticate(source, route, &request, ctx).await?;
-        let delivery = self.gate.read(&admitted, &request)?;
+        let spoolable = path_project.is_none();
+        let overrides = normalize::overrides(query, path_project, admitted.route.as_ref())?;
+        log::record_project(overrides.project.as_deref());
+        let delivery = self.gate.read(&admitted, &request, &overrides.unsigned_choice())?;
         let replay_note = match &delivery.replay {
             Replayed::Refused(reason) => {
                 log::record_outcome(answer::Action::Ignored.as_str(), None, false);
@@ -156,11 +161,14 @@ impl Pipeline {
             Replayed::Noted(note) => Some(note.clone()),
             Replayed::Fresh(_) => None,
         };
-        let call = Call { query, path_project, received, body: &body };
+        let call = Call { overrides, spoolable, received, body: &body };
         let mut handled = self.normalize_and_deliver(call, &admitted, delivery.reading, ctx).await?;
         handled.answer.unbound = admitted.unbound_note;
         handled.answer.replay = replay_note;
-        self.gate.handled(delivery.replay);
+        // What was ignored is not remembered (an unsigned header may have made it so).
+        if handled.answer.action != answer::Action::Ignored {
+            self.gate.handled(delivery.replay);
+        }
         Ok(handled)
     }
 
@@ -173,9 +181,7 @@ impl Pipeline {
     ) -> Result<Handled, Error> {
         let source = admitted.source;
         let route = admitted.route.as_ref();
-        let spoolable = call.path_project.is_none();
-        let mut overrides = normalize::overrides(call.query, call.path_project, route)?;
-        log::record_project(overrides.project.as_deref());
+        let (spoolable, mut overrides) = (call.spoolable, call.overrides);
 
         let settings = self.gate.tool_settings(source);
         let lookup = self.apis.lookup(source.spec(), &admitted.secrets, ctx.deadline());
