@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use std::sync::Arc;
 
 use crate::error::Error;
+use crate::event::{Change, Event};
 use crate::gitlab::CallCtx;
 use crate::replay::{self, Replays};
 use crate::routes::{self, Route, Routes};
@@ -182,6 +183,43 @@ impl Gate {
         }
     }
 
+    /// Whether a spooled event may still be delivered, judged against `ROUTES` as they are now
+    /// (the spool, or the SQS queue, is not trusted to say where an event may go): its route
+    /// must exist and take its source, and allow its project and environment; an event of an
+    /// unbound hook needs `UNBOUND_HOOKS=allow`. The route's tier and `set_environment` apply
+    /// as at receipt. `Err`: why it may not (it becomes a dead letter).
+    pub fn recheck(&self, route: Option<&str>, ev: &mut Event) -> Result<(), String> {
+        let Some(name) = route else {
+            return match self.unbound {
+                Unbound::Allow => Ok(()),
+                _ => Err("it came on an unbound hook, and UNBOUND_HOOKS no longer allows those".into()),
+            };
+        };
+        let printed = printable(name);
+        let route =
+            self.routes.get(name).ok_or_else(|| format!("its route {printed:?} is no longer in ROUTES"))?.clone();
+        if route.source != ev.source {
+            return Err(format!("its route {printed:?} takes {} events, not {}", route.source, printable(&ev.source)));
+        }
+        if !route.allows_project(ev.project.as_str()) {
+            return Err(format!("route {printed:?} may not write to project {:?}", printable(ev.project.as_str())));
+        }
+        if !route.allows_environment(ev.environment.as_str()) {
+            return Err(format!(
+                "route {printed:?} may not write in environment {:?}",
+                printable(ev.environment.as_str())
+            ));
+        }
+        let Change::Deployment(d) = &mut ev.change;
+        if !route.set_environment {
+            d.tier = None;
+            d.external_url = None;
+        } else if route.tier.is_some() {
+            d.tier = route.tier;
+        }
+        Ok(())
+    }
+
     /// The settings of a tool.
     pub fn tool_settings(&self, source: &dyn Source) -> &sources::Settings {
         self.tools.of(source.name())
@@ -280,6 +318,45 @@ mod tests {
         assert!(planned.unbound_note.unwrap().contains("a live run would refuse"));
         let no_secret = admit(&gate(Unbound::Allow, "{}", &[]), None, "g").await.err().unwrap();
         assert_eq!(no_secret.status(), 401, "a source without a secret fails closed");
+    }
+
+    #[test]
+    fn a_spooled_event_is_judged_against_routes_as_they_are_now() {
+        let g = gate(
+            Unbound::Refuse,
+            r#"{"ci": {"source": "generic", "projects": ["group/*"], "environments": ["prod"], "tier": "production"},
+                "quiet": {"source": "generic", "projects": ["42"], "set_environment": false}}"#,
+            &[],
+        );
+        let event = |project: &str, environment: &str| {
+            let draft = crate::event::EventDraft {
+                environment: Some(environment.into()),
+                sha: Some("a".repeat(40)),
+                status: Some(crate::model::Status::Running),
+                external_url: Some("https://x.example".into()),
+                ..Default::default()
+            };
+            let o = crate::event::Overrides { project: Some(project.into()), ..Default::default() };
+            Event::from_draft("generic", draft, &o, &crate::event::Defaults::default()).unwrap()
+        };
+        let mut ok = event("group/app", "prod");
+        assert!(g.recheck(Some("ci"), &mut ok).is_ok());
+        assert_eq!(ok.deploy().unwrap().tier, Some(crate::model::Tier::Production), "the route's tier");
+        let mut quiet = event("42", "anything");
+        assert!(g.recheck(Some("quiet"), &mut quiet).is_ok());
+        assert!(quiet.deploy().unwrap().external_url.is_none(), "set_environment: false");
+        for (route, project, environment, says) in [
+            (Some("ci"), "other/app", "prod", "may not write to project"),
+            (Some("ci"), "group/app", "staging", "may not write in environment"),
+            (Some("gone"), "group/app", "prod", "no longer in ROUTES"),
+            (None, "group/app", "prod", "UNBOUND_HOOKS"),
+        ] {
+            let why = g.recheck(route, &mut event(project, environment)).unwrap_err();
+            assert!(why.contains(says), "{route:?} {project} {environment}: {why}");
+        }
+        let mut heroku = event("group/app", "prod");
+        heroku.source = "heroku".into();
+        assert!(g.recheck(Some("ci"), &mut heroku).unwrap_err().contains("takes generic events"));
     }
 
     #[test]

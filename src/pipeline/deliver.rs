@@ -114,9 +114,13 @@ impl Deliverer {
         }
     }
 
-    /// Delivers one spooled event within `ctx`'s deadline.
-    pub async fn spooled(&self, item: &Spooled, ctx: &CallCtx) -> Delivery {
+    /// Delivers one spooled event, as `ROUTES` let it be now ([`Gate::recheck`](super::admit::Gate::recheck)),
+    /// within `ctx`'s deadline.
+    pub async fn spooled(&self, item: &Spooled, gate: &super::admit::Gate, ctx: &CallCtx) -> Delivery {
         let mut ev = item.event();
+        if let Err(why) = gate.recheck(item.route.as_deref(), &mut ev) {
+            return Delivery::Dead(format!("not delivered: {why}"));
+        }
         match self.lifecycle.apply(&mut ev, ctx).await {
             Ok(o) => Delivery::Delivered { action: o.action.as_str(), deployment_id: o.deployment.map(|d| d.id) },
             Err(e) if e.is_transient() => Delivery::Retry(e.to_string()),

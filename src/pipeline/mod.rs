@@ -228,7 +228,7 @@ impl Pipeline {
         let started = Instant::now();
         async {
             let ctx = CallCtx::new(deadline);
-            let delivery = self.deliverer.spooled(item, &ctx).await;
+            let delivery = self.deliverer.spooled(item, &self.gate, &ctx).await;
             let (gitlab_calls, latency_ms) = (ctx.count(), started.elapsed().as_millis() as u64);
             match &delivery {
                 Delivery::Delivered { action, deployment_id } => {

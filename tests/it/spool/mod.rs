@@ -1,8 +1,9 @@
 //! The durable spool end to end: `serve`'s local one and Lambda's SQS FIFO queue in moto, driven
 //! with Argo CD-, Flux- and Heroku-shaped rollouts. [`outage`]: nothing lost when GitLab is down
-//! (issue 11).
+//! (issue 11); [`routes`]: a spooled event is delivered only where `ROUTES` lets it go now.
 
 mod outage;
+mod routes;
 
 use crate::support::moto;
 use crate::support::runtime::{RuntimeApi, function_command};
