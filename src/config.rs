@@ -118,6 +118,11 @@ pub static SETTINGS: &[SettingDoc] = &[
     setting("GITLAB_RETRY_BASE_MS", "`250`", "first backoff step (it doubles per attempt, with jitter)"),
     setting("GITLAB_RETRY_MAX_MS", "`5000`", "the backoff step's cap"),
     setting(
+        "GITLAB_MAX_ANSWER_BYTES",
+        "`4194304`",
+        "the largest GitLab answer read (4 MiB); a larger one is an error naming this cap, dropped unread (a tool's own API gets 1 MiB)",
+    ),
+    setting(
         "SPOOL_MODE",
         "`on-failure`",
         "`on-failure`: spool when GitLab cannot take the event now; `always`: every event through the spool; `off`: no spool (5xx, the tool redelivers)",
@@ -395,6 +400,15 @@ impl Config {
                 max_attempts,
                 retry_base: ms("GITLAB_RETRY_BASE_MS", d.gitlab.retry_base)?,
                 retry_max: ms("GITLAB_RETRY_MAX_MS", d.gitlab.retry_max)?,
+                max_answer_bytes: match num("GITLAB_MAX_ANSWER_BYTES")? {
+                    Some(n) if !(65_536..=268_435_456).contains(&n) => {
+                        return Err(ConfigError(format!(
+                            "GITLAB_MAX_ANSWER_BYTES must be between 65536 (64 KiB) and 268435456 (256 MiB), got {n}"
+                        )));
+                    }
+                    Some(n) => n as usize,
+                    None => d.gitlab.max_answer_bytes,
+                },
             },
             secret_id: get("SECRET_ID"),
             secret_ttl: secs("SECRET_CACHE_TTL_SECONDS", d.secret_ttl)?,

@@ -61,6 +61,37 @@ pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, Box<dyn
         .build()?)
 }
 
+/// An answer's body could not be read within its cap.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// It is (or says it is) larger than the cap: it was not read further.
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Body(#[from] reqwest::Error),
+}
+
+/// Reads an answer's body, at most `cap` bytes: a larger one (by its `Content-Length`, or once
+/// that many bytes arrived) is dropped unread, with its connection, so a hostile or broken
+/// server cannot make the process hold more than `cap` for it.
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<bytes::Bytes, ReadError> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(ReadError::TooLarge(cap));
+    }
+    let expected = response.content_length().map(|n| n as usize).unwrap_or(16 * 1024);
+    let mut body = bytes::BytesMut::with_capacity(expected.min(cap));
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            return Err(ReadError::TooLarge(cap));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The most an AWS answer may be (SQS's largest, a batch of ten 256 KiB messages, is 2.5 MiB).
+const SDK_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
 /// The AWS SDK's HTTP client, sending through the shared reqwest client: the SDK signs and
 /// retries as usual; this only carries the bytes. Operation timeouts stay the SDK's; its read
 /// timeout, when one is set, becomes the request's timeout.
@@ -103,7 +134,11 @@ impl HttpConnector for SdkConnector {
             }
             let response = http.execute(request).await.map_err(connector_error)?;
             let (status, headers) = (response.status(), response.headers().clone());
-            let body = response.bytes().await.map_err(connector_error)?;
+            let body = match read_capped(response, SDK_MAX_ANSWER_BYTES).await {
+                Ok(body) => body,
+                Err(ReadError::Body(e)) => return Err(connector_error(e)),
+                Err(too_large) => return Err(ConnectorError::other(too_large.into(), None)),
+            };
             let mut answer = http::Response::new(SdkBody::from(body));
             *answer.status_mut() = status;
             *answer.headers_mut() = headers;

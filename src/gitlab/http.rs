@@ -44,7 +44,13 @@ pub struct Settings {
     pub retry_base: Duration,
     /// Upper bound of one backoff step (`GITLAB_RETRY_MAX_MS`).
     pub retry_max: Duration,
+    /// The largest answer read (`GITLAB_MAX_ANSWER_BYTES`); a larger one is an error, unread.
+    pub max_answer_bytes: usize,
 }
+
+/// The largest GitLab answer read by default: a page of 100 deployments with their jobs is
+/// well under 1 MiB.
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -55,6 +61,7 @@ impl Default for Settings {
             max_attempts: 5,
             retry_base: Duration::from_millis(250),
             retry_max: Duration::from_secs(5),
+            max_answer_bytes: MAX_ANSWER_BYTES,
         }
     }
 }
@@ -149,16 +156,29 @@ impl HttpGitLab {
                 Ok(resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
-                    let bytes = match resp.bytes().await {
+                    let bytes = match crate::transport::read_capped(resp, self.settings.max_answer_bytes).await {
                         Ok(b) => b,
+                        // Too large to read: repeating the call would fetch the same.
+                        Err(crate::transport::ReadError::TooLarge(cap)) => {
+                            let message = format!(
+                                "{} answered {method} {} ({status}) with more than {cap} bytes (GITLAB_MAX_ANSWER_BYTES); the answer was not read",
+                                host(&url),
+                                url.path()
+                            );
+                            // A create GitLab answered may have happened.
+                            return Err(match idempotent {
+                                true => GitLabError::InvalidResponse(message),
+                                false => GitLabError::Ambiguous(message),
+                            });
+                        }
                         // The connection broke mid-answer: an idempotent call is simply repeated.
-                        Err(e) if idempotent => {
+                        Err(crate::transport::ReadError::Body(e)) if idempotent => {
                             let failure =
                                 Failure::Retry(format!("{status} with an unreadable body: {}", e.without_url()));
                             self.wait_before_retry(ctx, attempt, failure).await?;
                             continue;
                         }
-                        Err(e) => {
+                        Err(crate::transport::ReadError::Body(e)) => {
                             return Err(GitLabError::Ambiguous(format!(
                                 "reading the answer failed: {}",
                                 e.without_url()
@@ -167,9 +187,12 @@ impl HttpGitLab {
                     };
                     if status.is_success() {
                         return serde_json::from_slice(&bytes).map_err(|e| {
-                            GitLabError::InvalidResponse(format!(
-                                "{status} with a body that is not the JSON expected ({e})"
-                            ))
+                            let message = format!("{status} with a body that is not the JSON expected ({e})");
+                            // A create GitLab answered 2xx happened, whatever its body says.
+                            match idempotent {
+                                true => GitLabError::InvalidResponse(message),
+                                false => GitLabError::Ambiguous(message),
+                            }
                         });
                     }
                     let message = error_message(&bytes);

@@ -95,6 +95,9 @@ pub fn event(
     Ok((ev, warnings))
 }
 
+/// The largest answer read from a tool's own API (a Heroku release is a few KiB).
+const TOOL_API_MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// How the tools' look-ups reach their APIs.
 #[derive(Clone)]
 pub enum ToolApis {
@@ -159,7 +162,11 @@ impl Lookup for CallLookup<'_> {
             if !status.is_success() {
                 return Err(format!("answered {status}"));
             }
-            resp.json::<Value>().await.map_err(|e| e.without_url().to_string())
+            let body = crate::transport::read_capped(resp, TOOL_API_MAX_ANSWER_BYTES).await.map_err(|e| match e {
+                crate::transport::ReadError::Body(e) => e.without_url().to_string(),
+                too_large => format!("{too_large} (a tool's API answer is read up to 1 MiB)"),
+            })?;
+            serde_json::from_slice(&body).map_err(|e| format!("answered with a body that is not JSON ({e})"))
         })
     }
 }

@@ -151,3 +151,72 @@ async fn a_redirect_from_gitlab_is_not_followed() {
     assert!(r["error"].as_str().unwrap().contains("redirect"), "{r}");
     assert!(seen.lock().unwrap().is_empty(), "the redirect was followed: {:?}", seen.lock().unwrap());
 }
+
+/// Issue 21: GitLab's answers were read whole: a 1 GiB answer meant 1.04 GB peak RSS on the
+/// webhook path and 2.1 GB in `check` — more than a 128–1024 MB Lambda has. An answer is read up
+/// to GITLAB_MAX_ANSWER_BYTES (4 MiB) and refused with an error naming the cap; the process
+/// stays small (measured, for the record, by the peak resident memory of the real binary).
+#[tokio::test]
+async fn a_gigabyte_answer_is_refused_unread_on_the_webhook_path_and_in_check() {
+    const GIB: u64 = 1 << 30;
+    const BIN: &str = env!("CARGO_BIN_EXE_gitlab-deploy-bridge");
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut serve = tokio::process::Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("SECRET_ID")
+        .env("GITLAB_URL", &gitlab.url)
+        .env("GITLAB_TOKEN", &token)
+        .env("ROUTES", r#"{"app": {"source": "generic", "projects": ["42"], "environments": ["production"]}}"#)
+        .env("ROUTE_APP_SECRET", "s")
+        .env("SPOOL_MODE", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(healthy(&base).await);
+    let before = peak_rss_kib(serve.id().unwrap()).unwrap();
+    // The environment's deployments, 1 GiB of them.
+    gitlab.push_fault_for("GET", Fault::Huge(GIB));
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/hooks/generic/app"))
+        .bearer_auth("s")
+        .json(&json!({"sha": SHA_A, "ref": "main", "status": "running"}))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(status, 502, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("more than 4194304 bytes (GITLAB_MAX_ANSWER_BYTES)"),
+        "{answer}"
+    );
+    let peak = peak_rss_kib(serve.id().unwrap()).unwrap();
+    println!("serve: peak RSS {} MiB before, {} MiB after a 1 GiB answer", before / 1024, peak / 1024);
+    assert!(peak < 128 * 1024, "serve's peak RSS is {} MiB", peak / 1024);
+    assert!(gitlab.deployments().is_empty(), "nothing was decided on an answer not read");
+    serve.kill().await.unwrap();
+
+    // `check`: the token's own description, 1 GiB of it.
+    gitlab.push_fault_for("GET", Fault::Huge(GIB));
+    let mut check = tokio::process::Command::new(BIN);
+    check
+        .args(["check", "--json"])
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("SECRET_ID")
+        .env("GITLAB_URL", &gitlab.url)
+        .env("GITLAB_TOKEN", &token)
+        .env("ROUTES", r#"{"app": {"source": "generic", "projects": ["42"]}}"#)
+        .env("ROUTE_APP_SECRET", "s");
+    let (out, peak) = run_measured(check).await;
+    println!("check: peak RSS {} MiB with a 1 GiB answer", peak / 1024);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("GITLAB_MAX_ANSWER_BYTES"), "{text}");
+    assert!(peak < 128 * 1024, "check's peak RSS is {} MiB", peak / 1024);
+}

@@ -103,6 +103,9 @@ pub enum Fault {
     RateLimited { retry_after_secs: u64 },
     /// The request is carried out, but the answer is replaced by this status (a proxy timing out).
     LostAnswer(u16),
+    /// A 200 whose JSON body is this many bytes (`[`, spaces, `]`), streamed without a length and
+    /// never held in memory (a hostile or broken GitLab).
+    Huge(u64),
 }
 
 #[derive(Default)]
@@ -124,6 +127,9 @@ struct StubState {
     down: Option<u16>,
     /// Added to every answer (a GitLab across the internet, not on loopback).
     latency: Option<std::time::Duration>,
+    /// How long a create takes to commit. As Rails does, the create is carried out to the end
+    /// even when the client has gone (killed, or given up) meanwhile.
+    commit_delay: Option<std::time::Duration>,
     /// What `GET /personal_access_tokens/self` says of the token, and its role in every project.
     token_info: TokenInfo,
 }
@@ -218,6 +224,12 @@ impl GitLabStub {
     }
 
     /// What GitLab says of the token: scopes, expiry, role in every project.
+    /// Creates take `delay` to commit, whether or not the client waits for the answer.
+    #[allow(dead_code)]
+    pub fn set_commit_delay(&self, delay: Option<std::time::Duration>) {
+        self.state.lock().unwrap().commit_delay = delay;
+    }
+
     pub fn set_token_info(&self, info: TokenInfo) {
         self.state.lock().unwrap().token_info = info;
     }
@@ -330,6 +342,23 @@ async fn gate(State(st): State<Shared>, req: axum::extract::Request, next: axum:
             let mut r = (StatusCode::TOO_MANY_REQUESTS, "Retry later\n").into_response();
             r.headers_mut().insert("retry-after", HeaderValue::from_str(&retry_after_secs.to_string()).unwrap());
             r.headers_mut().insert("ratelimit-name", HeaderValue::from_static("throttle_authenticated_api"));
+            return r;
+        }
+        Some(Fault::Huge(bytes)) => {
+            const CHUNK: usize = 64 * 1024;
+            let spaces = Bytes::from(vec![b' '; CHUNK]);
+            let middle = bytes.saturating_sub(2);
+            let chunks = (0..middle.div_ceil(CHUNK as u64)).map(move |i| {
+                let n = (middle - i * CHUNK as u64).min(CHUNK as u64) as usize;
+                Ok::<Bytes, std::io::Error>(spaces.slice(..n))
+            });
+            let stream = futures_util::stream::iter(
+                std::iter::once(Ok(Bytes::from_static(b"[")))
+                    .chain(chunks)
+                    .chain(std::iter::once(Ok(Bytes::from_static(b"]")))),
+            );
+            let mut r = Response::new(axum::body::Body::from_stream(stream));
+            r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
             return r;
         }
         Some(Fault::LostAnswer(code)) if authorized => {
@@ -630,7 +659,22 @@ fn env_name_valid(name: &str) -> bool {
 }
 
 async fn create(State(st): State<Shared>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let (project, p) = match project_and_params(&id, &headers, &body) {
+    let delay = st.lock().unwrap().commit_delay;
+    match delay {
+        None => create_now(&st, &id, &headers, &body),
+        // A task of its own: dropping this handler (the client went away) does not cancel it.
+        Some(delay) => {
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                create_now(&st, &id, &headers, &body)
+            });
+            task.await.unwrap_or_else(|e| err(StatusCode::INTERNAL_SERVER_ERROR, json!({"message": e.to_string()})))
+        }
+    }
+}
+
+fn create_now(st: &Shared, id: &str, headers: &HeaderMap, body: &Bytes) -> Response {
+    let (project, p) = match project_and_params(id, headers, body) {
         Ok(x) => x,
         Err(r) => return r,
     };

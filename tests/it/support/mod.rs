@@ -275,3 +275,27 @@ pub async fn healthy(base: &str) -> bool {
     }
     false
 }
+
+/// A process's peak resident memory so far (`VmHWM`), in KiB; `None` once it has ended.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs a command to its end, sampling its peak resident memory every 10 ms: its output and
+/// the highest `VmHWM` seen (KiB; the high-water mark only grows, so the last sample is it).
+pub async fn run_measured(mut cmd: tokio::process::Command) -> (std::process::Output, u64) {
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id().unwrap();
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        while let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        peak
+    });
+    let out = child.wait_with_output().await.unwrap();
+    (out, sampler.await.unwrap())
+}
