@@ -203,15 +203,15 @@ pub async fn run_lambda(
     crate::lambda::run(router, consumer).await
 }
 
-/// Serves `app` over HTTP/1.1 on `listen` until Ctrl-C (see [`serve_on`]); the local spool's
-/// worker, if there is a spool, runs beside it.
+/// Serves `app` over HTTP/1.1 on `listen` until Ctrl-C, within `settings` ([`crate::server`]);
+/// the local spool's worker, if there is a spool, runs beside it.
 pub async fn serve(
     app: App,
     spool: Option<spool::LocalHandle>,
     listen: SocketAddr,
-    header_timeout: std::time::Duration,
-    max_connections: usize,
+    settings: crate::config::ServeSettings,
 ) -> Result<(), BoxError> {
+    crate::server::fit_descriptor_limit(&settings);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, spool = spool.as_ref().map(|_| "local").unwrap_or("off"), "listening");
     let (stop, _) = tokio::sync::watch::channel(false);
@@ -221,7 +221,7 @@ pub async fn serve(
     let worker = spool.map(|(local, wake)| {
         tokio::spawn(crate::drain::run_local(app.pipeline.clone(), local, wake, stopped(stop.subscribe())))
     });
-    let server = serve_on(listener, app.router, header_timeout, max_connections, stopped(stop.subscribe()));
+    let server = crate::server::serve_on(listener, app.router, settings, stopped(stop.subscribe()));
     let signal = async {
         let _ = tokio::signal::ctrl_c().await;
         let _ = stop.send(true);
@@ -231,48 +231,4 @@ pub async fn serve(
         let _ = worker.await;
     }
     Ok(())
-}
-
-/// Serves `app` on `listener` as a server one can put on a network: a request's headers (and
-/// a kept-alive connection's wait for the next request) must arrive within `header_timeout`, a
-/// body within `BODY_TIMEOUT_SECONDS` (the router's), and at most `max_connections` are served
-/// at once — a connection beyond that is closed at once. HTTP/1.1 serves one request at a time
-/// per connection, so that also caps the requests in flight. Stops accepting when `shutdown` ends.
-pub async fn serve_on(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    header_timeout: std::time::Duration,
-    max_connections: usize,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(max_connections, "connection refused: the server is at its connection limit");
-            drop(stream);
-            continue;
-        };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
 }

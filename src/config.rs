@@ -103,6 +103,11 @@ pub static SETTINGS: &[SettingDoc] = &[
         "`serve`: connections served at once (one request at a time each); more are closed at once",
     ),
     setting(
+        "SERVE_MAX_CONNECTIONS_PER_PEER",
+        "a quarter of `SERVE_MAX_CONNECTIONS`",
+        "`serve`: connections served at once from one address, so one client cannot take them all; behind a reverse proxy (every call from its address) set it to `SERVE_MAX_CONNECTIONS`",
+    ),
+    setting(
         "BODY_TIMEOUT_SECONDS",
         "`10`",
         "how long a request's body may take to arrive (a call without the source's credential header is refused before its body is read)",
@@ -235,11 +240,13 @@ pub struct ServeSettings {
     pub header_timeout: Duration,
     /// Connections served at once (one request at a time per connection, HTTP/1.1).
     pub max_connections: usize,
+    /// Connections served at once from one peer address.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for ServeSettings {
     fn default() -> Self {
-        ServeSettings { header_timeout: Duration::from_secs(10), max_connections: 256 }
+        ServeSettings { header_timeout: Duration::from_secs(10), max_connections: 256, max_connections_per_peer: 64 }
     }
 }
 
@@ -419,11 +426,18 @@ impl Config {
                 body: secs("BODY_TIMEOUT_SECONDS", d.deadlines.body)?,
                 margin: ms("DEADLINE_MARGIN_MS", d.deadlines.margin)?,
             },
-            serve: ServeSettings {
-                header_timeout: secs("SERVE_HEADER_TIMEOUT_SECONDS", d.serve.header_timeout)?,
-                max_connections: num("SERVE_MAX_CONNECTIONS")?
+            serve: {
+                let max_connections = num("SERVE_MAX_CONNECTIONS")?
                     .map(|n| n.clamp(1, 65_536) as usize)
-                    .unwrap_or(d.serve.max_connections),
+                    .unwrap_or(d.serve.max_connections);
+                ServeSettings {
+                    header_timeout: secs("SERVE_HEADER_TIMEOUT_SECONDS", d.serve.header_timeout)?,
+                    max_connections,
+                    max_connections_per_peer: num("SERVE_MAX_CONNECTIONS_PER_PEER")?
+                        .map(|n| n as usize)
+                        .unwrap_or(max_connections / 4)
+                        .clamp(1, max_connections),
+                }
             },
             replay_windows: match get("REPLAY_WINDOWS") {
                 None => HashMap::new(),

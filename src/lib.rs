@@ -9,7 +9,7 @@
 //!   in-memory GitLab is chosen here — and runs them: [`lambda`] under AWS Lambda, `serve`).
 //! - **Transport.** [`http`]: the one axum `Router` (hooks, the GitLab-compatible facade,
 //!   health); [`lambda`]: function-URL events made safe for lambda_http, SQS batches to
-//!   [`drain`].
+//!   [`drain`]; [`server`]: `serve`'s listener, its limits per server and per peer.
 //! - **The pipeline** ([`pipeline`]), stage by stage: admission (route, secret, the tool's
 //!   verification, the body read once, replay), normalization, delivery (now, or [`spool`]),
 //!   the typed answer, the span that is the webhook's one log line. [`drain`] delivers what
@@ -42,6 +42,7 @@ pub mod pipeline;
 pub mod replay;
 pub mod routes;
 pub mod secrets;
+pub mod server;
 pub mod sources;
 pub mod spool;
 pub mod telemetry;

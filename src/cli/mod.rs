@@ -102,12 +102,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     let http = transport::http_client(config.gitlab.connect_timeout)?;
     let sdk = Box::pin(app::aws_config(&config, &http)).await;
     let secrets = app::secret_provider(&config, false, sdk.as_ref()).await;
-    let (header_timeout, max_connections) = (config.serve.header_timeout, config.serve.max_connections);
+    let serve_settings = config.serve.clone();
     match cli.command {
         Command::Serve { listen } => {
             let local = app::local_spool(&config)?;
             let app = app::assemble(config, secrets, local.clone().map(|(s, wake)| Spool::Local(s, wake)), http)?;
-            Box::pin(app::serve(app, local, listen, header_timeout, max_connections)).await.map(|_| ExitCode::SUCCESS)
+            Box::pin(app::serve(app, local, listen, serve_settings)).await.map(|_| ExitCode::SUCCESS)
         }
         Command::Invoke { events, project, sha, environment } => {
             let app = app::assemble(config, secrets, None, http)?;

@@ -172,7 +172,13 @@ async fn small_server(gitlab: &GitLabStub) -> (String, tokio::sync::oneshot::Sen
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gitlab_deploy_bridge::app::serve_on(listener, router, std::time::Duration::from_secs(1), 8, async {
+    // Every connection of these tests comes from 127.0.0.1: its share is the whole server.
+    let settings = gitlab_deploy_bridge::config::ServeSettings {
+        header_timeout: std::time::Duration::from_secs(1),
+        max_connections: 8,
+        max_connections_per_peer: 8,
+    };
+    tokio::spawn(gitlab_deploy_bridge::server::serve_on(listener, router, settings, async {
         let _ = stopped.await;
     }));
     (addr, stop)
