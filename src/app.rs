@@ -52,7 +52,7 @@ pub async fn aws_config(config: &Config, http: &reqwest::Client) -> Option<aws_c
 pub fn sqs_spool(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Option<Arc<spool::sqs::SqsSpool>> {
     let (url, sdk) = (config.spool.queue_url.clone()?, sdk?);
     let client = aws_sdk_sqs::Client::new(sdk);
-    Some(Arc::new(spool::sqs::SqsSpool::new(client, url, config.spool.dlq_url.clone())))
+    Some(Arc::new(spool::sqs::SqsSpool::new(client, url, config.spool.dlq_url.clone(), config.spool.max_entries)))
 }
 
 /// Chooses where secrets come from: Secrets Manager when `SECRET_ID` is set; otherwise
@@ -136,6 +136,8 @@ pub fn local_spool(config: &Config) -> Result<Option<spool::LocalHandle>, BoxErr
             dir.display()
         )
     })?;
+    let limits = spool::local::Limits { entries: config.spool.max_entries, bytes: config.spool.max_bytes };
+    let local = local.with_limits(limits);
     Ok(Some((Arc::new(local), Arc::new(tokio::sync::Notify::new()))))
 }
 

@@ -145,6 +145,16 @@ pub static SETTINGS: &[SettingDoc] = &[
         "Lambda: the spool's dead-letter queue (template.yaml sets it); for the `spool` command too",
     ),
     setting("SPOOL_MAX_AGE_HOURS", "`72`", "how long a spooled event is retried before it becomes a dead letter"),
+    setting(
+        "SPOOL_MAX_ENTRIES",
+        "`10000`",
+        "the most events the spool holds (locally dead letters included; under Lambda, the queue's messages); beyond, an event is refused with 503 naming this bound",
+    ),
+    setting(
+        "SPOOL_MAX_BYTES",
+        "`67108864`",
+        "`serve`: the most bytes the local spool's entries take (64 MiB); beyond, an event is refused with 503 naming this bound",
+    ),
     setting("SPOOL_RETRY_MAX_SECONDS", "`300`", "the longest wait between two attempts"),
     setting(
         "CLOCK_SKEW_SECONDS",
@@ -200,6 +210,10 @@ pub struct SpoolSettings {
     pub max_age: Duration,
     /// The longest wait between two attempts.
     pub retry_max: Duration,
+    /// The most events the spool holds (`SPOOL_MAX_ENTRIES`).
+    pub max_entries: u64,
+    /// The most bytes the local spool's entries take (`SPOOL_MAX_BYTES`).
+    pub max_bytes: u64,
 }
 
 impl Default for SpoolSettings {
@@ -212,6 +226,8 @@ impl Default for SpoolSettings {
             dlq_url: None,
             max_age: Duration::from_secs(72 * 3600),
             retry_max: Duration::from_secs(300),
+            max_entries: 10_000,
+            max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -397,6 +413,8 @@ impl Config {
                 None => d.spool.max_age,
             },
             retry_max: secs("SPOOL_RETRY_MAX_SECONDS", d.spool.retry_max)?.max(Duration::from_secs(1)),
+            max_entries: num("SPOOL_MAX_ENTRIES")?.unwrap_or(d.spool.max_entries).max(1),
+            max_bytes: num("SPOOL_MAX_BYTES")?.unwrap_or(d.spool.max_bytes).max(64 * 1024),
         };
         let max_attempts = num("GITLAB_MAX_ATTEMPTS")?.unwrap_or(d.gitlab.max_attempts as u64).clamp(1, 20) as u32;
         Ok(Config {

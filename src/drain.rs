@@ -16,7 +16,7 @@ use crate::config::SpoolSettings;
 use crate::model::format_time;
 use crate::pipeline::Pipeline;
 use crate::pipeline::deliver::Delivery;
-use crate::spool::local::{Entry, LocalSpool};
+use crate::spool::local::{Due, Entry, LocalSpool, Stored};
 use crate::spool::sqs::SqsSpool;
 use crate::spool::{SpoolError, Spooled, backoff, now_ms};
 
@@ -81,14 +81,26 @@ pub async fn run_local(
     }
 }
 
-/// One pass: tries the head of every group that is due (groups side by side, each in order),
-/// and returns when the next entry will be due (`None`: the spool is empty).
+/// The most heads tried in one pass (each its own group, side by side).
+const HEADS_PER_PASS: usize = 64;
+
+/// One pass: tries the head of each group that is due (groups side by side, each in order; at
+/// most [`HEADS_PER_PASS`]), and returns when the next entry will be due (`None`: the spool is
+/// empty). A head whose bytes cannot be read is set aside as a dead letter, and its group goes on.
 pub async fn drain_local(pipeline: &Arc<Pipeline>, spool: &Arc<LocalSpool>) -> Result<Option<u64>, SpoolError> {
-    let due = blocking(spool, |s| s.due(now_ms())).await?;
+    let due = blocking(spool, |s| s.due(now_ms(), HEADS_PER_PASS)).await?;
     let mut tries = tokio::task::JoinSet::new();
-    for entry in due {
+    for head in due {
         let (pipeline, spool) = (pipeline.clone(), spool.clone());
-        tries.spawn(async move { deliver_entry(&pipeline, &spool, entry).await });
+        match head {
+            Due::Entry(entry) => {
+                tries.spawn(async move { deliver_entry(&pipeline, &spool, entry).await });
+            }
+            Due::Unreadable { id, group, reason } => {
+                tracing::error!(spool = "local", spool_id = id, group = %group, reason = %reason, "spool: an entry that cannot be read was set aside as a dead letter (see `gitlab-deploy-bridge spool list`)");
+                tries.spawn(async move { blocking(&spool, move |s| s.set_aside(id, &group, &reason)).await });
+            }
+        }
     }
     let mut unwritten = None;
     while let Some(done) = tries.join_next().await {
@@ -134,7 +146,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&LocalSpool) -> Result<T, SpoolError> + Send + 'static,
 ) -> Result<T, SpoolError> {
     let spool = spool.clone();
-    tokio::task::spawn_blocking(move || f(&spool)).await.map_err(|e| SpoolError(e.to_string()))?
+    tokio::task::spawn_blocking(move || f(&spool)).await.map_err(|e| SpoolError::other(e.to_string()))?
 }
 
 /// Handles a batch from the spool queue's event source mapping. Records come in queue order;
@@ -216,8 +228,22 @@ async fn postpone(queue: &SqsSpool, record: &aws_lambda_events::event::sqs::SqsM
     }
 }
 
-/// One entry of the local spool as `spool list` prints it.
-pub fn describe_local(entry: &Entry) -> serde_json::Value {
+/// One entry of the local spool as `spool list` prints it; one that cannot be read is a dead
+/// letter with its bytes (base64) and why.
+pub fn describe_local(stored: &Stored) -> serde_json::Value {
+    use base64::Engine;
+    let entry = match stored {
+        Stored::Entry(entry) => entry,
+        Stored::Unreadable { id, raw, reason } => {
+            return serde_json::json!({
+                "id": id.to_string(),
+                "state": "dead",
+                "last_error": reason,
+                "unreadable": true,
+                "raw_base64": base64::engine::general_purpose::STANDARD.encode(raw),
+            });
+        }
+    };
     let item = Spooled::decode(entry.payload.clone()).ok();
     serde_json::json!({
         "id": entry.id.to_string(),

@@ -43,9 +43,10 @@ pub enum Error {
     GitLab(#[from] GitLabError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-    /// GitLab could not take the event now, and neither could the spool (the log has why).
+    /// The event must go to the spool (GitLab cannot take it now, or events of its environment
+    /// wait there), and the spool cannot keep it or cannot say (the log has why).
     #[error("the spool cannot keep the event: {0}")]
-    Spool(String),
+    Spool(crate::spool::SpoolError),
 }
 
 impl Error {
@@ -99,9 +100,11 @@ impl Error {
     pub fn public_message(&self) -> String {
         match self {
             Error::Secrets(s) | Error::GitLab(GitLabError::Secrets(s)) => s.public_message(),
-            // The log has the spool's error (a queue's URL names the account).
+            // The spool's bounds are the operator's settings: said. Its other errors stay in the
+            // log (a queue's URL names the account, a path the host).
+            Error::Spool(e @ crate::spool::SpoolError::Full(_)) => format!("{e}; redeliver the event later"),
             Error::Spool(_) => {
-                "GitLab cannot take the event now and the spool could not keep it; redeliver it later".into()
+                "the event must wait in the spool, and the spool cannot be used now; redeliver it later".into()
             }
             other => other.to_string(),
         }

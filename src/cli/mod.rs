@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::app::{self, BoxError};
 use crate::config::Config;
 use crate::drain;
-use crate::spool::local::LocalSpool;
+use crate::spool::local::{LocalSpool, Replayed, Stored};
 use crate::spool::sqs::{DeadLetter, SqsSpool};
 use crate::spool::{Spool, Spooled};
 use crate::transport;
@@ -190,21 +190,36 @@ pub async fn spool(
 fn local_action(spool: &LocalSpool, action: SpoolAction) -> Result<ExitCode, BoxError> {
     match action {
         SpoolAction::List => {
-            for entry in spool.list()? {
-                println!("{}", drain::describe_local(&entry));
-            }
+            spool.for_each(|stored| println!("{}", drain::describe_local(&stored)))?;
         }
         SpoolAction::Replay { id, all } => {
             let ids: Vec<u64> = match (id, all) {
-                (_, true) => spool.list()?.into_iter().filter(|e| e.dead).map(|e| e.id).collect(),
+                // Every dead letter that can be delivered (an unreadable one cannot).
+                (_, true) => {
+                    let mut dead = Vec::new();
+                    spool.for_each(|stored| {
+                        if let Stored::Entry(e) = stored
+                            && e.dead
+                        {
+                            dead.push(e.id);
+                        }
+                    })?;
+                    dead
+                }
                 (Some(id), false) => vec![local_id(&id)?],
                 (None, false) => Vec::new(),
             };
             for id in ids {
-                if !spool.replay(id)? {
-                    return Err(format!("the spool has no entry {id}").into());
+                match spool.replay(id)? {
+                    Replayed::Replayed => println!("{}", json!({ "replayed": id.to_string() })),
+                    Replayed::NoSuchEntry => return Err(format!("the spool has no entry {id}").into()),
+                    Replayed::Unreadable => {
+                        return Err(format!(
+                            "entry {id} cannot be read (its bytes are not an event): there is nothing to deliver; `spool drop {id}` removes it"
+                        )
+                        .into());
+                    }
                 }
-                println!("{}", json!({ "replayed": id.to_string() }));
             }
         }
         SpoolAction::Drop { id } => {

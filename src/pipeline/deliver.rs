@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::gitlab::{CallCtx, GitLabError};
 use crate::lifecycle::{Lifecycle, Outcome};
-use crate::spool::{Receipt, Spool, Spooled};
+use crate::spool::{Receipt, Spool, SpoolError, Spooled};
 
 /// What became of an event that came with a webhook.
 pub enum Delivered {
@@ -74,7 +74,7 @@ impl Deliverer {
             return Ok(Delivered::Applied(ev, outcome));
         };
         let item = Spooled::new(&ev, route, delivery, time::OffsetDateTime::now_utc(), String::new());
-        if let Some(reason) = self.must_queue(spool, &item.group).await {
+        if let Some(reason) = self.must_queue(spool, &item.group).await? {
             return enqueue(spool, Spooled { reason, ..item }, None).await;
         }
         // GitLab gets SPOOL_AFTER_SECONDS from receipt; then the spool takes the event.
@@ -97,19 +97,20 @@ impl Deliverer {
 
     /// Why a new event must go to the spool without trying GitLab first, if it must: every
     /// event does under `SPOOL_MODE=always`; otherwise one whose group has events waiting, so
-    /// that an environment's events reach GitLab in order.
-    async fn must_queue(&self, spool: &Spool, group: &str) -> Option<String> {
+    /// that an environment's events reach GitLab in order. A spool that cannot say is a 5xx
+    /// (the tool redelivers): delivering the event now could overtake the events waiting.
+    async fn must_queue(&self, spool: &Spool, group: &str) -> Result<Option<String>, Error> {
         if self.settings.mode == SpoolMode::Always {
-            return Some("SPOOL_MODE=always: every event goes through the spool".into());
+            return Ok(Some("SPOOL_MODE=always: every event goes through the spool".into()));
         }
         match spool.pending(group).await {
-            Ok(true) => {
-                Some("earlier events of this environment are waiting in the spool; this one queues behind them".into())
-            }
-            Ok(false) => None,
+            Ok(true) => Ok(Some(
+                "earlier events of this environment are waiting in the spool; this one queues behind them".into(),
+            )),
+            Ok(false) => Ok(None),
             Err(e) => {
-                tracing::warn!(error = %e, "the spool cannot say whether events are waiting; delivering this one now");
-                None
+                tracing::error!(spool = spool.kind(), error = %e, "the spool cannot say whether events of this environment are waiting; refusing the event rather than letting it overtake them");
+                Err(Error::Spool(e))
             }
         }
     }
@@ -136,9 +137,10 @@ async fn enqueue(spool: &Spool, item: Spooled, cause: Option<GitLabError>) -> Re
         Ok(receipt) => receipt,
         Err(e) => {
             tracing::error!(spool = spool.kind(), error = %e, reason = %item.reason, "the event could not be spooled either");
-            return Err(match cause {
-                Some(cause) => cause.into(),
-                None => Error::Spool(e.to_string()),
+            // A full spool says so; otherwise the answer is what sent the event to the spool.
+            return Err(match (cause, e) {
+                (_, e @ SpoolError::Full(_)) | (None, e) => Error::Spool(e),
+                (Some(cause), _) => cause.into(),
             });
         }
     };

@@ -289,6 +289,7 @@ async fn gitlab_down_spools_the_event_and_the_spool_delivers_it_in_order() {
     let entries = spool.list().unwrap();
     assert_eq!(entries.len(), 2);
     for entry in entries {
+        let crate::spool::local::Stored::Entry(entry) = entry else { panic!("{entry:?}") };
         let item = Spooled::decode(entry.payload).unwrap();
         let delivered = w.pipeline.deliver(&item, 0, Instant::now() + Duration::from_secs(5)).await;
         assert!(matches!(delivered, Delivery::Delivered { .. }), "{delivered:?}");

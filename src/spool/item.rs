@@ -12,13 +12,28 @@ use crate::model::format_time;
 /// How long two copies of one delivery count as one (SQS FIFO's deduplication interval).
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(300);
 
-#[derive(Debug, thiserror::Error)]
-#[error("the spool cannot be used: {0}")]
-pub struct SpoolError(pub String);
+/// Why the spool could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpoolError {
+    /// It cannot be used now (an I/O error such as a full disk, SQS unreachable); the local
+    /// spool opens its file again before its next use.
+    #[error("the spool cannot be used: {0}")]
+    Unavailable(String),
+    /// It is at its bounds (`SPOOL_MAX_ENTRIES`, `SPOOL_MAX_BYTES`): nothing more is taken
+    /// until events are delivered.
+    #[error("the spool is full: {0}")]
+    Full(String),
+}
+
+impl SpoolError {
+    pub fn other(message: impl Into<String>) -> SpoolError {
+        SpoolError::Unavailable(message.into())
+    }
+}
 
 impl<E: Into<redb::Error>> From<E> for SpoolError {
     fn from(e: E) -> Self {
-        SpoolError(e.into().to_string())
+        SpoolError::Unavailable(e.into().to_string())
     }
 }
 

@@ -42,11 +42,11 @@ impl Spool {
         match self {
             Spool::Local(spool, wake) => {
                 let (spool, item) = (spool.clone(), item.clone());
-                let payload = serde_json::to_value(&item).map_err(|e| SpoolError(e.to_string()))?;
+                let payload = serde_json::to_value(&item).map_err(|e| SpoolError::other(e.to_string()))?;
                 let enqueued =
                     tokio::task::spawn_blocking(move || spool.enqueue(&item.group, &item.dedup, payload, now_ms()))
                         .await
-                        .map_err(|e| SpoolError(e.to_string()))??;
+                        .map_err(|e| SpoolError::other(e.to_string()))??;
                 wake.notify_one();
                 Ok(match enqueued {
                     local::Enqueued::New(id) => Receipt { id: id.to_string(), duplicate: false },
@@ -65,7 +65,7 @@ impl Spool {
                 let (spool, group) = (spool.clone(), group.to_string());
                 tokio::task::spawn_blocking(move || spool.has_pending(&group))
                     .await
-                    .map_err(|e| SpoolError(e.to_string()))?
+                    .map_err(|e| SpoolError::other(e.to_string()))?
             }
             Spool::Sqs(queue) => queue.pending().await,
         }

@@ -19,6 +19,8 @@ pub struct SqsSpool {
     client: aws_sdk_sqs::Client,
     queue_url: String,
     dlq_url: Option<String>,
+    /// The most messages the queue may hold before events are refused (`SPOOL_MAX_ENTRIES`).
+    max_entries: u64,
 }
 
 /// A dead letter as the operator's command sees it.
@@ -34,18 +36,18 @@ pub struct DeadLetter {
 }
 
 fn sqs_error(what: &str, e: impl std::fmt::Display) -> SpoolError {
-    SpoolError(format!("SQS {what}: {e}"))
+    SpoolError::other(format!("SQS {what}: {e}"))
 }
 
 impl SqsSpool {
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: String, dlq_url: Option<String>) -> SqsSpool {
-        SqsSpool { client, queue_url, dlq_url }
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: String, dlq_url: Option<String>, max_entries: u64) -> SqsSpool {
+        SqsSpool { client, queue_url, dlq_url, max_entries }
     }
 
     /// Sends the event to the queue, in its group, deduplicated by its delivery. SQS answers a
     /// copy within its five-minute window as it answers the first, and delivers one.
     pub async fn enqueue(&self, item: &Spooled) -> Result<Receipt, SpoolError> {
-        let body = serde_json::to_string(item).map_err(|e| SpoolError(e.to_string()))?;
+        let body = serde_json::to_string(item).map_err(|e| SpoolError::other(e.to_string()))?;
         let sent = self
             .client
             .send_message()
@@ -59,7 +61,8 @@ impl SqsSpool {
         Ok(Receipt { id: sent.message_id().unwrap_or_default().to_string(), duplicate: false })
     }
 
-    /// Whether any event waits in the queue, received or not (one group cannot be asked about).
+    /// Whether any event waits in the queue, received or not (one group cannot be asked about);
+    /// a queue holding `SPOOL_MAX_ENTRIES` is full.
     pub async fn pending(&self) -> Result<bool, SpoolError> {
         let out = self
             .client
@@ -73,9 +76,15 @@ impl SqsSpool {
         let count = |name: QueueAttributeName| -> u64 {
             out.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0)
         };
-        Ok(count(QueueAttributeName::ApproximateNumberOfMessages)
-            + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            > 0)
+        let waiting = count(QueueAttributeName::ApproximateNumberOfMessages)
+            + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+        if waiting >= self.max_entries {
+            return Err(SpoolError::Full(format!(
+                "the queue holds about {waiting} events (SPOOL_MAX_ENTRIES={}); nothing more is taken until GitLab has taken some",
+                self.max_entries
+            )));
+        }
+        Ok(waiting > 0)
     }
 
     /// Puts a message's body in the dead-letter queue with `reason`. Without a dead-letter
@@ -91,7 +100,7 @@ impl SqsSpool {
         let dlq = self
             .dlq_url
             .as_deref()
-            .ok_or_else(|| SpoolError("SPOOL_DLQ_URL is not set: no dead-letter queue".into()))?;
+            .ok_or_else(|| SpoolError::other("SPOOL_DLQ_URL is not set: no dead-letter queue"))?;
         let text = |v: &str| MessageAttributeValue::builder().data_type("String").string_value(v).build();
         let number = |v: u32| MessageAttributeValue::builder().data_type("Number").string_value(v.to_string()).build();
         self.client
@@ -128,7 +137,7 @@ impl SqsSpool {
     }
 
     fn dlq(&self) -> Result<&str, SpoolError> {
-        self.dlq_url.as_deref().ok_or_else(|| SpoolError("set SPOOL_DLQ_URL to the dead-letter queue's URL".into()))
+        self.dlq_url.as_deref().ok_or_else(|| SpoolError::other("set SPOOL_DLQ_URL to the dead-letter queue's URL"))
     }
 
     /// Every message of the dead-letter queue, each held out of sight for `hold` (the caller

@@ -1,7 +1,10 @@
 //! The durable spool end to end: `serve`'s local one and Lambda's SQS FIFO queue in moto, driven
 //! with Argo CD-, Flux- and Heroku-shaped rollouts. [`outage`]: nothing lost when GitLab is down
-//! (issue 11); [`routes`]: a spooled event is delivered only where `ROUTES` lets it go now.
+//! (issue 11); [`routes`]: a spooled event is delivered only where `ROUTES` lets it go now;
+//! [`faults`]: the spool under the faults it exists for (issue 21) — a full disk, an entry that
+//! cannot be read, a spool at its bounds, 50,000 events waiting.
 
+mod faults;
 mod outage;
 mod routes;
 
