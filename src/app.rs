@@ -19,6 +19,7 @@ use crate::pipeline::deliver::Deliverer;
 use crate::pipeline::normalize::ToolApis;
 use crate::replay::Replays;
 use crate::secrets::{SecretProvider, SecretsManager, StaticSecrets, Unconfigured};
+use crate::spool::claims::{Claims, DiskClaims, MemoryClaims};
 use crate::spool::{self, Spool};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -117,8 +118,14 @@ pub fn assemble(
         true => ToolApis::Offline,
         false => ToolApis::Http { client: http, request_timeout: config.gitlab.request_timeout },
     };
-    let lifecycle = Lifecycle::new(gitlab, config.clock_skew);
-    let deliverer = Deliverer::new(lifecycle, spool.filter(|_| !dry_run), config.spool);
+    let spool = spool.filter(|_| !dry_run);
+    // Claims (a create whose answer never came) on disk with `serve`'s spool, else in memory.
+    let claims: Arc<dyn Claims> = match &spool {
+        Some(Spool::Local(local, _)) => Arc::new(DiskClaims(local.clone())),
+        _ => Arc::new(MemoryClaims::default()),
+    };
+    let lifecycle = Lifecycle::new(gitlab, config.clock_skew).with_claims(claims, config.create_settle);
+    let deliverer = Deliverer::new(lifecycle, spool, config.spool);
     let pipeline = Arc::new(Pipeline::new(gate, config.events, apis, deliverer, config.deadlines));
     Ok(App { router: router(pipeline.clone()), pipeline })
 }

@@ -123,6 +123,11 @@ pub static SETTINGS: &[SettingDoc] = &[
     setting("GITLAB_RETRY_BASE_MS", "`250`", "first backoff step (it doubles per attempt, with jitter)"),
     setting("GITLAB_RETRY_MAX_MS", "`5000`", "the backoff step's cap"),
     setting(
+        "GITLAB_CREATE_SETTLE_SECONDS",
+        "`150`",
+        "how long after a create whose answer never came GitLab may still commit it (its request timeout after its queue's); until GitLab shows it or this has passed, nothing else is created in that environment",
+    ),
+    setting(
         "GITLAB_MAX_ANSWER_BYTES",
         "`4194304`",
         "the largest GitLab answer read (4 MiB); a larger one is an error naming this cap, dropped unread (a tool's own API gets 1 MiB)",
@@ -282,6 +287,8 @@ pub struct Config {
     pub serve: ServeSettings,
     /// Replay windows in seconds by source, overriding each source's own (`REPLAY_WINDOWS`).
     pub replay_windows: HashMap<String, u64>,
+    /// How long after it was sent GitLab may still commit a create (`GITLAB_CREATE_SETTLE_SECONDS`).
+    pub create_settle: Duration,
     /// How much later than a tool's own time of an event GitLab's clock may record it before the
     /// event counts as older than what GitLab shows; also how far in the future a signed time may be.
     pub clock_skew: Duration,
@@ -308,6 +315,7 @@ impl Default for Config {
             serve: ServeSettings::default(),
             replay_windows: HashMap::new(),
             clock_skew: Duration::from_secs(30),
+            create_settle: crate::lifecycle::CREATE_SETTLE,
             routes: Routes::default(),
             unbound_hooks: false,
             events: Defaults::default(),
@@ -466,6 +474,7 @@ impl Config {
                 })?,
             },
             clock_skew: secs("CLOCK_SKEW_SECONDS", d.clock_skew)?,
+            create_settle: secs("GITLAB_CREATE_SETTLE_SECONDS", d.create_settle)?,
             routes,
             unbound_hooks,
             events: Defaults { git_ref: get("DEFAULT_REF").unwrap_or(d.events.git_ref), environments },

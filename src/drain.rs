@@ -27,8 +27,9 @@ pub enum Settled {
     Ack,
     /// Keep it, with this reason, out of the way of its group.
     DeadLetter(String),
-    /// Try again after `wait`.
-    Retry { wait: Duration, reason: String },
+    /// Try again after `wait` — and, where the store cannot keep a claim (SQS), not before
+    /// `hold_until_ms`.
+    Retry { wait: Duration, reason: String, hold_until_ms: Option<u64> },
 }
 
 /// How an attempt at an event that has waited `age` (after `attempts` earlier ones) settles:
@@ -37,11 +38,18 @@ pub fn settle(delivery: Delivery, age: Duration, attempts: u32, settings: &Spool
     match delivery {
         Delivery::Delivered { .. } => Settled::Ack,
         Delivery::Dead(reason) => Settled::DeadLetter(reason),
-        Delivery::Retry(reason) if age >= settings.max_age => Settled::DeadLetter(format!(
-            "gave up after {} h in the spool (SPOOL_MAX_AGE_HOURS); the last attempt: {reason}",
-            settings.max_age.as_secs() / 3600
-        )),
-        Delivery::Retry(reason) => Settled::Retry { wait: backoff(attempts, settings.retry_max), reason },
+        Delivery::Retry(reason) | Delivery::Wait { reason, .. } if age >= settings.max_age => {
+            Settled::DeadLetter(format!(
+                "gave up after {} h in the spool (SPOOL_MAX_AGE_HOURS); the last attempt: {reason}",
+                settings.max_age.as_secs() / 3600
+            ))
+        }
+        Delivery::Retry(reason) => {
+            Settled::Retry { wait: backoff(attempts, settings.retry_max), reason, hold_until_ms: None }
+        }
+        Delivery::Wait { reason, until_ms } => {
+            Settled::Retry { wait: backoff(attempts, settings.retry_max), reason, hold_until_ms: Some(until_ms) }
+        }
     }
 }
 
@@ -133,7 +141,8 @@ async fn deliver_entry(pipeline: &Pipeline, spool: &Arc<LocalSpool>, entry: Entr
             tracing::error!(spool = "local", spool_id = id, group = %entry.group, reason = %reason, "spool: event dead-lettered (see `gitlab-deploy-bridge spool list`)");
             blocking(spool, move |s| s.dead_letter(id, &reason)).await
         }
-        Settled::Retry { wait, reason } => {
+        // The claim is on disk here: the next attempt finds it, whenever it comes.
+        Settled::Retry { wait, reason, .. } => {
             let at = now_ms() + wait.as_millis() as u64;
             tracing::info!(spool = "local", spool_id = id, group = %entry.group, retry_in_ms = wait.as_millis() as u64, "spool: next attempt scheduled");
             blocking(spool, move |s| s.retry_later(id, &reason, at)).await
@@ -205,7 +214,11 @@ pub async fn sqs_batch(pipeline: &Pipeline, queue: &SqsSpool, event: SqsEvent, d
                     }
                 }
             }
-            Settled::Retry { wait, .. } => {
+            // This container's claim does not travel with the message: the next attempt (maybe
+            // elsewhere) waits until GitLab can no longer commit the create it claims.
+            Settled::Retry { wait, hold_until_ms, .. } => {
+                let held = hold_until_ms.map(|until| Duration::from_millis(until.saturating_sub(now_ms())));
+                let wait = held.map_or(wait, |held| wait.max(held));
                 tracing::info!(spool = "sqs", message_id = %id, group = %group, retry_in_ms = wait.as_millis() as u64, "spool: next attempt scheduled");
                 Some(wait)
             }
@@ -267,7 +280,9 @@ mod tests {
         let dead = settle(Delivery::Dead("422".into()), Duration::ZERO, 0, &settings);
         assert_eq!(dead, Settled::DeadLetter("422".into()));
         match settle(Delivery::Retry("503".into()), Duration::from_secs(60), 3, &settings) {
-            Settled::Retry { wait, reason } => assert!(wait <= Duration::from_secs(8) && reason == "503", "{wait:?}"),
+            Settled::Retry { wait, reason, hold_until_ms: None } => {
+                assert!(wait <= Duration::from_secs(8) && reason == "503", "{wait:?}")
+            }
             other => panic!("{other:?}"),
         }
         let old = settle(Delivery::Retry("503".into()), settings.max_age, 3, &settings);

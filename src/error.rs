@@ -63,10 +63,10 @@ impl Error {
             Error::GitLab(e) => match e {
                 // GitLab refused the data itself: a redelivery of the same body cannot succeed.
                 GitLabError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                GitLabError::RateLimited { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                GitLabError::RateLimited { .. } | GitLabError::Waiting { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 GitLabError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
                 GitLabError::Unavailable(_)
-                | GitLabError::Ambiguous(_)
+                | GitLabError::Ambiguous { .. }
                 | GitLabError::Unauthorized
                 | GitLabError::Forbidden(_)
                 | GitLabError::Redirect { .. }

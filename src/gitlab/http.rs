@@ -168,7 +168,7 @@ impl HttpGitLab {
                             // A create GitLab answered may have happened.
                             return Err(match idempotent {
                                 true => GitLabError::InvalidResponse(message),
-                                false => GitLabError::Ambiguous(message),
+                                false => GitLabError::Ambiguous { message, in_flight: false },
                             });
                         }
                         // The connection broke mid-answer: an idempotent call is simply repeated.
@@ -179,10 +179,10 @@ impl HttpGitLab {
                             continue;
                         }
                         Err(crate::transport::ReadError::Body(e)) => {
-                            return Err(GitLabError::Ambiguous(format!(
-                                "reading the answer failed: {}",
-                                e.without_url()
-                            )));
+                            return Err(GitLabError::Ambiguous {
+                                message: format!("reading the answer failed: {}", e.without_url()),
+                                in_flight: false,
+                            });
                         }
                     };
                     if status.is_success() {
@@ -191,7 +191,7 @@ impl HttpGitLab {
                             // A create GitLab answered 2xx happened, whatever its body says.
                             match idempotent {
                                 true => GitLabError::InvalidResponse(message),
-                                false => GitLabError::Ambiguous(message),
+                                false => GitLabError::Ambiguous { message, in_flight: false },
                             }
                         });
                     }
@@ -216,12 +216,13 @@ impl HttpGitLab {
                         s if s.is_server_error() && idempotent => {
                             Failure::Retry(format!("{} answered {} {message}", host(&url), s.as_u16()))
                         }
+                        // A gateway's 502/503/504: GitLab itself may still be carrying it out.
                         s if s.is_server_error() => {
-                            return Err(GitLabError::Ambiguous(format!(
-                                "{} answered {} {message}",
-                                host(&url),
-                                s.as_u16()
-                            )));
+                            let gateway = matches!(s.as_u16(), 502..=504);
+                            return Err(GitLabError::Ambiguous {
+                                message: format!("{} answered {} {message}", host(&url), s.as_u16()),
+                                in_flight: gateway,
+                            });
                         }
                         s => return Err(GitLabError::Rejected { status: s.as_u16(), message }),
                     }
@@ -233,7 +234,12 @@ impl HttpGitLab {
                     return Err(GitLabError::Deadline(format!("{method} {} timed out", url.path())));
                 }
                 Err(e) if idempotent => Failure::Retry(format!("{}: {}", host(&url), e.without_url())),
-                Err(e) => return Err(GitLabError::Ambiguous(format!("{}: {}", host(&url), e.without_url()))),
+                Err(e) => {
+                    return Err(GitLabError::Ambiguous {
+                        message: format!("{}: {}", host(&url), e.without_url()),
+                        in_flight: true,
+                    });
+                }
             };
 
             self.wait_before_retry(ctx, attempt, failure).await?;

@@ -36,9 +36,16 @@ pub enum GitLabError {
     RateLimited { retry_after: Option<Duration> },
     #[error("GitLab is unavailable: {0}")]
     Unavailable(String),
-    /// A create call failed after it may have reached GitLab; the lifecycle re-checks before retrying.
-    #[error("GitLab failed while creating a deployment: {0}")]
-    Ambiguous(String),
+    /// A create call failed after it may have reached GitLab; the lifecycle re-checks before
+    /// retrying. `in_flight`: no answer came from GitLab itself (a timeout, a broken connection,
+    /// a gateway's 502/503/504), so GitLab may still be carrying it out; otherwise GitLab has
+    /// finished with it, and what it did is what it shows now.
+    #[error("GitLab failed while creating a deployment: {message}")]
+    Ambiguous { message: String, in_flight: bool },
+    /// An earlier create in the environment may still be committing in GitLab; nothing is
+    /// created before GitLab shows it or `until_ms` (Unix milliseconds) has passed.
+    #[error("{reason}")]
+    Waiting { reason: String, until_ms: u64 },
     #[error("the deadline ran out waiting for GitLab: {0}")]
     Deadline(String),
     #[error(

@@ -25,6 +25,8 @@ use crate::environment::{self, Environments};
 use crate::event::{Change, Deploy, Event};
 use crate::gitlab::{CallCtx, GitLab, GitLabError, NewDeployment, Recent};
 use crate::model::{Deployment, Status};
+use crate::spool::claims::{Carried, Claim, Claims, MemoryClaims};
+use crate::spool::now_ms;
 use plan::{Attempt, Memory, Step, Written};
 
 const LOCK_STRIPES: usize = 64;
@@ -107,6 +109,10 @@ impl<K: Hash + Eq, V: Clone> Bounded<K, V> {
 pub struct Lifecycle {
     gitlab: Arc<dyn GitLab>,
     clock_skew: Duration,
+    /// Creates whose outcome is not known yet, by environment ([`crate::spool::claims`]).
+    claims: Arc<dyn Claims>,
+    /// How long after it was sent a create may still be committed by GitLab.
+    settle: Duration,
     locks: Vec<Mutex<()>>,
     environments: Environments,
     /// Full project paths (lower case) to numeric ids.
@@ -122,6 +128,8 @@ impl Lifecycle {
         Lifecycle {
             gitlab,
             clock_skew,
+            claims: Arc::new(MemoryClaims::default()),
+            settle: CREATE_SETTLE,
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             environments: Environments::default(),
             projects: Bounded::new(),
@@ -130,8 +138,38 @@ impl Lifecycle {
         }
     }
 
+    /// Where claims are kept (by default, this process's memory), and how long a create may
+    /// still be committed after it was sent (`GITLAB_CREATE_SETTLE_SECONDS`).
+    pub fn with_claims(self, claims: Arc<dyn Claims>, settle: Duration) -> Self {
+        Lifecycle { claims, settle, ..self }
+    }
+
     pub fn gitlab(&self) -> &dyn GitLab {
         self.gitlab.as_ref()
+    }
+
+    /// The claim of the event's environment, to travel with it into the spool (so that the
+    /// container that drains it honours it). Only from what this container knows already: the
+    /// project's id as it resolved it, its claims.
+    pub async fn carried_claim(&self, ev: &Event) -> Option<Carried> {
+        let project = ev.project.as_str();
+        let id = match project.bytes().all(|b| b.is_ascii_digit()) {
+            true => project.to_string(),
+            false => self.projects.get(&project.to_ascii_lowercase())?,
+        };
+        let key = claim_key(&(id, ev.environment.to_string()));
+        let claim = self.claims.get(&key).await.ok()??;
+        Some(Carried { key, claim })
+    }
+
+    /// Takes on a claim that came with a spooled event, unless a newer one is known here.
+    pub async fn adopt_claim(&self, carried: &Carried) {
+        let known = self.claims.get(&carried.key).await.ok().flatten();
+        if known.is_none_or(|k| k.sent_ms < carried.claim.sent_ms)
+            && let Err(e) = self.claims.put(&carried.key, &carried.claim, self.settle.as_millis() as u64).await
+        {
+            tracing::warn!(error = %e, "the claim that came with a spooled event could not be recorded");
+        }
     }
 
     /// How GitLab will treat the event's environment for DORA and MR linking; each warning is
@@ -294,7 +332,7 @@ impl Lifecycle {
             attempt += 1;
             match self.rollout_once(ev, d, key, ctx).await {
                 Ok(outcome) => return Ok(outcome),
-                Err(GitLabError::Ambiguous(msg)) if attempt < 3 => {
+                Err(GitLabError::Ambiguous { message: msg, .. }) if attempt < 3 => {
                     let wait = Duration::from_millis(200 * attempt);
                     match ctx.remaining() {
                         Some(rem) if wait < rem => {
@@ -304,7 +342,7 @@ impl Lifecycle {
                         _ => return Err(GitLabError::Unavailable(msg)),
                     }
                 }
-                Err(GitLabError::Ambiguous(msg)) => return Err(GitLabError::Unavailable(msg)),
+                Err(GitLabError::Ambiguous { message, .. }) => return Err(GitLabError::Unavailable(message)),
                 Err(e) => return Err(e),
             }
         }
@@ -393,7 +431,29 @@ impl Lifecycle {
             tag: d.tag,
             status: ev.status,
         };
-        let created = self.gitlab.create_deployment(ctx, &key.0, &new).await?;
+        // An earlier create here whose answer never came may still be committed by GitLab:
+        // look for it, and wait for it, before creating again.
+        let (claim_key, now, settle_ms) = (claim_key(key), now_ms(), self.settle.as_millis() as u64);
+        if let Some(earlier) = self.claims.get(&claim_key).await.map_err(unclaimed)?
+            && let Some(reason) = plan::claim_blocks(&earlier, recent, now, self.settle)
+        {
+            return Err(GitLabError::Waiting { reason, until_ms: earlier.sent_ms.saturating_add(settle_ms) });
+        }
+        // Recorded before the call is sent: a second attempt (after `kill -9`, from the spool,
+        // in another container) finds it.
+        let above = recent.items.iter().map(|d| d.id).max().unwrap_or(0);
+        let claim = Claim { sha: new.sha.clone(), status: ev.status, sent_ms: now, above };
+        self.claims.put(&claim_key, &claim, settle_ms).await.map_err(unclaimed)?;
+        let created = self.gitlab.create_deployment(ctx, &key.0, &new).await;
+        // Unless the call went out and no answer of GitLab's own came back (a timeout, a broken
+        // connection, a gateway's 502/503/504), GitLab is done with it — created, refused,
+        // failed in itself, or never reached — and what it did it shows now.
+        let in_flight =
+            matches!(&created, Err(GitLabError::Ambiguous { in_flight: true, .. } | GitLabError::Deadline(_)));
+        if !in_flight && let Err(e) = self.claims.clear(&claim_key).await {
+            tracing::warn!(error = %e, "the claim of an answered create could not be cleared; it settles by itself");
+        }
+        let created = created?;
         if !plan::created_new(&created, recent) {
             return Ok(Outcome::of(Action::Unchanged, created));
         }
@@ -438,6 +498,21 @@ impl Lifecycle {
         self.written.insert(key, Written { deployment: done.clone(), occurred_at: None, at: Instant::now() });
         Ok(Outcome::of(Action::Updated, done))
     }
+}
+
+/// How long after it was sent GitLab may still commit a create, by default: its request
+/// timeout (`GITLAB_RAILS_RACK_TIMEOUT`, 60 s) after its queue's (`GITLAB_RAILS_WAIT_TIMEOUT`,
+/// 90 s), config/initializers/rack_timeout.rb.
+pub const CREATE_SETTLE: Duration = Duration::from_secs(150);
+
+/// The key of an environment's claim.
+fn claim_key(key: &EnvKey) -> String {
+    format!("{}\u{0}{}", key.0, key.1)
+}
+
+/// A claim that cannot be recorded: nothing is created without one.
+fn unclaimed(e: crate::spool::SpoolError) -> GitLabError {
+    GitLabError::Unavailable(format!("the create's claim cannot be recorded ({e}); nothing is created without it"))
 }
 
 /// GitLab's "The commit does not exist" names neither the sha nor where it came from; when the
@@ -508,6 +583,38 @@ mod tests {
         let c = ctx();
         assert_eq!(lc.apply(&mut event(X, Status::Success), &c).await.unwrap().action, Action::Unchanged);
         assert_eq!(gitlab.summary()[0]["statuses"], serde_json::json!(["running", "success"]));
+    }
+
+    /// A create claimed by an earlier attempt (whose answer never came) holds the environment
+    /// until GitLab shows it; found, nothing is created again. Every create records its claim
+    /// before it is sent, and an answered one clears it.
+    #[tokio::test]
+    async fn a_create_whose_answer_never_came_is_waited_for_not_made_again() {
+        let (gitlab, lc) = lifecycle();
+        let claims = Arc::new(MemoryClaims::default());
+        let lc = lc.with_claims(claims.clone(), Duration::from_secs(150));
+        let key = claim_key(&("42".into(), "production".into()));
+        let claim = Claim { sha: X.into(), status: Status::Running, sent_ms: now_ms(), above: 0 };
+        claims.put(&key, &claim, 150_000).await.unwrap();
+        let waiting = lc.apply(&mut event(X, Status::Running), &ctx()).await.unwrap_err();
+        assert!(
+            matches!(&waiting, GitLabError::Waiting { reason, .. } if reason.contains("may still be committing")),
+            "{waiting}"
+        );
+        assert!(waiting.is_transient());
+        assert!(gitlab.summary().as_array().unwrap().is_empty(), "nothing created");
+        // The earlier create shows up in GitLab: it is that deployment.
+        claims.clear(&key).await.unwrap();
+        let first = lc.apply(&mut event(X, Status::Running), &ctx()).await.unwrap();
+        assert_eq!(first.action, Action::Created);
+        assert!(claims.get(&key).await.unwrap().is_none(), "an answered create leaves no claim");
+        claims.put(&key, &claim, 150_000).await.unwrap();
+        let again = lc.apply(&mut event(X, Status::Running), &ctx()).await.unwrap();
+        assert_eq!(again.action, Action::Unchanged);
+        // Another rollout's create goes ahead once the claimed one is shown (id above the claim's).
+        let next = lc.apply(&mut event(Y, Status::Running), &ctx()).await.unwrap();
+        assert_eq!(next.action, Action::Created);
+        assert_eq!(gitlab.summary().as_array().unwrap().len(), 2);
     }
 
     #[tokio::test]

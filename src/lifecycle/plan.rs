@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 
 use crate::gitlab::{GitLabError, Recent};
 use crate::model::{Deployment, Status, format_time};
+use crate::spool::claims::Claim;
 
 /// How many of an environment's newest deployments one look-up reads. Rollouts in flight are
 /// among them; a running deployment older than that is looked for only when it matters.
@@ -178,6 +179,25 @@ pub fn beyond_window(ev: &Attempt, running: &Recent) -> Step {
         Some(d) => Step::Finish(d.clone()),
         None => Step::Create,
     }
+}
+
+/// Why a create must wait for an earlier one in the environment ([`Claim`]), if it must: that
+/// create is not among the deployments GitLab shows (a deployment of its sha newer than those it
+/// was decided on) and GitLab may still commit it (`settle` has not passed since it was sent).
+/// `None`: the claim is settled — found, or too old to commit — and a create may go ahead.
+pub fn claim_blocks(claim: &Claim, recent: &Recent, now_ms: u64, settle: Duration) -> Option<String> {
+    let found = recent.items.iter().any(|d| d.id > claim.above && d.is_of(&claim.sha));
+    let settles_at = claim.sent_ms.saturating_add(settle.as_millis() as u64);
+    if found || now_ms >= settles_at {
+        return None;
+    }
+    Some(format!(
+        "an earlier create of {} {} in this environment (sent {} s ago, its answer never came: a restart, or another container) may still be committing in GitLab; nothing is created here until GitLab shows it or {} s have passed (GITLAB_CREATE_SETTLE_SECONDS)",
+        claim.sha,
+        claim.status,
+        now_ms.saturating_sub(claim.sent_ms) / 1000,
+        settle.as_secs()
+    ))
 }
 
 /// Whether a create GitLab answered made something new: GitLab answers a success equal to the
@@ -348,6 +368,26 @@ mod tests {
 
     fn is_stale(s: &Step) -> bool {
         matches!(s, Step::Stale(_))
+    }
+
+    /// Issue 21: `kill -9` during a create, then a second attempt that read the environment
+    /// before the killed process's create was committed, made the deployment twice.
+    #[test]
+    fn a_create_waits_for_an_earlier_one_until_gitlab_shows_it_or_can_no_longer_commit_it() {
+        let settle = Duration::from_secs(150);
+        let claim = Claim { sha: X.into(), status: Status::Running, sent_ms: 1_000_000, above: 2 };
+        let before = shown(vec![dep(1, Y, Status::Success, 0), dep(2, Y, Status::Failed, 5)]);
+        let why = claim_blocks(&claim, &before, 1_010_000, settle).unwrap();
+        assert!(why.contains("may still be committing") && why.contains("sent 10 s ago"), "{why}");
+        // GitLab shows it now: settled (the plan then finds it, and creates nothing).
+        let committed = shown(vec![dep(2, Y, Status::Failed, 5), dep(3, X, Status::Running, 9)]);
+        assert_eq!(claim_blocks(&claim, &committed, 1_010_000, settle), None);
+        assert_eq!(step(&ev(X, Status::Running, None), &committed, None), Step::Unchanged(committed.items[0].clone()));
+        // A deployment of the sha from before the claim is not it.
+        let older = shown(vec![dep(2, X, Status::Failed, 5)]);
+        assert!(claim_blocks(&claim, &older, 1_010_000, settle).is_some());
+        // Once GitLab can no longer commit it (its request timeout is behind), a create goes ahead.
+        assert_eq!(claim_blocks(&claim, &before, 1_000_000 + 150_000, settle), None);
     }
 
     // --- The README's Lifecycle table, row by row -------------------------------------------

@@ -30,6 +30,9 @@ pub enum Delivery {
     Delivered { action: &'static str, deployment_id: Option<u64> },
     /// GitLab cannot take it now: try again later.
     Retry(String),
+    /// An earlier create in its environment may still be committing in GitLab: try again later,
+    /// and where that create's claim cannot travel (SQS), not before `until_ms`.
+    Wait { reason: String, until_ms: u64 },
     /// GitLab refused it for good: a dead letter, with this reason.
     Dead(String),
 }
@@ -84,9 +87,11 @@ impl Deliverer {
         match result {
             Ok(outcome) => Ok(Delivered::Applied(ev, outcome)),
             Err(e) if e.is_transient() => {
-                // The event as it is now (an abbreviated sha GitLab already expanded stays expanded).
+                // The event as it is now (an abbreviated sha GitLab already expanded stays
+                // expanded), with the claim of a create whose answer never came, if there is one.
                 let item = Spooled {
                     reason: e.to_string(),
+                    claim: self.lifecycle.carried_claim(&ev).await,
                     ..Spooled::new(&ev, route, delivery, item.received_at, String::new())
                 };
                 enqueue(spool, item, Some(e)).await
@@ -122,8 +127,12 @@ impl Deliverer {
         if let Err(why) = gate.recheck(item.route.as_deref(), &mut ev) {
             return Delivery::Dead(format!("not delivered: {why}"));
         }
+        if let Some(carried) = &item.claim {
+            self.lifecycle.adopt_claim(carried).await;
+        }
         match self.lifecycle.apply(&mut ev, ctx).await {
             Ok(o) => Delivery::Delivered { action: o.action.as_str(), deployment_id: o.deployment.map(|d| d.id) },
+            Err(GitLabError::Waiting { reason, until_ms }) => Delivery::Wait { reason, until_ms },
             Err(e) if e.is_transient() => Delivery::Retry(e.to_string()),
             Err(e) => Delivery::Dead(e.to_string()),
         }

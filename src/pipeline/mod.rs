@@ -238,6 +238,9 @@ impl Pipeline {
                 Delivery::Retry(e) => {
                     tracing::warn!(outcome = "retry", error = %e, gitlab_calls, latency_ms, "spool: delivery failed, will retry");
                 }
+                Delivery::Wait { reason, .. } => {
+                    tracing::warn!(outcome = "wait", error = %reason, gitlab_calls, latency_ms, "spool: an earlier create may still be committing; will retry");
+                }
                 Delivery::Dead(e) => {
                     tracing::error!(outcome = "dead-letter", error = %e, gitlab_calls, latency_ms, "spool: GitLab refused the event for good");
                 }

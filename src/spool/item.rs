@@ -58,6 +58,10 @@ pub struct Spooled {
     /// One delivery, whatever the number of copies the tool sent.
     pub dedup: String,
     pub event: Event,
+    /// A create of the event's environment that may still be committing in GitLab when the
+    /// event was spooled: whoever delivers it honours it ([`super::claims`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<super::claims::Carried>,
 }
 
 impl Spooled {
@@ -83,6 +87,7 @@ impl Spooled {
             group,
             dedup,
             event: ev.clone(),
+            claim: None,
         }
     }
 
@@ -195,6 +200,7 @@ mod v1 {
                 group: self.group,
                 dedup: self.dedup,
                 event,
+                claim: None,
             })
         }
     }

@@ -23,7 +23,7 @@
 //! Tables: `entries` (id → the entry's JSON), `queue` ((group, id) of every live entry),
 //! `heads` (group → its oldest live entry and when it is due), `due` ((when, id) → group, one
 //! per head), `dedup` (delivery → id), `unreadable` (id → why it could not be read), `claims`
-//! (an environment's create that may still be in flight, see [`crate::lifecycle::claims`]),
+//! (an environment's create that may still be in flight, see [`super::claims`]),
 //! `meta` (the next id, counts, the schema). A spool of the first schema (entries, dedup and
 //! meta only) gets its indexes built once when opened.
 
@@ -530,7 +530,7 @@ impl LocalSpool {
         Ok(out)
     }
 
-    /// A claim recorded for `key`, if any ([`crate::lifecycle::claims`]).
+    /// A claim recorded for `key`, if any ([`super::claims`]).
     pub fn claim(&self, key: &str) -> Result<Option<Vec<u8>>, SpoolError> {
         self.with(|db| {
             let tx = db.begin_read()?;

@@ -8,6 +8,7 @@
 //! minutes is one event (SQS FIFO's deduplication window, kept the same locally). Delivering
 //! spooled events is [`crate::drain`]'s.
 
+pub mod claims;
 mod item;
 pub mod local;
 pub mod sqs;

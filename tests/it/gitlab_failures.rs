@@ -220,3 +220,25 @@ async fn a_gigabyte_answer_is_refused_unread_on_the_webhook_path_and_in_check() 
     assert!(!out.status.success() && text.contains("GITLAB_MAX_ANSWER_BYTES"), "{text}");
     assert!(peak < 128 * 1024, "check's peak RSS is {} MiB", peak / 1024);
 }
+
+/// Issue 21, item 3: a create GitLab commits after the bridge gave up on its answer (its
+/// request timed out) was made again by the re-check that followed, which read the environment
+/// before the commit. The create's claim makes the second attempt wait: the webhook is answered
+/// 503, and once GitLab shows the deployment, the tool's redelivery finds it.
+#[tokio::test]
+async fn a_create_that_timed_out_in_flight_is_not_made_again() {
+    let (gitlab, bridge) = setup_with(|c| c.gitlab.request_timeout = Duration::from_millis(300)).await;
+    gitlab.set_commit_delay(Some(Duration::from_millis(1500)));
+    let (s, r) = bridge.generic("production", SHA_A, "running").await;
+    assert_eq!(s, 503, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("may still be committing"), "{r}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gitlab.set_commit_delay(None);
+    let (s, r) = bridge.generic("production", SHA_A, "running").await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("unchanged")), "{r}");
+    let (s, r) = bridge.generic("production", SHA_A, "success").await;
+    assert_eq!((s, r["action"].as_str()), (200, Some("updated")), "{r}");
+    let deployments = gitlab.deployments();
+    assert_eq!(deployments.len(), 1, "{deployments:?}");
+    assert_eq!(deployments[0].history, ["running", "success"]);
+}

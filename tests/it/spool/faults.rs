@@ -287,3 +287,99 @@ fn cpu_ms(pid: u32) -> u64 {
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     ticks * 1000 / per_second
 }
+
+/// Issue 21, item 3: `kill -9` during a delivery created the deployment twice (3 of 13
+/// immediate restarts): the restarted worker read the environment before the killed process's
+/// create was committed, and created it again. GitLab here takes 2 s to commit a create and
+/// commits it whether or not the caller is still there, as Rails does; each round kills `serve`
+/// in the middle of that create and restarts it at once. The create's claim, on disk before the
+/// call was sent, makes the restarted worker wait until GitLab shows the deployment: every round
+/// ends with one deployment, running then success.
+#[tokio::test]
+async fn kill_9_in_the_middle_of_a_create_never_makes_the_deployment_twice() {
+    const ROUNDS: usize = 6;
+    let gitlab = gitlab_down().await;
+    gitlab.accept_any_commit();
+    gitlab.set_commit_delay(Some(Duration::from_secs(2)));
+    let dir = spool_dir();
+    let env = [("GITLAB_CREATE_SETTLE_SECONDS", "10"), ("GITLAB_REQUEST_TIMEOUT_MS", "5000")];
+    let mut serve = Serve::start_with(&gitlab, &dir, &env).await;
+    let mut raced = 0;
+    for round in 1..=ROUNDS {
+        let sha = sha(round);
+        gitlab.set_down(Some(502));
+        for step in [Step::ArgoRunning(sha), Step::ArgoSucceeded(sha)] {
+            assert_eq!(serve.send(step).await.0, 202, "round {round}: {step:?}");
+        }
+        let posts = || gitlab.requests().iter().filter(|r| r.method == "POST").count();
+        let before = posts();
+        gitlab.set_down(None);
+        // The worker's create reaches GitLab; somewhere in its 2 s commit, kill -9.
+        assert!(eventually(20, || posts() > before).await, "round {round}: no create\n{}", serve.output());
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(50..600))).await;
+        serve.kill9().await;
+        serve = Serve::start_with(&gitlab, &dir, &env).await;
+        let done = eventually(30, || {
+            let mine: Vec<_> = gitlab.deployments_in("argo-prod").into_iter().filter(|d| d.sha == sha).collect();
+            mine.iter().any(|d| d.status == "success") && spool_command(&dir, &["list"]).1.is_empty()
+        })
+        .await;
+        let mine: Vec<_> = gitlab.deployments_in("argo-prod").into_iter().filter(|d| d.sha == sha).collect();
+        assert!(done, "round {round}: {mine:?}\n{}", serve.output());
+        raced += usize::from(serve.output().contains("may still be committing"));
+        // Any late commit of a second create would land within the stand-in's 2 s.
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let mine: Vec<_> = gitlab.deployments_in("argo-prod").into_iter().filter(|d| d.sha == sha).collect();
+        assert_eq!(mine.len(), 1, "round {round}: the deployment was made twice: {mine:?}\n{}", serve.output());
+        assert_eq!(mine[0].history, ["running", "success"], "round {round}");
+    }
+    // The race was run: restarted workers met a create still committing.
+    println!("{raced} of {ROUNDS} restarts met the killed process's create still committing");
+    assert!(raced >= ROUNDS / 2, "{raced} of {ROUNDS}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Issue 21, item 3, across Lambda containers: container A's create times out in flight (GitLab
+/// takes 2 s to commit it), so A spools the event to SQS — with the create's claim, since A's
+/// memory is not B's. Container B drains the queue while the create is still committing: it
+/// honours the claim (the group is held back until GitLab can no longer commit it) instead of
+/// creating the deployment a second time.
+#[tokio::test]
+async fn lambda_a_claim_travels_with_the_spooled_event_to_the_container_that_drains_it() {
+    let token = format!("glpat-{}", fastrand_token());
+    let gitlab = GitLabStub::start(&token).await;
+    gitlab.add_commit(SHA_A);
+    gitlab.set_commit_delay(Some(Duration::from_secs(2)));
+    let sqs = sqs_client();
+    let (queue, dlq) = queues(&sqs).await;
+    let env =
+        [("GITLAB_REQUEST_TIMEOUT_MS", "400"), ("GITLAB_CREATE_SETTLE_SECONDS", "4"), ("SPOOL_AFTER_SECONDS", "3")];
+    let (runtime_a, runtime_b) =
+        (RuntimeApi::start(Duration::from_secs(20)).await, RuntimeApi::start(Duration::from_secs(20)).await);
+    let a = start_function(&runtime_a, &gitlab, &queue, &dlq, &env).await;
+    let b = start_function(&runtime_b, &gitlab, &queue, &dlq, &env).await;
+    let posted =
+        runtime_a.invoke(&function_url_event(&render(Step::ArgoRunning(SHA_A), OffsetDateTime::now_utc()))).await;
+    let response: Value = serde_json::from_str(&posted.body).unwrap();
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(response["statusCode"], 202, "{body}\n{}", a.output.lock().unwrap());
+    assert!(body["spool"]["reason"].as_str().unwrap().contains("may still be committing"), "{body}");
+    // B drains at once, while GitLab is still committing A's create.
+    let (received, failed) = poll_once(&sqs, &runtime_b, &queue).await;
+    assert_eq!((received, failed), (1, 1), "held back, not delivered: {}", b.output.lock().unwrap());
+    assert!(b.output.lock().unwrap().contains("may still be committing"), "{}", b.output.lock().unwrap());
+    // Later, B finds A's deployment and creates nothing.
+    let mut delivered = false;
+    for _ in 0..100 {
+        let (received, failed) = poll_once(&sqs, &runtime_b, &queue).await;
+        if received > failed {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(delivered, "{}", b.output.lock().unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deployments = gitlab.deployments();
+    assert_eq!(deployments.len(), 1, "made twice: {deployments:?}\n{}", b.output.lock().unwrap());
+}

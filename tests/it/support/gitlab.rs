@@ -225,7 +225,6 @@ impl GitLabStub {
 
     /// What GitLab says of the token: scopes, expiry, role in every project.
     /// Creates take `delay` to commit, whether or not the client waits for the answer.
-    #[allow(dead_code)]
     pub fn set_commit_delay(&self, delay: Option<std::time::Duration>) {
         self.state.lock().unwrap().commit_delay = delay;
     }
